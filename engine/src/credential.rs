@@ -1,0 +1,251 @@
+//! Credential identity: what a reader reads off a card.
+//!
+//! A credential is identified by what the reader sends, never by an internal
+//! id: a Wiegand-style card as (format, facility code, card number), or a raw
+//! UID (the serial number of a smart card). The text form, used by the site
+//! file, the CLI and DynamoDB keys, is `FORMAT:FACILITY:NUMBER` (for example
+//! `h10301:12:34567`) or `uid:HEX` (for example `uid:04a1b2c3d4e5f6`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The longest raw UID accepted, in bytes (ISO 14443 UIDs are 4, 7 or 10).
+pub const MAX_UID_LEN: usize = 16;
+
+/// A card format, as a stable number (it travels on the wire as a `u16`).
+///
+/// The well-known formats have names; any other number is accepted as
+/// `fmtN` so sites with proprietary formats can still be served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CardFormat(pub u16);
+
+impl CardFormat {
+    /// HID H10301, 26-bit Wiegand: 8-bit facility, 16-bit number.
+    pub const H10301: Self = Self(1);
+    /// HID H10302, 37-bit without facility code.
+    pub const H10302: Self = Self(2);
+    /// HID H10304, 37-bit with a 16-bit facility code.
+    pub const H10304: Self = Self(3);
+    /// HID Corporate 1000, 35-bit.
+    pub const CORP1000_35: Self = Self(4);
+    /// HID Corporate 1000, 48-bit.
+    pub const CORP1000_48: Self = Self(5);
+
+    const NAMES: [(&'static str, CardFormat); 5] = [
+        ("h10301", Self::H10301),
+        ("h10302", Self::H10302),
+        ("h10304", Self::H10304),
+        ("corp1000_35", Self::CORP1000_35),
+        ("corp1000_48", Self::CORP1000_48),
+    ];
+
+    /// The format's name, if it is a well-known one.
+    pub fn name(self) -> Option<&'static str> {
+        Self::NAMES
+            .iter()
+            .find(|(_, f)| *f == self)
+            .map(|(name, _)| *name)
+    }
+}
+
+impl fmt::Display for CardFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(name) => f.write_str(name),
+            None => write!(f, "fmt{}", self.0),
+        }
+    }
+}
+
+impl FromStr for CardFormat {
+    type Err = CredentialParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let lower = s.to_ascii_lowercase();
+        if let Some((_, format)) = Self::NAMES.iter().find(|(name, _)| *name == lower) {
+            return Ok(*format);
+        }
+        lower
+            .strip_prefix("fmt")
+            .and_then(|n| n.parse::<u16>().ok())
+            .map(CardFormat)
+            .ok_or_else(|| CredentialParseError::UnknownFormat(s.to_owned()))
+    }
+}
+
+/// A raw card UID of 1 to [`MAX_UID_LEN`] bytes, stored inline so that a
+/// credential key is a small `Copy` value with no allocation.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Uid {
+    len: u8,
+    bytes: [u8; MAX_UID_LEN],
+}
+
+impl Uid {
+    /// Makes a UID from its bytes; `None` when empty or longer than
+    /// [`MAX_UID_LEN`].
+    pub fn new(bytes: &[u8]) -> Option<Self> {
+        if bytes.is_empty() || bytes.len() > MAX_UID_LEN {
+            return None;
+        }
+        let mut buf = [0u8; MAX_UID_LEN];
+        buf.get_mut(..bytes.len())?.copy_from_slice(bytes);
+        Some(Self {
+            len: bytes.len() as u8,
+            bytes: buf,
+        })
+    }
+
+    /// The UID's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.bytes.get(..usize::from(self.len)).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for Uid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Uid({})", hex::encode(self.as_bytes()))
+    }
+}
+
+/// What identifies a credential: the data a reader reads off it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CredentialKey {
+    /// A Wiegand-style card.
+    Card {
+        /// The card format.
+        format: CardFormat,
+        /// The facility (site) code encoded on the card; 0 for formats that
+        /// have none.
+        facility: u32,
+        /// The card number.
+        number: u64,
+    },
+    /// A raw UID read from a smart card.
+    Uid(Uid),
+}
+
+impl CredentialKey {
+    /// A Wiegand-style card key.
+    pub fn card(format: CardFormat, facility: u32, number: u64) -> Self {
+        Self::Card {
+            format,
+            facility,
+            number,
+        }
+    }
+}
+
+impl fmt::Display for CredentialKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Card {
+                format,
+                facility,
+                number,
+            } => write!(f, "{format}:{facility}:{number}"),
+            Self::Uid(uid) => write!(f, "uid:{}", hex::encode(uid.as_bytes())),
+        }
+    }
+}
+
+/// Why a credential's text form could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialParseError {
+    /// The text is neither `FORMAT:FACILITY:NUMBER` nor `uid:HEX`.
+    #[error("credential `{0}` is not `FORMAT:FACILITY:NUMBER` or `uid:HEX`")]
+    Shape(String),
+    /// The format is not a known name nor `fmtN`.
+    #[error(
+        "unknown card format `{0}`: use h10301, h10302, h10304, corp1000_35, corp1000_48 or fmtN"
+    )]
+    UnknownFormat(String),
+    /// The facility code or card number is not a decimal number in range.
+    #[error("`{0}` is not a valid facility code or card number")]
+    Number(String),
+    /// The UID is not 1 to 16 bytes of hex.
+    #[error("uid `{0}` must be 1 to 16 bytes written as hex digits")]
+    Uid(String),
+}
+
+impl FromStr for CredentialKey {
+    type Err = CredentialParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let mut parts = s.split(':');
+        let (Some(first), Some(second)) = (parts.next(), parts.next()) else {
+            return Err(CredentialParseError::Shape(s.to_owned()));
+        };
+        if first.eq_ignore_ascii_case("uid") {
+            if parts.next().is_some() {
+                return Err(CredentialParseError::Shape(s.to_owned()));
+            }
+            let bytes =
+                hex::decode(second).map_err(|_| CredentialParseError::Uid(second.to_owned()))?;
+            return Uid::new(&bytes)
+                .map(CredentialKey::Uid)
+                .ok_or_else(|| CredentialParseError::Uid(second.to_owned()));
+        }
+        let (Some(third), None) = (parts.next(), parts.next()) else {
+            return Err(CredentialParseError::Shape(s.to_owned()));
+        };
+        let format = first.parse()?;
+        let facility = second
+            .parse()
+            .map_err(|_| CredentialParseError::Number(second.to_owned()))?;
+        let number = third
+            .parse()
+            .map_err(|_| CredentialParseError::Number(third.to_owned()))?;
+        Ok(Self::card(format, facility, number))
+    }
+}
+
+impl Serialize for CredentialKey {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for CredentialKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_forms_round_trip() {
+        for text in [
+            "h10301:12:34567",
+            "h10304:65535:524287",
+            "fmt900:0:1",
+            "uid:04a1b2c3d4e5f6",
+        ] {
+            let key: CredentialKey = text.parse().unwrap();
+            assert_eq!(key.to_string(), text);
+        }
+        assert_eq!(
+            "H10301:1:2".parse::<CredentialKey>().unwrap(),
+            CredentialKey::card(CardFormat::H10301, 1, 2)
+        );
+    }
+
+    #[test]
+    fn bad_text_forms_say_what_is_wrong() {
+        use CredentialParseError as E;
+        assert!(matches!("h10301:12".parse::<CredentialKey>(), Err(E::Shape(_))));
+        assert!(matches!("x:1:2".parse::<CredentialKey>(), Err(E::UnknownFormat(_))));
+        assert!(matches!("h10301:-1:2".parse::<CredentialKey>(), Err(E::Number(_))));
+        assert!(matches!("uid:zz".parse::<CredentialKey>(), Err(E::Uid(_))));
+        assert!(matches!("uid:".parse::<CredentialKey>(), Err(E::Uid(_))));
+        let long = format!("uid:{}", "00".repeat(17));
+        assert!(matches!(long.parse::<CredentialKey>(), Err(E::Uid(_))));
+    }
+}

@@ -1,0 +1,151 @@
+//! The decision function.
+//!
+//! The combining rule, in order (the first rule that denies decides):
+//!
+//! 1. the reader must exist (and resolve to a door);
+//! 2. the credential must exist, be active and be inside its validity;
+//! 3. its cardholder must exist, be active and be inside its validity;
+//! 4. the door must not be locked, and neither it nor its site may be in
+//!    lockdown unless the holder has the lockdown override;
+//! 5. some assignment of the holder, valid now, must be to an access level
+//!    that covers the door under a schedule active at the site's local time;
+//! 6. at a card-and-PIN door the PIN must match;
+//! 7. anti-passback: a hard violation denies, a soft one grants with a
+//!    warning reason, and a grant records the passage.
+
+use jiff::Timestamp;
+
+use crate::decision::{Decision, Reason, Request};
+use crate::model::{CredentialStatus, Direction, DoorMode, HolderStatus, PassbackMode};
+use crate::presence::{Passage, Presence};
+use crate::schedule::LocalTime;
+use crate::snapshot::{Snapshot, Within};
+
+/// Decides `request` on `snapshot` at `now`. Never fails: missing or
+/// inconsistent data ends in a deny with its reason. The only side effect
+/// is the anti-passback record in `presence` on a grant at a door with an
+/// anti-passback area.
+pub fn decide(
+    snapshot: &Snapshot,
+    presence: &Presence,
+    request: &Request<'_>,
+    now: Timestamp,
+) -> Decision {
+    let version = snapshot.version();
+    let deny = |reason| Decision::deny(reason, version);
+    let topo = &*snapshot.topology;
+
+    // 1. Reader and door.
+    let Some(reader) = topo.readers.get(request.reader) else {
+        return deny(Reason::UnknownReader);
+    };
+    let Some(door) = topo.doors.get(reader.door) else {
+        return deny(Reason::UnknownReader);
+    };
+    let Some(site) = topo.sites.get(door.site) else {
+        return deny(Reason::UnknownReader);
+    };
+
+    // 2. Credential.
+    let Some(cred) = snapshot.creds.get(&request.credential) else {
+        return deny(Reason::UnknownCredential);
+    };
+    match cred.status {
+        CredentialStatus::Active => {}
+        CredentialStatus::Suspended => return deny(Reason::CredentialSuspended),
+        CredentialStatus::Lost => return deny(Reason::CredentialLost),
+        CredentialStatus::Stolen => return deny(Reason::CredentialStolen),
+        CredentialStatus::Revoked => return deny(Reason::CredentialRevoked),
+    }
+    let now_ms = now.as_millisecond();
+    match cred.validity.at(now_ms) {
+        Within::Inside => {}
+        Within::Before => return deny(Reason::CredentialNotYetValid),
+        Within::After => return deny(Reason::CredentialExpired),
+    }
+
+    // 3. Cardholder.
+    let holder = &*cred.holder;
+    let Some(core) = holder.core else {
+        return deny(Reason::HolderUnknown);
+    };
+    if core.status == HolderStatus::Inactive {
+        return deny(Reason::HolderInactive);
+    }
+    match core.validity.at(now_ms) {
+        Within::Inside => {}
+        Within::Before => return deny(Reason::HolderNotYetValid),
+        Within::After => return deny(Reason::HolderExpired),
+    }
+
+    // 4. Door state.
+    if door.mode == DoorMode::Locked {
+        return deny(Reason::DoorLocked);
+    }
+    if (door.mode == DoorMode::Lockdown || site.lockdown) && !core.lockdown_override {
+        return deny(Reason::DoorLockdown);
+    }
+
+    // 5. Access levels. When nothing grants, the most useful reason wins:
+    // "outside schedule" over "not valid now" over "no access".
+    let mut miss = Reason::NoAccess;
+    let mut local = None;
+    let mut granted = false;
+    for assignment in &*holder.assignments {
+        let Some(level) = topo.levels.get(&*assignment.level) else {
+            continue;
+        };
+        if !level.covers(reader.door) {
+            continue;
+        }
+        if assignment.validity.at(now_ms) != Within::Inside {
+            if miss == Reason::NoAccess {
+                miss = Reason::AccessNotValidNow;
+            }
+            continue;
+        }
+        let Some(schedule) = topo.schedules.get(level.schedule) else {
+            continue;
+        };
+        let t = *local.get_or_insert_with(|| LocalTime::at(&site.tz, now));
+        if schedule.is_active(t) {
+            granted = true;
+            break;
+        }
+        miss = Reason::OutsideSchedule;
+    }
+    if !granted {
+        return deny(miss);
+    }
+
+    // 6. PIN.
+    if door.mode == DoorMode::CardAndPin {
+        let Some(pin) = request.pin else {
+            return deny(Reason::PinRequired);
+        };
+        if !cred.pin.as_ref().is_some_and(|hash| hash.verify(pin)) {
+            return deny(Reason::PinWrong);
+        }
+    }
+
+    // 7. Anti-passback.
+    let mut reason = Reason::Granted;
+    if let Some(area) = door.area.and_then(|i| topo.areas.get(i))
+        && area.passback != PassbackMode::None
+    {
+        let passage = presence.pass(
+            &holder.id,
+            &area.id,
+            reader.direction == Direction::In,
+            now_ms,
+            area.reset_after_ms,
+            area.passback == PassbackMode::Hard,
+        );
+        match passage {
+            Passage::Ok => {}
+            Passage::Violation => reason = Reason::GrantedPassbackWarning,
+            Passage::Refused => return deny(Reason::AntiPassback),
+        }
+    }
+    Decision::new(reason, door.unlock_ms, version)
+}

@@ -1,0 +1,112 @@
+//! Anti-passback presence: who is inside which area.
+//!
+//! Presence is runtime state, not data: it lives outside the snapshot so it
+//! survives every snapshot swap, and it is changed by decisions themselves.
+//! It is keyed by cardholder, so all credentials of one person share it, and
+//! each check-and-update happens under that holder's map entry lock, so two
+//! readers deciding for the same holder at once cannot both pass an entry.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+/// The state of one holder in one area.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct AreaPresence {
+    area: Arc<str>,
+    inside: bool,
+    at_ms: i64,
+}
+
+/// What [`Presence::pass`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Passage {
+    /// Nothing known, or the passage is consistent: recorded.
+    Ok,
+    /// A violation that was recorded anyway (soft anti-passback).
+    Violation,
+    /// A violation that was refused and not recorded (hard anti-passback).
+    Refused,
+}
+
+/// Where every holder is, per anti-passback area. Share one `Presence`
+/// between all decisions of a process.
+#[derive(Debug, Default)]
+pub struct Presence {
+    map: DashMap<Arc<str>, Vec<AreaPresence>, foldhash::fast::RandomState>,
+}
+
+impl Presence {
+    /// No one is anywhere.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Checks a passage of `holder` into (`entering`) or out of `area` at
+    /// `now_ms`, and records it unless it is a refused hard violation.
+    ///
+    /// A passage is a violation when the last known state in that area,
+    /// not older than `reset_after_ms`, is already the one the passage
+    /// leads to (entering while inside, leaving while outside). With no
+    /// known state, any passage is allowed: the first read teaches the
+    /// system where the holder is.
+    pub(crate) fn pass(
+        &self,
+        holder: &Arc<str>,
+        area: &Arc<str>,
+        entering: bool,
+        now_ms: i64,
+        reset_after_ms: Option<i64>,
+        hard: bool,
+    ) -> Passage {
+        let mut areas = self.map.entry(Arc::clone(holder)).or_default();
+        let slot = areas.iter_mut().find(|p| p.area == *area);
+        let violation = slot.as_ref().is_some_and(|p| {
+            let fresh = reset_after_ms.is_none_or(|reset| now_ms - p.at_ms < reset);
+            fresh && p.inside == entering
+        });
+        if violation && hard {
+            return Passage::Refused;
+        }
+        match slot {
+            Some(p) => {
+                p.inside = entering;
+                p.at_ms = now_ms;
+            }
+            None => areas.push(AreaPresence {
+                area: Arc::clone(area),
+                inside: entering,
+                at_ms: now_ms,
+            }),
+        }
+        if violation {
+            Passage::Violation
+        } else {
+            Passage::Ok
+        }
+    }
+
+    /// Whether `holder` is known to be inside `area` (for tests and
+    /// operators; ignores timed resets).
+    pub fn is_inside(&self, holder: &str, area: &str) -> bool {
+        self.map
+            .get(holder)
+            .is_some_and(|a| a.iter().any(|p| &*p.area == area && p.inside))
+    }
+
+    /// Forgets everything about `holder` (an operator's "reset
+    /// anti-passback" for one person).
+    pub fn forget(&self, holder: &str) {
+        self.map.remove(holder);
+    }
+
+    /// Number of holders with known presence.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether no presence is known.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}

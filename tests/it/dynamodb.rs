@@ -1,0 +1,1 @@
+//! DynamoDB source end to end (moto server on loopback).

@@ -1,0 +1,1 @@
+//! The QUIC decision service end to end (real quinn endpoints on loopback).

@@ -240,9 +240,18 @@ mod tests {
     #[test]
     fn bad_text_forms_say_what_is_wrong() {
         use CredentialParseError as E;
-        assert!(matches!("h10301:12".parse::<CredentialKey>(), Err(E::Shape(_))));
-        assert!(matches!("x:1:2".parse::<CredentialKey>(), Err(E::UnknownFormat(_))));
-        assert!(matches!("h10301:-1:2".parse::<CredentialKey>(), Err(E::Number(_))));
+        assert!(matches!(
+            "h10301:12".parse::<CredentialKey>(),
+            Err(E::Shape(_))
+        ));
+        assert!(matches!(
+            "x:1:2".parse::<CredentialKey>(),
+            Err(E::UnknownFormat(_))
+        ));
+        assert!(matches!(
+            "h10301:-1:2".parse::<CredentialKey>(),
+            Err(E::Number(_))
+        ));
         assert!(matches!("uid:zz".parse::<CredentialKey>(), Err(E::Uid(_))));
         assert!(matches!("uid:".parse::<CredentialKey>(), Err(E::Uid(_))));
         let long = format!("uid:{}", "00".repeat(17));

@@ -216,7 +216,11 @@ mod tests {
     fn reason_codes_round_trip_and_are_unique() {
         let mut seen = std::collections::HashSet::new();
         for &reason in Reason::ALL {
-            assert!(seen.insert(reason.code()), "duplicate code {}", reason.code());
+            assert!(
+                seen.insert(reason.code()),
+                "duplicate code {}",
+                reason.code()
+            );
             assert_eq!(Reason::from_code(reason.code()), Some(reason));
             assert_eq!(reason.as_str().parse::<Reason>(), Ok(reason));
         }

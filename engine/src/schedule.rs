@@ -144,8 +144,8 @@ fn set_bits(
                 .copied()
                 .unwrap_or("?");
             let mod_day = m % MINUTES_PER_DAY;
-            let time = Time::new((mod_day / 60) as i8, (mod_day % 60) as i8, 0, 0)
-                .unwrap_or(Time::MIN);
+            let time =
+                Time::new((mod_day / 60) as i8, (mod_day % 60) as i8, 0, 0).unwrap_or(Time::MIN);
             return Err(ScheduleError::Overlap { index, day, time });
         }
         *w |= 1 << bit;
@@ -258,7 +258,7 @@ mod tests {
             date(2400, 12, 31),
         ] {
             let expected = d
-                .to_zoned(TimeZone::UTC)
+                .to_zoned_datetime(TimeZone::UTC)
                 .unwrap()
                 .timestamp()
                 .as_second()
@@ -316,7 +316,14 @@ mod tests {
             [],
         );
         assert!(
-            matches!(overlap, Err(ScheduleError::Overlap { index: 1, day: "mon", .. })),
+            matches!(
+                overlap,
+                Err(ScheduleError::Overlap {
+                    index: 1,
+                    day: "mon",
+                    ..
+                })
+            ),
             "{overlap:?}"
         );
         let no_days = CompiledSchedule::compile(&sched(vec![iv(&[], "08:00", "09:00")]), []);

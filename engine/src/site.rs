@@ -249,19 +249,47 @@ impl SiteFile {
             c.refs("schedules", *i, &r.id, "holiday set", sets, &holiday_ids);
         }
         for (i, r) in &levels {
-            c.refs("access_levels", *i, &r.id, "schedule", [&r.schedule], &schedule_ids);
+            c.refs(
+                "access_levels",
+                *i,
+                &r.id,
+                "schedule",
+                [&r.schedule],
+                &schedule_ids,
+            );
             c.refs("access_levels", *i, &r.id, "door", &r.doors, &door_ids);
             let groups = &r.door_groups;
             c.refs("access_levels", *i, &r.id, "door group", groups, &group_ids);
         }
         for (i, r) in &creds {
             let id = r.card.to_string();
-            c.refs("credentials", *i, &id, "cardholder", [&r.holder], &holder_ids);
+            c.refs(
+                "credentials",
+                *i,
+                &id,
+                "cardholder",
+                [&r.holder],
+                &holder_ids,
+            );
         }
         for (i, r) in &assigns {
             let id = format!("{} / {}", r.holder, r.level);
-            c.refs("assignments", *i, &id, "cardholder", [&r.holder], &holder_ids);
-            c.refs("assignments", *i, &id, "access level", [&r.level], &level_ids);
+            c.refs(
+                "assignments",
+                *i,
+                &id,
+                "cardholder",
+                [&r.holder],
+                &holder_ids,
+            );
+            c.refs(
+                "assignments",
+                *i,
+                &id,
+                "access level",
+                [&r.level],
+                &level_ids,
+            );
         }
 
         let mut records = Vec::new();

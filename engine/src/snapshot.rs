@@ -33,8 +33,8 @@ use jiff::tz::TimeZone;
 use crate::credential::CredentialKey;
 use crate::model::{
     AccessLevelRecord, AreaRecord, CardholderRecord, Change, CredentialRecord, CredentialStatus,
-    Direction, DoorGroupRecord, DoorMode, DoorRecord, HolderStatus, HolidaySetRecord,
-    PassbackMode, ReaderRecord, Record, RecordKey, ScheduleRecord, SiteRecord,
+    Direction, DoorGroupRecord, DoorMode, DoorRecord, HolderStatus, HolidaySetRecord, PassbackMode,
+    ReaderRecord, Record, RecordKey, ScheduleRecord, SiteRecord,
 };
 use crate::pin::PinHash;
 use crate::schedule::{CompiledSchedule, ScheduleError};

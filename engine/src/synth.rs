@@ -245,7 +245,9 @@ pub fn site(params: &SynthParams) -> Vec<Record> {
         let groups = (0..rng.usize(1..=3))
             .map(|_| format!("floor-{:04}", rng.usize(0..floors)))
             .collect();
-        let doors = (0..rng.usize(0..=5)).map(|_| door_id(rng.usize(0..doors))).collect();
+        let doors = (0..rng.usize(0..=5))
+            .map(|_| door_id(rng.usize(0..doors)))
+            .collect();
         out.push(Record::AccessLevel(AccessLevelRecord {
             id: format!("level-{l:04}"),
             doors,

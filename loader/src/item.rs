@@ -1,0 +1,895 @@
+//! Items ↔ records: the table schema of `docs/dynamodb-schema.md` in code.
+//!
+//! One table holds every entity. Each item has a string partition key `pk`,
+//! a string sort key `sk` and a string `type`; the other attributes are the
+//! fields of the engine's record, with the same names:
+//!
+//! ```text
+//!  type          pk                    sk
+//!  site          site#ID               site
+//!  area          area#ID               area
+//!  door          door#ID               door
+//!  reader        reader#ID             reader
+//!  door_group    door_group#ID         door_group
+//!  holiday_set   holiday_set#ID        holiday_set
+//!  schedule      schedule#ID           schedule
+//!  access_level  access_level#ID       access_level
+//!  cardholder    holder#ID             holder
+//!  credential    card#CARD             card
+//!  assignment    holder#HOLDER         level#LEVEL
+//! ```
+//!
+//! Reading is strict: a missing or mistyped attribute, an attribute the
+//! schema does not have, an unknown entity type or a key that disagrees with
+//! the attributes is an [`ItemError`] that names the item's key. Writing
+//! goes through the records' own serde form, so the attribute names are the
+//! engine's field names by construction.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use accessd_engine::{
+    AccessLevelRecord, AreaRecord, AssignmentRecord, CardholderRecord, Change, CredentialKey,
+    CredentialRecord, DoorGroupRecord, DoorRecord, HolidaySetRecord, Interval, ReaderRecord,
+    Record, RecordKey, ScheduleRecord, SiteRecord,
+};
+use serde::de::DeserializeOwned;
+use serde::de::value::{Error as ValueError, StrDeserializer};
+
+/// The partition key attribute.
+pub const PK: &str = "pk";
+/// The sort key attribute.
+pub const SK: &str = "sk";
+/// The entity type attribute.
+pub const TYPE: &str = "type";
+
+/// A DynamoDB attribute value, independent of the SDK crate it came from
+/// (DynamoDB and DynamoDB Streams have distinct Rust types for it).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Attr {
+    /// `S`: a string.
+    S(String),
+    /// `N`: a number, in its decimal text form.
+    N(String),
+    /// `BOOL`.
+    Bool(bool),
+    /// `NULL`.
+    Null,
+    /// `L`: a list.
+    L(Vec<Attr>),
+    /// `M`: a map.
+    M(Item),
+    /// `SS`: a string set.
+    Ss(Vec<String>),
+    /// `NS`: a number set.
+    Ns(Vec<String>),
+    /// `B`: binary.
+    B(Vec<u8>),
+    /// `BS`: a binary set.
+    Bs(Vec<Vec<u8>>),
+}
+
+impl Attr {
+    /// The DynamoDB type descriptor (`S`, `N`, `BOOL`, ...).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::S(_) => "S",
+            Self::N(_) => "N",
+            Self::Bool(_) => "BOOL",
+            Self::Null => "NULL",
+            Self::L(_) => "L",
+            Self::M(_) => "M",
+            Self::Ss(_) => "SS",
+            Self::Ns(_) => "NS",
+            Self::B(_) => "B",
+            Self::Bs(_) => "BS",
+        }
+    }
+}
+
+/// An item: attribute name → value.
+pub type Item = BTreeMap<String, Attr>;
+
+/// Why an item could not be read as a record. Every variant names the
+/// item's key, so the operator can find and fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("item {key}: {problem}")]
+pub struct ItemError {
+    /// The item's key as `pk=… sk=…` (what is known of it).
+    pub key: String,
+    /// What is wrong.
+    pub problem: ItemProblem,
+}
+
+/// What is wrong with an item.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ItemProblem {
+    /// `pk` or `sk` is missing or not a string: not an accessd item.
+    #[error("key attribute `{0}` is missing or not of type S")]
+    Key(&'static str),
+    /// The key does not have the shape of any entity type.
+    #[error("unknown entity type (key shapes are listed in docs/dynamodb-schema.md)")]
+    UnknownEntity,
+    /// The `type` attribute disagrees with the key.
+    #[error("attribute `type` is `{found}` but the key is that of a `{expected}`")]
+    TypeMismatch {
+        /// The type the key says.
+        expected: &'static str,
+        /// The `type` attribute.
+        found: String,
+    },
+    /// A required attribute is absent.
+    #[error("required attribute `{0}` is missing")]
+    Missing(String),
+    /// An attribute has the wrong DynamoDB type.
+    #[error("attribute `{attr}` must be of type {expected}, found {found}")]
+    WrongType {
+        /// The attribute (with its path inside lists and maps).
+        attr: String,
+        /// The type the schema wants.
+        expected: &'static str,
+        /// The type found.
+        found: &'static str,
+    },
+    /// An attribute's value does not parse.
+    #[error("attribute `{attr}`: {reason}")]
+    BadValue {
+        /// The attribute (with its path).
+        attr: String,
+        /// Why the value is refused.
+        reason: String,
+    },
+    /// An attribute the schema does not have (a typo, most often).
+    #[error("unknown attribute `{0}`")]
+    Unknown(String),
+    /// An insert or modify stream record without the new image: the
+    /// stream's view type must be `NEW_AND_OLD_IMAGES` (or `NEW_IMAGE`).
+    #[error("stream record has no NewImage (set the stream view type to NEW_AND_OLD_IMAGES)")]
+    NoImage,
+    /// An id attribute disagrees with the key.
+    #[error("attribute `{attr}` is `{value}` but the key says `{key}`")]
+    KeyMismatch {
+        /// The attribute.
+        attr: &'static str,
+        /// Its value.
+        value: String,
+        /// What the key says.
+        key: String,
+    },
+}
+
+/// The entity type names, as written in the `type` attribute.
+pub const ENTITY_TYPES: [&str; 11] = [
+    "site",
+    "area",
+    "door",
+    "reader",
+    "door_group",
+    "holiday_set",
+    "schedule",
+    "access_level",
+    "cardholder",
+    "credential",
+    "assignment",
+];
+
+fn entity_name(key: &RecordKey) -> &'static str {
+    match key {
+        RecordKey::Site(_) => "site",
+        RecordKey::Area(_) => "area",
+        RecordKey::Door(_) => "door",
+        RecordKey::Reader(_) => "reader",
+        RecordKey::DoorGroup(_) => "door_group",
+        RecordKey::HolidaySet(_) => "holiday_set",
+        RecordKey::Schedule(_) => "schedule",
+        RecordKey::AccessLevel(_) => "access_level",
+        RecordKey::Cardholder(_) => "cardholder",
+        RecordKey::Credential(_) => "credential",
+        RecordKey::Assignment { .. } => "assignment",
+    }
+}
+
+/// The `(pk, sk)` of a record key.
+pub fn key_strings(key: &RecordKey) -> (String, String) {
+    let simple = |prefix: &str, id: &str| (format!("{prefix}#{id}"), prefix.to_owned());
+    match key {
+        RecordKey::Site(id) => simple("site", id),
+        RecordKey::Area(id) => simple("area", id),
+        RecordKey::Door(id) => simple("door", id),
+        RecordKey::Reader(id) => simple("reader", id),
+        RecordKey::DoorGroup(id) => simple("door_group", id),
+        RecordKey::HolidaySet(id) => simple("holiday_set", id),
+        RecordKey::Schedule(id) => simple("schedule", id),
+        RecordKey::AccessLevel(id) => simple("access_level", id),
+        RecordKey::Cardholder(id) => simple("holder", id),
+        RecordKey::Credential(card) => simple("card", &card.to_string()),
+        RecordKey::Assignment { holder, level } => {
+            (format!("holder#{holder}"), format!("level#{level}"))
+        }
+    }
+}
+
+/// The key attributes (`pk`, `sk`) of a record key, as an item.
+pub fn key_item(key: &RecordKey) -> Item {
+    let (pk, sk) = key_strings(key);
+    Item::from([(PK.to_owned(), Attr::S(pk)), (SK.to_owned(), Attr::S(sk))])
+}
+
+fn describe_key(item: &Item) -> String {
+    let part = |name: &str| match item.get(name) {
+        Some(Attr::S(s)) => format!("`{s}`"),
+        Some(other) => format!("<{}>", other.type_name()),
+        None => "<missing>".to_owned(),
+    };
+    format!("pk={} sk={}", part(PK), part(SK))
+}
+
+/// Reads the record key from an item's `pk` and `sk` (all a stream `REMOVE`
+/// record carries).
+pub fn key_of(item: &Item) -> Result<RecordKey, ItemError> {
+    let err = |problem| ItemError {
+        key: describe_key(item),
+        problem,
+    };
+    let Some(Attr::S(pk)) = item.get(PK) else {
+        return Err(err(ItemProblem::Key(PK)));
+    };
+    let Some(Attr::S(sk)) = item.get(SK) else {
+        return Err(err(ItemProblem::Key(SK)));
+    };
+    parse_key(pk, sk).map_err(err)
+}
+
+fn parse_key(pk: &str, sk: &str) -> Result<RecordKey, ItemProblem> {
+    let id = |prefix: &str| -> Result<String, ItemProblem> {
+        match pk.strip_prefix(prefix).and_then(|r| r.strip_prefix('#')) {
+            Some(id) if !id.is_empty() => Ok(id.to_owned()),
+            _ => Err(ItemProblem::UnknownEntity),
+        }
+    };
+    Ok(match sk {
+        "site" => RecordKey::Site(id("site")?),
+        "area" => RecordKey::Area(id("area")?),
+        "door" => RecordKey::Door(id("door")?),
+        "reader" => RecordKey::Reader(id("reader")?),
+        "door_group" => RecordKey::DoorGroup(id("door_group")?),
+        "holiday_set" => RecordKey::HolidaySet(id("holiday_set")?),
+        "schedule" => RecordKey::Schedule(id("schedule")?),
+        "access_level" => RecordKey::AccessLevel(id("access_level")?),
+        "holder" => RecordKey::Cardholder(id("holder")?),
+        "card" => {
+            let text = id("card")?;
+            let card: CredentialKey = text.parse().map_err(|e| ItemProblem::BadValue {
+                attr: PK.to_owned(),
+                reason: format!("{e}"),
+            })?;
+            // Two spellings of one card would be two items for one record:
+            // a delete of one would silently remove the other's record.
+            if card.to_string() != text {
+                return Err(ItemProblem::BadValue {
+                    attr: PK.to_owned(),
+                    reason: format!("card `{text}` must be written in canonical form `{card}`"),
+                });
+            }
+            RecordKey::Credential(card)
+        }
+        _ => match sk.strip_prefix("level#") {
+            Some(level) if !level.is_empty() => RecordKey::Assignment {
+                holder: id("holder")?,
+                level: level.to_owned(),
+            },
+            _ => return Err(ItemProblem::UnknownEntity),
+        },
+    })
+}
+
+/// Strict reader of one item's attributes: remembers which attributes the
+/// schema used, so the rest can be reported as unknown.
+struct Fields<'a> {
+    item: &'a Item,
+    used: Vec<&'static str>,
+}
+
+type Problem<T> = Result<T, ItemProblem>;
+
+fn wrong(attr: &str, expected: &'static str, found: &Attr) -> ItemProblem {
+    ItemProblem::WrongType {
+        attr: attr.to_owned(),
+        expected,
+        found: found.type_name(),
+    }
+}
+
+fn bad(attr: &str, reason: impl fmt::Display) -> ItemProblem {
+    ItemProblem::BadValue {
+        attr: attr.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+fn parse_text<T: FromStr>(attr: &str, text: &str) -> Problem<T>
+where
+    T::Err: fmt::Display,
+{
+    text.parse().map_err(|e| bad(attr, format_args!("`{text}`: {e}")))
+}
+
+/// Parses one of the engine's snake_case enums (door mode, status, ...)
+/// through its own serde form, so the accepted words are the engine's.
+fn parse_enum<T: DeserializeOwned>(attr: &str, text: &str) -> Problem<T> {
+    T::deserialize(StrDeserializer::<ValueError>::new(text)).map_err(|e| bad(attr, e))
+}
+
+impl<'a> Fields<'a> {
+    fn new(item: &'a Item) -> Self {
+        Self {
+            item,
+            used: vec![PK, SK, TYPE],
+        }
+    }
+
+    /// The attribute, or `None` when absent or `NULL` (an optional attribute
+    /// may be written as `{"NULL": true}`).
+    fn get(&mut self, name: &'static str) -> Option<&'a Attr> {
+        self.used.push(name);
+        match self.item.get(name) {
+            None | Some(Attr::Null) => None,
+            Some(v) => Some(v),
+        }
+    }
+
+    fn opt_s(&mut self, name: &'static str) -> Problem<Option<&'a str>> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Attr::S(s)) => Ok(Some(s)),
+            Some(other) => Err(wrong(name, "S", other)),
+        }
+    }
+
+    fn s(&mut self, name: &'static str) -> Problem<&'a str> {
+        self.opt_s(name)?
+            .ok_or_else(|| ItemProblem::Missing(name.to_owned()))
+    }
+
+    fn opt_parse<T: FromStr>(&mut self, name: &'static str) -> Problem<Option<T>>
+    where
+        T::Err: fmt::Display,
+    {
+        self.opt_s(name)?.map(|s| parse_text(name, s)).transpose()
+    }
+
+    fn opt_enum<T: DeserializeOwned + Default>(&mut self, name: &'static str) -> Problem<T> {
+        self.opt_s(name)?
+            .map_or(Ok(T::default()), |s| parse_enum(name, s))
+    }
+
+    fn opt_n<T: FromStr>(&mut self, name: &'static str) -> Problem<Option<T>>
+    where
+        T::Err: fmt::Display,
+    {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Attr::N(n)) => parse_text(name, n).map(Some),
+            Some(other) => Err(wrong(name, "N", other)),
+        }
+    }
+
+    fn opt_bool(&mut self, name: &'static str) -> Problem<bool> {
+        match self.get(name) {
+            None => Ok(false),
+            Some(Attr::Bool(b)) => Ok(*b),
+            Some(other) => Err(wrong(name, "BOOL", other)),
+        }
+    }
+
+    fn opt_list(&mut self, name: &'static str) -> Problem<&'a [Attr]> {
+        match self.get(name) {
+            None => Ok(&[]),
+            Some(Attr::L(l)) => Ok(l),
+            Some(other) => Err(wrong(name, "L", other)),
+        }
+    }
+
+    fn list(&mut self, name: &'static str) -> Problem<&'a [Attr]> {
+        if self.item.get(name).is_none_or(|v| *v == Attr::Null) {
+            return Err(ItemProblem::Missing(name.to_owned()));
+        }
+        self.opt_list(name)
+    }
+
+    /// Reports the first attribute the schema did not read.
+    fn finish(self) -> Problem<()> {
+        match self.item.keys().find(|k| !self.used.contains(&k.as_str())) {
+            Some(k) => Err(ItemProblem::Unknown(k.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
+fn list_of<T: FromStr>(attr: &str, list: &[Attr]) -> Problem<Vec<T>>
+where
+    T::Err: fmt::Display,
+{
+    list.iter()
+        .enumerate()
+        .map(|(i, v)| match v {
+            Attr::S(s) => parse_text(&format!("{attr}[{i}]"), s),
+            other => Err(wrong(&format!("{attr}[{i}]"), "S", other)),
+        })
+        .collect()
+}
+
+fn intervals(attr: &str, list: &[Attr]) -> Problem<Vec<Interval>> {
+    list.iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let path = format!("{attr}[{i}]");
+            let Attr::M(map) = v else {
+                return Err(wrong(&path, "M", v));
+            };
+            let mut f = Fields {
+                item: map,
+                used: Vec::new(),
+            };
+            let days = f
+                .list("days")
+                .map_err(|e| nest(&path, e))?
+                .iter()
+                .enumerate()
+                .map(|(d, day)| match day {
+                    Attr::S(s) => parse_enum(&format!("{path}.days[{d}]"), s),
+                    other => Err(wrong(&format!("{path}.days[{d}]"), "S", other)),
+                })
+                .collect::<Problem<Vec<_>>>()?;
+            let start = f.s("start").map_err(|e| nest(&path, e))?;
+            let end = f.s("end").map_err(|e| nest(&path, e))?;
+            let interval = Interval {
+                days,
+                start: parse_text(&format!("{path}.start"), start)?,
+                end: parse_text(&format!("{path}.end"), end)?,
+            };
+            f.finish().map_err(|e| nest(&path, e))?;
+            Ok(interval)
+        })
+        .collect()
+}
+
+/// Prefixes the attribute named in a problem found inside a map.
+fn nest(path: &str, problem: ItemProblem) -> ItemProblem {
+    match problem {
+        ItemProblem::Missing(a) => ItemProblem::Missing(format!("{path}.{a}")),
+        ItemProblem::Unknown(a) => ItemProblem::Unknown(format!("{path}.{a}")),
+        ItemProblem::WrongType {
+            attr,
+            expected,
+            found,
+        } => ItemProblem::WrongType {
+            attr: format!("{path}.{attr}"),
+            expected,
+            found,
+        },
+        ItemProblem::BadValue { attr, reason } => ItemProblem::BadValue {
+            attr: format!("{path}.{attr}"),
+            reason,
+        },
+        other => other,
+    }
+}
+
+fn same(attr: &'static str, value: &str, key: &str) -> Problem<()> {
+    if value == key {
+        Ok(())
+    } else {
+        Err(ItemProblem::KeyMismatch {
+            attr,
+            value: value.to_owned(),
+            key: key.to_owned(),
+        })
+    }
+}
+
+/// Reads a whole item as a record.
+pub fn record_of(item: &Item) -> Result<Record, ItemError> {
+    let key = key_of(item)?;
+    read_record(item, &key).map_err(|problem| ItemError {
+        key: describe_key(item),
+        problem,
+    })
+}
+
+fn read_record(item: &Item, key: &RecordKey) -> Problem<Record> {
+    let expected = entity_name(key);
+    match item.get(TYPE) {
+        Some(Attr::S(t)) if t == expected => {}
+        Some(Attr::S(t)) => {
+            return Err(ItemProblem::TypeMismatch {
+                expected,
+                found: t.clone(),
+            });
+        }
+        Some(other) => return Err(wrong(TYPE, "S", other)),
+        None => return Err(ItemProblem::Missing(TYPE.to_owned())),
+    }
+    let mut f = Fields::new(item);
+    let mut id = |f: &mut Fields<'_>, key_id: &str| -> Problem<String> {
+        let id = f.s("id")?;
+        same("id", id, key_id)?;
+        Ok(id.to_owned())
+    };
+    let record = match key {
+        RecordKey::Site(k) => Record::Site(SiteRecord {
+            id: id(&mut f, k)?,
+            time_zone: f.s("time_zone")?.to_owned(),
+            lockdown: f.opt_bool("lockdown")?,
+        }),
+        RecordKey::Area(k) => Record::Area(AreaRecord {
+            id: id(&mut f, k)?,
+            passback: f.opt_enum("passback")?,
+            reset_after_s: f.opt_n("reset_after_s")?,
+        }),
+        RecordKey::Door(k) => Record::Door(DoorRecord {
+            id: id(&mut f, k)?,
+            site: f.s("site")?.to_owned(),
+            mode: f.opt_enum("mode")?,
+            // The site file's default: keep both sources deciding the same.
+            unlock_ms: f.opt_n("unlock_ms")?.unwrap_or(DEFAULT_UNLOCK_MS),
+            area: f.opt_s("area")?.map(str::to_owned),
+        }),
+        RecordKey::Reader(k) => Record::Reader(ReaderRecord {
+            id: id(&mut f, k)?,
+            door: f.s("door")?.to_owned(),
+            direction: f.opt_enum("direction")?,
+        }),
+        RecordKey::DoorGroup(k) => Record::DoorGroup(DoorGroupRecord {
+            id: id(&mut f, k)?,
+            doors: list_of("doors", f.list("doors")?)?,
+        }),
+        RecordKey::HolidaySet(k) => Record::HolidaySet(HolidaySetRecord {
+            id: id(&mut f, k)?,
+            dates: list_of("dates", f.list("dates")?)?,
+        }),
+        RecordKey::Schedule(k) => Record::Schedule(ScheduleRecord {
+            id: id(&mut f, k)?,
+            intervals: intervals("intervals", f.opt_list("intervals")?)?,
+            holiday_sets: list_of("holiday_sets", f.opt_list("holiday_sets")?)?,
+            holiday_intervals: intervals("holiday_intervals", f.opt_list("holiday_intervals")?)?,
+        }),
+        RecordKey::AccessLevel(k) => Record::AccessLevel(AccessLevelRecord {
+            id: id(&mut f, k)?,
+            doors: list_of("doors", f.opt_list("doors")?)?,
+            door_groups: list_of("door_groups", f.opt_list("door_groups")?)?,
+            schedule: f.s("schedule")?.to_owned(),
+        }),
+        RecordKey::Cardholder(k) => Record::Cardholder(CardholderRecord {
+            id: id(&mut f, k)?,
+            status: f.opt_enum("status")?,
+            valid_from: f.opt_parse("valid_from")?,
+            valid_until: f.opt_parse("valid_until")?,
+            lockdown_override: f.opt_bool("lockdown_override")?,
+        }),
+        RecordKey::Credential(k) => {
+            let card: CredentialKey = parse_text("card", f.s("card")?)?;
+            if card != *k {
+                return Err(ItemProblem::KeyMismatch {
+                    attr: "card",
+                    value: card.to_string(),
+                    key: k.to_string(),
+                });
+            }
+            Record::Credential(CredentialRecord {
+                card,
+                holder: f.s("holder")?.to_owned(),
+                status: f.opt_enum("status")?,
+                valid_from: f.opt_parse("valid_from")?,
+                valid_until: f.opt_parse("valid_until")?,
+                pin: f.opt_parse("pin")?,
+            })
+        }
+        RecordKey::Assignment { holder, level } => {
+            let h = f.s("holder")?;
+            same("holder", h, holder)?;
+            let l = f.s("level")?;
+            same("level", l, level)?;
+            Record::Assignment(AssignmentRecord {
+                holder: h.to_owned(),
+                level: l.to_owned(),
+                valid_from: f.opt_parse("valid_from")?,
+                valid_until: f.opt_parse("valid_until")?,
+            })
+        }
+    };
+    f.finish()?;
+    Ok(record)
+}
+
+/// A door's unlock duration when the item has none (the site file's default).
+pub const DEFAULT_UNLOCK_MS: u32 = 5000;
+
+/// Why a record could not be written as an item. Only a record whose serde
+/// form is not a JSON object can cause it, which the engine's records never
+/// are; it exists so a future record type fails loudly instead of writing
+/// a wrong item.
+#[derive(Debug, thiserror::Error)]
+#[error("record {key:?} cannot be written as an item: {reason}")]
+pub struct ToItemError {
+    /// The record's key.
+    pub key: RecordKey,
+    /// Why.
+    pub reason: String,
+}
+
+/// Writes a record as an item of the documented schema.
+pub fn item_of(record: &Record) -> Result<Item, ToItemError> {
+    let key = record.key();
+    let fail = |reason: String| ToItemError {
+        key: key.clone(),
+        reason,
+    };
+    let value = match record {
+        Record::Site(r) => serde_json::to_value(r),
+        Record::Area(r) => serde_json::to_value(r),
+        Record::Door(r) => serde_json::to_value(r),
+        Record::Reader(r) => serde_json::to_value(r),
+        Record::DoorGroup(r) => serde_json::to_value(r),
+        Record::HolidaySet(r) => serde_json::to_value(r),
+        Record::Schedule(r) => serde_json::to_value(r),
+        Record::AccessLevel(r) => serde_json::to_value(r),
+        Record::Cardholder(r) => serde_json::to_value(r),
+        Record::Credential(r) => serde_json::to_value(r),
+        Record::Assignment(r) => serde_json::to_value(r),
+    }
+    .map_err(|e| fail(e.to_string()))?;
+    let serde_json::Value::Object(fields) = value else {
+        return Err(fail("not a JSON object".to_owned()));
+    };
+    let mut item = key_item(&key);
+    item.insert(TYPE.to_owned(), Attr::S(entity_name(&key).to_owned()));
+    for (name, value) in fields {
+        if let Some(attr) = from_json(value) {
+            item.insert(name, attr);
+        }
+    }
+    Ok(item)
+}
+
+/// JSON → attribute; `null` is dropped (an absent optional attribute).
+fn from_json(value: serde_json::Value) -> Option<Attr> {
+    use serde_json::Value;
+    Some(match value {
+        Value::Null => return None,
+        Value::Bool(b) => Attr::Bool(b),
+        Value::Number(n) => Attr::N(n.to_string()),
+        Value::String(s) => Attr::S(s),
+        Value::Array(a) => Attr::L(a.into_iter().filter_map(from_json).collect()),
+        Value::Object(o) => Attr::M(
+            o.into_iter()
+                .filter_map(|(k, v)| from_json(v).map(|v| (k, v)))
+                .collect(),
+        ),
+    })
+}
+
+/// What a stream record means for the snapshot.
+#[derive(Debug)]
+pub enum Decoded {
+    /// Apply this change.
+    Change(Change),
+    /// The new image is bad. If its key could be read, the record must be
+    /// removed (`remove` is `Some`): keeping the previous version of an item
+    /// its owner has since changed could keep a revoked card granting.
+    Rejected {
+        /// The error, naming the key.
+        error: ItemError,
+        /// The key of the record to remove, if it could be read.
+        remove: Option<RecordKey>,
+    },
+}
+
+/// Decodes a stream record: its keys, whether it is a remove, and the new
+/// image (inserts and modifies).
+pub fn decode_stream(keys: &Item, remove: bool, new_image: Option<&Item>) -> Decoded {
+    if !remove && new_image.is_none() {
+        return Decoded::Rejected {
+            error: ItemError {
+                key: describe_key(keys),
+                problem: ItemProblem::NoImage,
+            },
+            remove: key_of(keys).ok(),
+        };
+    }
+    match new_image.filter(|_| !remove) {
+        Some(image) => match record_of(image) {
+            Ok(record) => Decoded::Change(Change::Upsert(record)),
+            Err(error) => Decoded::Rejected {
+                error,
+                remove: key_of(keys).ok(),
+            },
+        },
+        None => match key_of(keys) {
+            Ok(key) => Decoded::Change(Change::Delete(key)),
+            Err(error) => Decoded::Rejected {
+                error,
+                remove: None,
+            },
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use accessd_engine::synth::{SynthParams, site};
+    use accessd_engine::{CredentialStatus, DoorMode, SiteFile};
+
+    use super::*;
+
+    fn s(v: &str) -> Attr {
+        Attr::S(v.to_owned())
+    }
+
+    fn item(pairs: &[(&str, Attr)]) -> Item {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn every_synthetic_record_round_trips() {
+        let records = site(&SynthParams {
+            holders: 200,
+            doors: 40,
+            levels: 10,
+            pin_every: 3,
+            ..SynthParams::default()
+        });
+        let mut seen = std::collections::BTreeSet::new();
+        for record in &records {
+            let item = item_of(record).unwrap();
+            assert_eq!(record_of(&item).unwrap(), *record, "{item:?}");
+            assert_eq!(key_of(&item).unwrap(), record.key());
+            seen.insert(entity_name(&record.key()));
+        }
+        assert_eq!(seen.len(), ENTITY_TYPES.len(), "{seen:?}");
+    }
+
+    #[test]
+    fn defaults_match_the_site_file() {
+        let file = SiteFile::parse(
+            "[[sites]]\nid = \"hq\"\ntime_zone = \"UTC\"\n[[doors]]\nid = \"d1\"\nsite = \"hq\"\n",
+        )
+        .unwrap();
+        let door = item(&[
+            ("pk", s("door#d1")),
+            ("sk", s("door")),
+            ("type", s("door")),
+            ("id", s("d1")),
+            ("site", s("hq")),
+        ]);
+        let from_item = record_of(&door).unwrap();
+        assert!(file.records.contains(&from_item), "{from_item:?}");
+    }
+
+    #[test]
+    fn strictness_names_the_key_and_attribute() {
+        let base = item(&[
+            ("pk", s("door#d1")),
+            ("sk", s("door")),
+            ("type", s("door")),
+            ("id", s("d1")),
+            ("site", s("hq")),
+        ]);
+        let with = |k: &str, v: Attr| {
+            let mut i = base.clone();
+            i.insert(k.to_owned(), v);
+            i
+        };
+        let err = record_of(&with("unlock_ms", s("5000"))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "item pk=`door#d1` sk=`door`: attribute `unlock_ms` must be of type N, found S"
+        );
+        let err = record_of(&with("mode", s("open"))).unwrap_err();
+        assert!(err.to_string().contains("attribute `mode`"), "{err}");
+        let err = record_of(&with("moed", s("locked"))).unwrap_err();
+        assert_eq!(err.problem, ItemProblem::Unknown("moed".into()));
+        let err = record_of(&with("id", s("d2"))).unwrap_err();
+        assert!(matches!(err.problem, ItemProblem::KeyMismatch { .. }));
+        let err = record_of(&with("type", s("reader"))).unwrap_err();
+        assert!(matches!(err.problem, ItemProblem::TypeMismatch { .. }));
+        let mut missing = base.clone();
+        missing.remove("site");
+        assert_eq!(
+            record_of(&missing).unwrap_err().problem,
+            ItemProblem::Missing("site".into())
+        );
+        let unknown = item(&[("pk", s("gate#g1")), ("sk", s("gate")), ("type", s("gate"))]);
+        let err = record_of(&unknown).unwrap_err();
+        assert_eq!(err.problem, ItemProblem::UnknownEntity);
+        assert!(err.to_string().contains("gate#g1"), "{err}");
+        assert_eq!(
+            record_of(&with("mode", s("card_and_pin"))).unwrap(),
+            Record::Door(DoorRecord {
+                id: "d1".into(),
+                site: "hq".into(),
+                mode: DoorMode::CardAndPin,
+                unlock_ms: 5000,
+                area: None,
+            })
+        );
+    }
+
+    #[test]
+    fn nested_interval_problems_have_a_path() {
+        let bad_day = item(&[
+            ("pk", s("schedule#s")),
+            ("sk", s("schedule")),
+            ("type", s("schedule")),
+            ("id", s("s")),
+            (
+                "intervals",
+                Attr::L(vec![Attr::M(item(&[
+                    ("days", Attr::L(vec![s("mon"), s("funday")])),
+                    ("start", s("07:00")),
+                    ("end", s("19:00")),
+                ]))]),
+            ),
+        ]);
+        let err = record_of(&bad_day).unwrap_err();
+        assert!(
+            err.to_string().contains("`intervals[0].days[1]`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn card_keys_must_be_canonical() {
+        let i = item(&[
+            ("pk", s("card#H10301:1:2")),
+            ("sk", s("card")),
+            ("type", s("credential")),
+            ("card", s("h10301:1:2")),
+            ("holder", s("E1")),
+        ]);
+        let err = record_of(&i).unwrap_err();
+        assert!(err.to_string().contains("canonical"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_new_image_removes_the_old_record() {
+        let keys = item(&[("pk", s("card#h10301:1:2")), ("sk", s("card"))]);
+        let mut image = keys.clone();
+        image.insert("type".into(), s("credential"));
+        image.insert("card".into(), s("h10301:1:2"));
+        image.insert("holder".into(), s("E1"));
+        image.insert("status".into(), s("REVOKED"));
+        match decode_stream(&keys, false, Some(&image)) {
+            Decoded::Rejected { remove, error } => {
+                assert!(error.to_string().contains("`status`"), "{error}");
+                assert_eq!(
+                    remove,
+                    Some(RecordKey::Credential("h10301:1:2".parse().unwrap()))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        image.insert("status".into(), s("revoked"));
+        match decode_stream(&keys, false, Some(&image)) {
+            Decoded::Change(Change::Upsert(Record::Credential(c))) => {
+                assert_eq!(c.status, CredentialStatus::Revoked);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decode_stream(&keys, true, None),
+            Decoded::Change(Change::Delete(RecordKey::Credential(_)))
+        ));
+        assert!(matches!(
+            decode_stream(&keys, false, None),
+            Decoded::Rejected {
+                remove: Some(RecordKey::Credential(_)),
+                ..
+            }
+        ));
+    }
+}

@@ -1,0 +1,501 @@
+//! The QUIC decision server.
+//!
+//! ```text
+//!  Endpoint ──accept──▶ connection task (semaphore permit, ReaderScope from the cert)
+//!                          └─accept_bi──▶ stream task: read ▶ decode ▶ Decider ▶ encode ▶ write
+//!  shutdown ──watch──▶ every task: GOING_AWAY, drain, close with SHUTDOWN
+//! ```
+//!
+//! The request path reads no clock and takes no lock of its own: the
+//! [`Decider`] gets the request and answers synchronously (the binary's
+//! decider loads the current snapshot once, via `arc-swap`). Frames of one
+//! stream are answered in order; a client wanting parallelism pipelines
+//! frames or opens more streams.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use accessd_engine::{Decision, Reason, Request, Verdict};
+use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::frame::{
+    BatchResponseWriter, DecodeError, ErrorCode, Frame, InvalidFrame, RequestFrame,
+    ResponseFrame, decode, encode_error, encode_pong_frame, encode_response,
+};
+use crate::identity::{IdentityError, ReaderScope};
+use crate::tls::{TlsCredentials, TlsError};
+
+/// QUIC application close codes (`CONNECTION_CLOSE` frames of type 0x1d).
+pub mod close {
+    /// Normal close by either side.
+    pub const NO_ERROR: u32 = 0;
+    /// The server is shutting down.
+    pub const SHUTDOWN: u32 = 1;
+    /// The framing of a stream was lost (unsupported version, frame above
+    /// the size limit): the stream cannot be read any further.
+    pub const PROTOCOL_ERROR: u32 = 2;
+    /// The client certificate names no reader.
+    pub const NOT_AUTHORIZED: u32 = 3;
+}
+
+/// The answer of a [`Decider`]: the decision and the age of the data it
+/// was made on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// The decision.
+    pub decision: Decision,
+    /// Milliseconds between the snapshot's `as_of` and now (saturating).
+    pub snapshot_age_ms: u32,
+}
+
+/// Where decisions come from. The protocol crate does not know how
+/// snapshots are built or swapped; the binary implements this with the
+/// engine's shared snapshot, presence state and `decide`.
+///
+/// Both methods are called on the request path: no I/O, no waiting.
+pub trait Decider: Send + Sync + 'static {
+    /// Decides one request.
+    fn decide(&self, request: &Request<'_>) -> Answer;
+
+    /// A deny for `reason` on the current snapshot (used for requests the
+    /// server refuses itself, such as a reader outside the client's scope).
+    fn refuse(&self, reason: Reason) -> Answer;
+}
+
+/// Limits of one server. The defaults suit a site with a few thousand
+/// readers on a small machine; each is documented in `PROTOCOL.md`.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Connections served at once; more are refused with QUIC's
+    /// `CONNECTION_REFUSED`.
+    pub max_connections: usize,
+    /// Bidirectional streams a client may have open at once.
+    pub max_streams_per_connection: u32,
+    /// Bytes a client may send on a stream ahead of the server reading
+    /// them: with the stream count, this bounds requests in flight.
+    pub stream_receive_window: u32,
+    /// A connection with no traffic for this long is closed.
+    pub idle_timeout: Duration,
+    /// On shutdown, how long clients get to finish sending.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            max_streams_per_connection: 8,
+            stream_receive_window: 64 * 1024,
+            idle_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The TLS material was refused.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A limit is out of range (the idle timeout above QUIC's maximum).
+    #[error("bad limit: {0}")]
+    Limit(String),
+    /// The UDP socket could not be bound. Fix: free the port or pick
+    /// another address.
+    #[error("cannot bind `{0}`: {1}")]
+    Bind(SocketAddr, std::io::Error),
+}
+
+/// Binds a QUIC endpoint that serves this protocol with mutual TLS.
+pub fn bind(
+    addr: SocketAddr,
+    tls: &TlsCredentials,
+    limits: &Limits,
+) -> Result<Endpoint, ServerError> {
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls.server_config()?)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let mut transport = quinn::TransportConfig::default();
+    let streams = limits.max_streams_per_connection;
+    transport
+        .max_concurrent_bidi_streams(VarInt::from_u32(streams))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .stream_receive_window(VarInt::from_u32(limits.stream_receive_window))
+        .receive_window(VarInt::from_u64(
+            u64::from(limits.stream_receive_window) * u64::from(streams.max(1)),
+        ).unwrap_or(VarInt::MAX))
+        .max_idle_timeout(Some(
+            limits
+                .idle_timeout
+                .try_into()
+                .map_err(|_| ServerError::Limit("idle timeout too long".into()))?,
+        ))
+        // Requests travel on streams only (see PROTOCOL.md).
+        .datagram_receive_buffer_size(None);
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(Arc::new(transport));
+    Endpoint::server(config, addr).map_err(|e| ServerError::Bind(addr, e))
+}
+
+/// Serves `endpoint` until `shutdown` completes, then shuts down
+/// gracefully: stops accepting, tells every stream `GOING_AWAY`, answers
+/// every frame received until the client finishes its side (or
+/// `drain_timeout` passes), and closes every connection with
+/// [`close::SHUTDOWN`].
+pub async fn run<D: Decider>(
+    endpoint: Endpoint,
+    decider: Arc<D>,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    metrics::counter!("accessd_connections_refused_total", "reason" => "limit").increment(1);
+                    incoming.refuse();
+                    continue;
+                };
+                let ctx = ConnCtx {
+                    decider: decider.clone(),
+                    stop: stop_rx.clone(),
+                    drain: limits.drain_timeout,
+                };
+                conns.spawn(async move {
+                    serve_connection(incoming, ctx).await;
+                    drop(permit);
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    tracing::info!(connections = conns.len(), "shutting down: draining connections");
+    endpoint.set_server_config(None);
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(limits.drain_timeout + Duration::from_secs(1), async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        conns.abort_all();
+    }
+    endpoint.close(VarInt::from_u32(close::SHUTDOWN), b"server shutting down");
+    // Let the CONNECTION_CLOSE frames go out.
+    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+}
+
+struct ConnCtx<D> {
+    decider: Arc<D>,
+    stop: watch::Receiver<bool>,
+    drain: Duration,
+}
+
+/// Decrements the active-connections gauge however the task ends.
+struct ActiveGuard;
+
+impl ActiveGuard {
+    fn new() -> Self {
+        metrics::gauge!("accessd_connections_active").increment(1.0);
+        Self
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        metrics::gauge!("accessd_connections_active").decrement(1.0);
+    }
+}
+
+fn scope_of(conn: &Connection) -> Result<ReaderScope, IdentityError> {
+    let certs = conn
+        .peer_identity()
+        .and_then(|id| {
+            id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
+        .ok_or(IdentityError::NoCertificate)?;
+    let leaf = certs.first().ok_or(IdentityError::NoCertificate)?;
+    ReaderScope::from_certificate(leaf)
+}
+
+async fn serve_connection<D: Decider>(incoming: quinn::Incoming, mut ctx: ConnCtx<D>) {
+    let remote = incoming.remote_address();
+    let conn = match incoming.accept() {
+        Ok(connecting) => connecting.await,
+        Err(e) => Err(e),
+    };
+    let conn = match conn {
+        Ok(c) => c,
+        Err(e) => {
+            // No client certificate, one from another CA, wrong ALPN...
+            metrics::counter!("accessd_handshake_failures_total").increment(1);
+            tracing::debug!(%remote, error = %e, "handshake failed");
+            return;
+        }
+    };
+    metrics::counter!("accessd_connections_total").increment(1);
+    let _active = ActiveGuard::new();
+    let scope = match scope_of(&conn) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            metrics::counter!("accessd_connections_refused_total", "reason" => "identity")
+                .increment(1);
+            tracing::info!(%remote, error = %e, "refusing client");
+            conn.close(VarInt::from_u32(close::NOT_AUTHORIZED), e.to_string().as_bytes());
+            return;
+        }
+    };
+    let mut streams = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = ctx.stop.wait_for(|s| *s) => break,
+            s = conn.accept_bi() => match s {
+                Ok((send, recv)) => {
+                    let stream = StreamCtx {
+                        conn: conn.clone(),
+                        scope: scope.clone(),
+                        decider: ctx.decider.clone(),
+                        stop: ctx.stop.clone(),
+                        drain: ctx.drain,
+                    };
+                    streams.spawn(serve_stream(send, recv, stream));
+                }
+                // Closed by the client, timed out, or closed by a stream
+                // task after a protocol error.
+                Err(_) => {
+                    streams.abort_all();
+                    return;
+                }
+            },
+            Some(_) = streams.join_next(), if !streams.is_empty() => {}
+        }
+    }
+    while streams.join_next().await.is_some() {}
+    conn.close(VarInt::from_u32(close::SHUTDOWN), b"server shutting down");
+}
+
+struct StreamCtx<D> {
+    conn: Connection,
+    scope: Arc<ReaderScope>,
+    decider: Arc<D>,
+    stop: watch::Receiver<bool>,
+    drain: Duration,
+}
+
+const READ_CHUNK: usize = 64 * 1024;
+
+async fn serve_stream<D: Decider>(mut send: SendStream, mut recv: RecvStream, mut ctx: StreamCtx<D>) {
+    let mut chunk = vec![0u8; READ_CHUNK];
+    // Bytes of a frame that has not fully arrived yet.
+    let mut partial: Vec<u8> = Vec::new();
+    let mut out: Vec<u8> = Vec::with_capacity(4096);
+    let mut drain_deadline: Option<tokio::time::Instant> = None;
+    loop {
+        let read = match drain_deadline {
+            None => tokio::select! {
+                r = recv.read(&mut chunk) => r,
+                _ = ctx.stop.wait_for(|s| *s) => {
+                    encode_error(&mut out, ErrorCode::GOING_AWAY, 0, "server shutting down");
+                    drain_deadline = Some(tokio::time::Instant::now() + ctx.drain);
+                    if send.write_all(&out).await.is_err() {
+                        return;
+                    }
+                    out.clear();
+                    continue;
+                }
+            },
+            Some(deadline) => tokio::select! {
+                r = recv.read(&mut chunk) => r,
+                () = tokio::time::sleep_until(deadline) => break,
+            },
+        };
+        let n = match read {
+            Ok(Some(n)) => n,
+            Ok(None) => {
+                if !partial.is_empty() {
+                    note_malformed(ErrorCode::TRUNCATED);
+                    encode_error(
+                        &mut out,
+                        ErrorCode::TRUNCATED,
+                        0,
+                        &format!("stream ended inside a frame ({} byte(s) of it)", partial.len()),
+                    );
+                }
+                break;
+            }
+            // Reset by the client or connection lost: nobody to answer.
+            Err(_) => return,
+        };
+        let fresh = chunk.get(..n).unwrap_or_default();
+        let outcome = if partial.is_empty() {
+            let r = process(fresh, &mut out, &ctx);
+            if let Ok(used) = r {
+                partial.extend_from_slice(fresh.get(used..).unwrap_or_default());
+            }
+            r
+        } else {
+            partial.extend_from_slice(fresh);
+            let r = process(&partial, &mut out, &ctx);
+            if let Ok(used) = r {
+                partial.drain(..used);
+            }
+            r
+        };
+        if !out.is_empty() {
+            if send.write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+        }
+        if let Err(fatal) = outcome {
+            // The framing is lost: the error frame is already queued; the
+            // close carries the code and reason too, for clients that do
+            // not read the stream any more.
+            let _ = send.finish();
+            ctx.conn.close(
+                VarInt::from_u32(close::PROTOCOL_ERROR),
+                fatal.to_string().as_bytes(),
+            );
+            return;
+        }
+    }
+    if !out.is_empty() {
+        let _ = send.write_all(&out).await;
+    }
+    let _ = send.finish();
+    // Wait until the client has the answers (or the connection is gone)
+    // before the connection task may close the connection.
+    let _ = tokio::time::timeout(ctx.drain, send.stopped()).await;
+}
+
+fn note_malformed(code: ErrorCode) {
+    metrics::counter!("accessd_frames_malformed_total", "code" => code.name()).increment(1);
+}
+
+/// Decision counts of one chunk, flushed to metrics once per chunk so the
+/// per-request cost stays a few additions.
+#[derive(Default)]
+struct Tally {
+    grant: u64,
+    deny: u64,
+    not_permitted: u64,
+}
+
+impl Tally {
+    fn flush(&self) {
+        if self.grant > 0 {
+            metrics::counter!("accessd_decisions_total", "verdict" => "grant").increment(self.grant);
+        }
+        if self.deny > 0 {
+            metrics::counter!("accessd_decisions_total", "verdict" => "deny").increment(self.deny);
+        }
+        if self.not_permitted > 0 {
+            metrics::counter!("accessd_reader_not_permitted_total").increment(self.not_permitted);
+        }
+    }
+}
+
+/// Answers every complete frame in `data`, appending to `out`; returns how
+/// many bytes were used, or the invalid frame after which the stream
+/// cannot be read any further.
+fn process<D: Decider>(
+    data: &[u8],
+    out: &mut Vec<u8>,
+    ctx: &StreamCtx<D>,
+) -> Result<usize, InvalidFrame> {
+    let mut pos = 0;
+    let mut tally = Tally::default();
+    let result = loop {
+        let rest = data.get(pos..).unwrap_or_default();
+        match decode(rest) {
+            Ok((frame, n)) => {
+                handle(frame, out, ctx, &mut tally);
+                pos += n;
+            }
+            Err(DecodeError::Incomplete { .. }) => break Ok(pos),
+            Err(DecodeError::Invalid(inv)) => {
+                note_malformed(inv.code());
+                encode_error(out, inv.code(), inv.request_id, &inv.to_string());
+                match inv.skip {
+                    Some(n) => pos += n,
+                    None => break Err(inv),
+                }
+            }
+        }
+    };
+    tally.flush();
+    result
+}
+
+fn answer<D: Decider>(r: &RequestFrame<'_>, ctx: &StreamCtx<D>, tally: &mut Tally) -> ResponseFrame {
+    let a = if ctx.scope.permits(r.reader) {
+        ctx.decider.decide(&r.to_engine())
+    } else {
+        tally.not_permitted += 1;
+        ctx.decider.refuse(Reason::ReaderNotPermitted)
+    };
+    let d = a.decision;
+    // Fail closed: whatever a decider returns, only a grant reason grants.
+    let verdict = if d.verdict == Verdict::Grant && d.reason.verdict() == Verdict::Grant {
+        tally.grant += 1;
+        Verdict::Grant
+    } else {
+        tally.deny += 1;
+        Verdict::Deny
+    };
+    ResponseFrame {
+        request_id: r.request_id,
+        verdict,
+        reason: d.reason.code(),
+        unlock_ms: if verdict == Verdict::Grant { d.unlock_ms } else { 0 },
+        snapshot_version: d.snapshot_version,
+        snapshot_age_ms: a.snapshot_age_ms,
+    }
+}
+
+fn handle<D: Decider>(frame: Frame<'_>, out: &mut Vec<u8>, ctx: &StreamCtx<D>, tally: &mut Tally) {
+    match frame {
+        Frame::Request(r) => encode_response(out, &answer(&r, ctx, tally)),
+        Frame::BatchRequest(b) => {
+            let mut w = BatchResponseWriter::begin(out);
+            for r in b.iter() {
+                w.push(&answer(&r, ctx, tally));
+            }
+            // Cannot fail: the batch decoded with 1..=MAX_BATCH items and
+            // responses are smaller than requests' limit allows.
+            if let Err(e) = w.finish() {
+                tracing::error!(error = %e, "batch response not encodable");
+            }
+        }
+        Frame::Ping(nonce) => encode_pong_frame(out, nonce),
+        Frame::Error(e) => {
+            metrics::counter!("accessd_client_errors_total").increment(1);
+            tracing::debug!(code = %e.code, text = e.text, "client sent an error frame");
+        }
+        Frame::Response(_) | Frame::BatchResponse(_) | Frame::Pong(_) => {
+            note_malformed(ErrorCode::UNEXPECTED_FRAME);
+            let id = match frame {
+                Frame::Response(r) => r.request_id,
+                _ => 0,
+            };
+            encode_error(
+                out,
+                ErrorCode::UNEXPECTED_FRAME,
+                id,
+                &format!("a client may not send a {:?} frame", frame.frame_type()),
+            );
+        }
+    }
+}

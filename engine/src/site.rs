@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 
 use crate::model::{
     AccessLevelRecord, AreaRecord, AssignmentRecord, CardholderRecord, CredentialRecord,
-    DoorGroupRecord, DoorRecord, HolidaySetRecord, ReaderRecord, Record, ScheduleRecord,
+    DoorGroupRecord, DoorRecord, HolidaySetRecord, ReaderRecord, Record, RecordKey, ScheduleRecord,
     SiteRecord,
 };
 use crate::snapshot::validate;
@@ -180,6 +180,23 @@ fn ids<T>(items: &[(usize, T)], id: impl Fn(&T) -> &str) -> HashSet<&str> {
     items.iter().map(|(_, r)| id(r)).collect()
 }
 
+/// The id a problem report shows for a record.
+fn record_id(record: &Record) -> String {
+    match record.key() {
+        RecordKey::Site(id)
+        | RecordKey::Door(id)
+        | RecordKey::Reader(id)
+        | RecordKey::Area(id)
+        | RecordKey::DoorGroup(id)
+        | RecordKey::Schedule(id)
+        | RecordKey::HolidaySet(id)
+        | RecordKey::AccessLevel(id)
+        | RecordKey::Cardholder(id) => id,
+        RecordKey::Credential(key) => key.to_string(),
+        RecordKey::Assignment { holder, level } => format!("{holder} / {level}"),
+    }
+}
+
 impl SiteFile {
     /// Parses and checks a site file's text.
     pub fn parse(text: &str) -> Result<Self, SiteError> {
@@ -295,7 +312,7 @@ impl SiteFile {
         let mut records = Vec::new();
         let mut push = |c: &mut Checker<'_>, section: &str, index: usize, record: Record| {
             if let Err(e) = validate(&record) {
-                c.problem(section, index, "", e.to_string());
+                c.problem(section, index, &record_id(&record), e.to_string());
             }
             records.push(record);
         };
@@ -336,6 +353,16 @@ impl SiteFile {
         if c.problems.is_empty() {
             Ok(Self { records })
         } else {
+            // File order: by line where known (a stable sort keeps the order
+            // of several problems on one record).
+            let line = |p: &SiteProblem| {
+                p.location
+                    .strip_prefix("line ")
+                    .and_then(|rest| rest.split(',').next())
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .unwrap_or(0)
+            };
+            c.problems.sort_by_key(line);
             Err(SiteError {
                 problems: c.problems,
             })

@@ -116,7 +116,10 @@ impl Admin {
         }
         match request.send().await {
             Ok(_) => tracing::info!(table = name, "table created"),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_in_use_exception()) =>
+            {
                 tracing::info!(table = name, "table exists already");
             }
             Err(e) => return Err(source_error(e).into()),

@@ -122,9 +122,7 @@ where
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             SourceError::Transient(message)
         }
-        _ if e.raw_response().is_some_and(|r| r.status() >= 500) => {
-            SourceError::Transient(message)
-        }
+        _ if e.raw_response().is_some_and(|r| r.status() >= 500) => SourceError::Transient(message),
         _ => SourceError::Other(message),
     }
 }
@@ -162,9 +160,7 @@ macro_rules! attr_conversions {
         }
 
         /// SDK item → [`Item`].
-        pub(crate) fn $from_map(
-            m: HashMap<String, $module::types::AttributeValue>,
-        ) -> Item {
+        pub(crate) fn $from_map(m: HashMap<String, $module::types::AttributeValue>) -> Item {
             m.into_iter()
                 .filter_map(|(k, v)| $from(v).map(|v| (k, v)))
                 .collect()
@@ -197,7 +193,13 @@ macro_rules! attr_conversions {
     };
 }
 
-attr_conversions!(aws_sdk_dynamodb, from_ddb, to_ddb, item_from_ddb, item_to_ddb);
+attr_conversions!(
+    aws_sdk_dynamodb,
+    from_ddb,
+    to_ddb,
+    item_from_ddb,
+    item_to_ddb
+);
 attr_conversions!(
     aws_sdk_dynamodbstreams,
     from_streams,

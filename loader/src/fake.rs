@@ -65,8 +65,9 @@ fn key_of(item: &Item) -> (String, String) {
 }
 
 fn hash(s: &str) -> u32 {
-    s.bytes()
-        .fold(2_166_136_261u32, |h, b| (h ^ u32::from(b)).wrapping_mul(16_777_619))
+    s.bytes().fold(2_166_136_261u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(16_777_619)
+    })
 }
 
 impl FakeBackend {

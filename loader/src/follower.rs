@@ -407,9 +407,9 @@ impl<B: Backend> Loader<B> {
             }
         }
         let lag_s = lag.map_or(0.0, |created| {
-            (Timestamp::now() - created)
-                .total(jiff::Unit::Second)
-                .unwrap_or(0.0)
+            Timestamp::now()
+                .duration_since(created)
+                .as_secs_f64()
                 .max(0.0)
         });
         metrics::gauge!(m::STREAM_LAG_SECONDS).set(lag_s);
@@ -472,8 +472,7 @@ impl<B: Backend> Loader<B> {
                         }
                         Err(e @ SourceError::Transient(_)) if failures < 8 => {
                             failures += 1;
-                            metrics::counter!(m::SOURCE_ERRORS, "kind" => "transient")
-                                .increment(1);
+                            metrics::counter!(m::SOURCE_ERRORS, "kind" => "transient").increment(1);
                             tracing::warn!(error = %e, segment, "scan page failed; retrying");
                             tokio::time::sleep(backoff.next_delay()).await;
                         }
@@ -629,9 +628,9 @@ impl<B: Backend> Loader<B> {
                     metrics::counter!(m::SOURCE_ERRORS, "kind" => kind_of(&error)).increment(1);
                     let delay = backoff.next_delay();
                     tracing::warn!(%error, ?delay, "stream read failed; backing off");
-                    let age = (Timestamp::now() - shared.load().as_of())
-                        .total(jiff::Unit::Second)
-                        .unwrap_or(0.0);
+                    let age = Timestamp::now()
+                        .duration_since(shared.load().as_of())
+                        .as_secs_f64();
                     metrics::gauge!(m::SNAPSHOT_AGE_SECONDS).set(age);
                     if wait_or_shutdown(delay, shutdown).await {
                         return true;
@@ -664,7 +663,12 @@ impl<B: Backend> Loader<B> {
     ) -> Option<Resume> {
         loop {
             if self
-                .follow(&mut state.builder, &mut state.cursor, &shared, &mut shutdown)
+                .follow(
+                    &mut state.builder,
+                    &mut state.cursor,
+                    &shared,
+                    &mut shutdown,
+                )
                 .await
             {
                 return Some(state);

@@ -312,7 +312,8 @@ fn parse_text<T: FromStr>(attr: &str, text: &str) -> Problem<T>
 where
     T::Err: fmt::Display,
 {
-    text.parse().map_err(|e| bad(attr, format_args!("`{text}`: {e}")))
+    text.parse()
+        .map_err(|e| bad(attr, format_args!("`{text}`: {e}")))
 }
 
 /// Parses one of the engine's snake_case enums (door mode, status, ...)
@@ -512,7 +513,7 @@ fn read_record(item: &Item, key: &RecordKey) -> Problem<Record> {
         None => return Err(ItemProblem::Missing(TYPE.to_owned())),
     }
     let mut f = Fields::new(item);
-    let mut id = |f: &mut Fields<'_>, key_id: &str| -> Problem<String> {
+    let id = |f: &mut Fields<'_>, key_id: &str| -> Problem<String> {
         let id = f.s("id")?;
         same("id", id, key_id)?;
         Ok(id.to_owned())
@@ -836,10 +837,7 @@ mod tests {
             ),
         ]);
         let err = record_of(&bad_day).unwrap_err();
-        assert!(
-            err.to_string().contains("`intervals[0].days[1]`"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("`intervals[0].days[1]`"), "{err}");
     }
 
     #[test]

@@ -34,7 +34,10 @@ pub fn describe() {
     );
     describe_counter!(RECORDS_APPLIED, "stream records applied to the snapshot");
     describe_counter!(ITEMS_REJECTED, "items refused as malformed, by source");
-    describe_histogram!(BOOTSTRAP_SECONDS, "duration of a bootstrap (scan, build, catch-up)");
+    describe_histogram!(
+        BOOTSTRAP_SECONDS,
+        "duration of a bootstrap (scan, build, catch-up)"
+    );
     describe_counter!(BOOTSTRAPS, "bootstraps started, by reason");
     describe_counter!(SOURCE_ERRORS, "retried DynamoDB errors, by kind");
 }

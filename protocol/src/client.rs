@@ -118,7 +118,10 @@ pub async fn connect_quic(
 
 enum Waiter {
     One(u32, oneshot::Sender<Result<ResponseFrame, ClientError>>),
-    Batch(usize, oneshot::Sender<Result<Vec<ResponseFrame>, ClientError>>),
+    Batch(
+        usize,
+        oneshot::Sender<Result<Vec<ResponseFrame>, ClientError>>,
+    ),
     Ping(u64, oneshot::Sender<Result<(), ClientError>>),
 }
 
@@ -417,7 +420,10 @@ async fn reader(
         };
         partial.drain(..pos);
         if let Err(e) = result {
-            conn.close(VarInt::from_u32(close::PROTOCOL_ERROR), e.to_string().as_bytes());
+            conn.close(
+                VarInt::from_u32(close::PROTOCOL_ERROR),
+                e.to_string().as_bytes(),
+            );
             break e;
         }
         if shared.going_away.load(Ordering::Acquire)

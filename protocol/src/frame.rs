@@ -294,9 +294,8 @@ pub fn decode(buf: &[u8]) -> Result<(Frame<'_>, usize), DecodeError> {
     let parsed = match frame_type {
         FrameType::Request => parse_request(&mut cur).map(Frame::Request),
         FrameType::Response => parse_response(&mut cur).map(Frame::Response),
-        FrameType::BatchRequest => parse_batch(&mut cur, parse_request).map(|(count, items)| {
-            Frame::BatchRequest(BatchRequestFrame { count, items })
-        }),
+        FrameType::BatchRequest => parse_batch(&mut cur, parse_request)
+            .map(|(count, items)| Frame::BatchRequest(BatchRequestFrame { count, items })),
         FrameType::BatchResponse => parse_batch(&mut cur, parse_response)
             .map(|(count, items)| Frame::BatchResponse(BatchResponseFrame { count, items })),
         FrameType::Error => parse_error(&mut cur).map(Frame::Error),

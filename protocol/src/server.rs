@@ -23,8 +23,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::frame::{
-    BatchResponseWriter, DecodeError, ErrorCode, Frame, InvalidFrame, RequestFrame,
-    ResponseFrame, decode, encode_error, encode_pong_frame, encode_response,
+    BatchResponseWriter, DecodeError, ErrorCode, Frame, InvalidFrame, RequestFrame, ResponseFrame,
+    decode, encode_error, encode_pong_frame, encode_response,
 };
 use crate::identity::{IdentityError, ReaderScope};
 use crate::tls::{TlsCredentials, TlsError};
@@ -125,9 +125,10 @@ pub fn bind(
         .max_concurrent_bidi_streams(VarInt::from_u32(streams))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
         .stream_receive_window(VarInt::from_u32(limits.stream_receive_window))
-        .receive_window(VarInt::from_u64(
-            u64::from(limits.stream_receive_window) * u64::from(streams.max(1)),
-        ).unwrap_or(VarInt::MAX))
+        .receive_window(
+            VarInt::from_u64(u64::from(limits.stream_receive_window) * u64::from(streams.max(1)))
+                .unwrap_or(VarInt::MAX),
+        )
         .max_idle_timeout(Some(
             limits
                 .idle_timeout
@@ -180,7 +181,10 @@ pub async fn run<D: Decider>(
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
     }
-    tracing::info!(connections = conns.len(), "shutting down: draining connections");
+    tracing::info!(
+        connections = conns.len(),
+        "shutting down: draining connections"
+    );
     endpoint.set_server_config(None);
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(limits.drain_timeout + Duration::from_secs(1), async {
@@ -252,7 +256,10 @@ async fn serve_connection<D: Decider>(incoming: quinn::Incoming, mut ctx: ConnCt
             metrics::counter!("accessd_connections_refused_total", "reason" => "identity")
                 .increment(1);
             tracing::info!(%remote, error = %e, "refusing client");
-            conn.close(VarInt::from_u32(close::NOT_AUTHORIZED), e.to_string().as_bytes());
+            conn.close(
+                VarInt::from_u32(close::NOT_AUTHORIZED),
+                e.to_string().as_bytes(),
+            );
             return;
         }
     };
@@ -260,7 +267,7 @@ async fn serve_connection<D: Decider>(incoming: quinn::Incoming, mut ctx: ConnCt
     loop {
         tokio::select! {
             biased;
-            _ = ctx.stop.wait_for(|s| *s) => break,
+            () = stopped(&mut ctx.stop) => break,
             s = conn.accept_bi() => match s {
                 Ok((send, recv)) => {
                     let stream = StreamCtx {
@@ -296,7 +303,11 @@ struct StreamCtx<D> {
 
 const READ_CHUNK: usize = 64 * 1024;
 
-async fn serve_stream<D: Decider>(mut send: SendStream, mut recv: RecvStream, mut ctx: StreamCtx<D>) {
+async fn serve_stream<D: Decider>(
+    mut send: SendStream,
+    mut recv: RecvStream,
+    mut ctx: StreamCtx<D>,
+) {
     let mut chunk = vec![0u8; READ_CHUNK];
     // Bytes of a frame that has not fully arrived yet.
     let mut partial: Vec<u8> = Vec::new();
@@ -306,7 +317,7 @@ async fn serve_stream<D: Decider>(mut send: SendStream, mut recv: RecvStream, mu
         let read = match drain_deadline {
             None => tokio::select! {
                 r = recv.read(&mut chunk) => r,
-                _ = ctx.stop.wait_for(|s| *s) => {
+                () = stopped(&mut ctx.stop) => {
                     encode_error(&mut out, ErrorCode::GOING_AWAY, 0, "server shutting down");
                     drain_deadline = Some(tokio::time::Instant::now() + ctx.drain);
                     if send.write_all(&out).await.is_err() {
@@ -330,7 +341,10 @@ async fn serve_stream<D: Decider>(mut send: SendStream, mut recv: RecvStream, mu
                         &mut out,
                         ErrorCode::TRUNCATED,
                         0,
-                        &format!("stream ended inside a frame ({} byte(s) of it)", partial.len()),
+                        &format!(
+                            "stream ended inside a frame ({} byte(s) of it)",
+                            partial.len()
+                        ),
                     );
                 }
                 break;
@@ -380,6 +394,12 @@ async fn serve_stream<D: Decider>(mut send: SendStream, mut recv: RecvStream, mu
     let _ = tokio::time::timeout(ctx.drain, send.stopped()).await;
 }
 
+/// Completes once shutdown has been signalled.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // An error means the sender is gone, which also means "stop".
+    let _ = stop.wait_for(|s| *s).await;
+}
+
 fn note_malformed(code: ErrorCode) {
     metrics::counter!("accessd_frames_malformed_total", "code" => code.name()).increment(1);
 }
@@ -396,7 +416,8 @@ struct Tally {
 impl Tally {
     fn flush(&self) {
         if self.grant > 0 {
-            metrics::counter!("accessd_decisions_total", "verdict" => "grant").increment(self.grant);
+            metrics::counter!("accessd_decisions_total", "verdict" => "grant")
+                .increment(self.grant);
         }
         if self.deny > 0 {
             metrics::counter!("accessd_decisions_total", "verdict" => "deny").increment(self.deny);
@@ -439,7 +460,11 @@ fn process<D: Decider>(
     result
 }
 
-fn answer<D: Decider>(r: &RequestFrame<'_>, ctx: &StreamCtx<D>, tally: &mut Tally) -> ResponseFrame {
+fn answer<D: Decider>(
+    r: &RequestFrame<'_>,
+    ctx: &StreamCtx<D>,
+    tally: &mut Tally,
+) -> ResponseFrame {
     let a = if ctx.scope.permits(r.reader) {
         ctx.decider.decide(&r.to_engine())
     } else {
@@ -459,7 +484,11 @@ fn answer<D: Decider>(r: &RequestFrame<'_>, ctx: &StreamCtx<D>, tally: &mut Tall
         request_id: r.request_id,
         verdict,
         reason: d.reason.code(),
-        unlock_ms: if verdict == Verdict::Grant { d.unlock_ms } else { 0 },
+        unlock_ms: if verdict == Verdict::Grant {
+            d.unlock_ms
+        } else {
+            0
+        },
         snapshot_version: d.snapshot_version,
         snapshot_age_ms: a.snapshot_age_ms,
     }

@@ -1,1 +1,395 @@
+//! The follower's logic against the in-memory fake: splits, closed shards,
+//! expired iterators, trims, gaps in sequence numbers, throttling, a
+//! replaced or disabled stream, bad items and resuming.
+
+use std::time::Duration;
+
+use accessd_engine::{
+    AccessLevelRecord, AssignmentRecord, CardholderRecord, CredentialKey, CredentialRecord,
+    CredentialStatus, Day, DoorRecord, Interval, Presence, ReaderRecord, Record, Request,
+    ScheduleRecord, SiteRecord, Verdict, decide,
+};
+use jiff::civil::Time;
+
 use super::*;
+use crate::fake::FakeBackend;
+use crate::item::{Attr, item_of, key_strings};
+
+fn config() -> LoaderConfig {
+    LoaderConfig {
+        scan_segments: 3,
+        poll_interval: Duration::from_millis(5),
+        rediscover_interval: Duration::from_millis(20),
+        backoff_base: Duration::from_millis(1),
+        backoff_cap: Duration::from_millis(10),
+        startup_attempts: 3,
+    }
+}
+
+fn card(n: u64) -> CredentialKey {
+    format!("h10301:1:{n}").parse().unwrap()
+}
+
+/// A site where holder `E1` with card 1 may pass reader `r1` at any time.
+fn site() -> Vec<Record> {
+    let all = vec![
+        Day::Mon,
+        Day::Tue,
+        Day::Wed,
+        Day::Thu,
+        Day::Fri,
+        Day::Sat,
+        Day::Sun,
+    ];
+    vec![
+        Record::Site(SiteRecord {
+            id: "hq".into(),
+            time_zone: "UTC".into(),
+            lockdown: false,
+        }),
+        Record::Door(DoorRecord {
+            id: "d1".into(),
+            site: "hq".into(),
+            mode: Default::default(),
+            unlock_ms: 5000,
+            area: None,
+        }),
+        Record::Reader(ReaderRecord {
+            id: "r1".into(),
+            door: "d1".into(),
+            direction: Default::default(),
+        }),
+        Record::Schedule(ScheduleRecord {
+            id: "always".into(),
+            intervals: vec![Interval {
+                days: all,
+                start: Time::midnight(),
+                end: Time::midnight(),
+            }],
+            holiday_sets: vec![],
+            holiday_intervals: vec![],
+        }),
+        Record::AccessLevel(AccessLevelRecord {
+            id: "staff".into(),
+            doors: vec!["d1".into()],
+            door_groups: vec![],
+            schedule: "always".into(),
+        }),
+        holder("E1"),
+        Record::Assignment(AssignmentRecord {
+            holder: "E1".into(),
+            level: "staff".into(),
+            valid_from: None,
+            valid_until: None,
+        }),
+        credential(1, "E1", CredentialStatus::Active),
+    ]
+}
+
+fn holder(id: &str) -> Record {
+    Record::Cardholder(CardholderRecord {
+        id: id.into(),
+        status: Default::default(),
+        valid_from: None,
+        valid_until: None,
+        lockdown_override: false,
+    })
+}
+
+fn credential(n: u64, holder: &str, status: CredentialStatus) -> Record {
+    Record::Credential(CredentialRecord {
+        card: card(n),
+        holder: holder.into(),
+        status,
+        valid_from: None,
+        valid_until: None,
+        pin: None,
+    })
+}
+
+fn put(fake: &FakeBackend, record: &Record) {
+    fake.put(item_of(record).unwrap());
+}
+
+fn delete(fake: &FakeBackend, record: &Record) {
+    let (pk, sk) = key_strings(&record.key());
+    fake.delete(&pk, &sk);
+}
+
+fn verdict(source: &Source, n: u64) -> Verdict {
+    let snapshot = source.snapshot().load();
+    let request = Request {
+        reader: "r1",
+        credential: card(n),
+        pin: None,
+    };
+    decide(&snapshot, &Presence::new(), &request, Timestamp::now()).verdict
+}
+
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+async fn start(fake: &Arc<FakeBackend>) -> Source {
+    Source::start(Loader::new(Arc::clone(fake), config()), None)
+        .await
+        .unwrap()
+}
+
+fn loaded_site() -> Arc<FakeBackend> {
+    let fake = Arc::new(FakeBackend::new());
+    for r in site() {
+        put(&fake, &r);
+    }
+    fake
+}
+
+#[tokio::test]
+async fn bootstrap_then_live_insert_modify_remove() {
+    let fake = loaded_site();
+    let source = start(&fake).await;
+    assert_eq!(source.snapshot().load().version(), 1);
+    assert_eq!(verdict(&source, 1), Verdict::Grant);
+    assert_eq!(verdict(&source, 2), Verdict::Deny);
+
+    put(&fake, &credential(2, "E1", CredentialStatus::Active));
+    eventually("insert", || verdict(&source, 2) == Verdict::Grant).await;
+    put(&fake, &credential(2, "E1", CredentialStatus::Suspended));
+    eventually("modify", || verdict(&source, 2) == Verdict::Deny).await;
+    delete(&fake, &credential(1, "E1", CredentialStatus::Active));
+    eventually("remove", || verdict(&source, 1) == Verdict::Deny).await;
+    assert!(source.snapshot().load().version() >= 4);
+    assert_eq!(source.stats().bootstraps(), 1);
+    assert_eq!(source.stats().rejected(), 0);
+    source.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn bootstrap_does_not_replay_the_history_it_scanned() {
+    let fake = loaded_site();
+    // Closed shards at bootstrap are in the scan; open ones start at LATEST.
+    fake.split();
+    put(&fake, &credential(2, "E1", CredentialStatus::Active));
+    let source = start(&fake).await;
+    assert_eq!(verdict(&source, 2), Verdict::Grant);
+    let requests = fake.iterator_requests();
+    assert!(
+        requests.iter().all(|(_, p)| *p == Position::Latest),
+        "{requests:?}"
+    );
+    assert!(!requests.iter().any(|(s, _)| s == "shardId-00000001"));
+    source.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn splits_drain_parents_before_children_and_lose_nothing() {
+    let fake = loaded_site();
+    let source = start(&fake).await;
+    // Many writes before and after two rounds of splits, with the same item
+    // changed in a parent and then in a child: the child's write must win.
+    for n in 10..20 {
+        put(&fake, &credential(n, "E1", CredentialStatus::Active));
+    }
+    fake.split();
+    for n in 10..20 {
+        put(&fake, &credential(n, "E1", CredentialStatus::Revoked));
+    }
+    fake.split();
+    for n in 20..30 {
+        put(&fake, &credential(n, "E1", CredentialStatus::Active));
+    }
+    eventually("all writes", || {
+        (20..30).all(|n| verdict(&source, n) == Verdict::Grant)
+    })
+    .await;
+    for n in 10..20 {
+        assert_eq!(verdict(&source, n), Verdict::Deny, "card {n}");
+    }
+    // Seven shards over four DescribeStream pages of two: all were found.
+    let read: std::collections::BTreeSet<String> = fake
+        .iterator_requests()
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert!(read.len() >= 6, "{read:?}");
+    assert_eq!(source.stats().bootstraps(), 1);
+    source.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn expired_iterators_are_renewed_after_the_last_sequence_number() {
+    let fake = loaded_site();
+    let source = start(&fake).await;
+    put(&fake, &credential(2, "E1", CredentialStatus::Active));
+    eventually("first write", || verdict(&source, 2) == Verdict::Grant).await;
+    let last = source.last_sequence().unwrap();
+    fake.expire_iterators();
+    put(&fake, &credential(3, "E1", CredentialStatus::Active));
+    eventually("write after expiry", || {
+        verdict(&source, 3) == Verdict::Grant
+    })
+    .await;
+    // Renewed from the sequence number, not by a new bootstrap; the fake's
+    // sequence numbers have gaps, so "last + 1" would have been wrong.
+    assert!(
+        fake.iterator_requests()
+            .contains(&("shardId-00000001".to_owned(), Position::After(last))),
+        "{:?}",
+        fake.iterator_requests()
+    );
+    assert_eq!(source.stats().bootstraps(), 1);
+    source.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_expired_iterator_with_nothing_read_bootstraps_again() {
+    let fake = loaded_site();
+    let source = start(&fake).await;
+    fake.expire_iterators();
+    put(&fake, &credential(2, "E1", CredentialStatus::Active));
+    eventually("write", || verdict(&source, 2) == Verdict::Grant).await;
+    assert_eq!(source.stats().bootstraps(), 2);
+    source.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn trimmed_positions_bootstrap_again_while_serving() {
+    let fake = loaded_site();
+    let source = start(&fake).await;
+    put(&fake, &credential(2, "E1", CredentialStatus::Active));
+    eventually("write", || verdict(&source, 2) == Verdict::Grant).await;
+    let before = source.snapshot().load().version();
+    // The follower falls behind a trim: the next iterator is refused.
+    fake.expire_iterators();
+    put(&fake, &credential(3, "E1", CredentialStatus::Active));
+    fake.trim_all();
+    eventually("re-bootstrap", || source.stats().bootstraps() == 2).await;
+    eventually("write after trim", || verdict(&source, 3) == Verdict::Grant).await;
+    assert_eq!(verdict(&source, 1), Verdict::Grant);
+    assert!(source.snapshot().load().version() > before);
+    source.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn throttling_backs_off_and_loses_nothing() {
+    let fake = loaded_site();
+    let source = start(&fake).await;
+    fake.fail_next((0..4).map(|i| SourceError::Transient(format!("throttled {i}"))));
+    put(&fake, &credential(2, "E1", CredentialStatus::Active));
+    eventually("write", || verdict(&source, 2) == Verdict::Grant).await;
+    assert_eq!(source.stats().bootstraps(), 1);
+    source.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_new_stream_arn_bootstraps_again() {
+    let fake = loaded_site();
+    let source = start(&fake).await;
+    fake.new_stream();
+    put(&fake, &credential(2, "E1", CredentialStatus::Active));
+    eventually("write on the new stream", || {
+        verdict(&source, 2) == Verdict::Grant
+    })
+    .await;
+    assert_eq!(source.stats().bootstraps(), 2);
+    source.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_disabled_stream_keeps_the_snapshot_serving() {
+    let fake = loaded_site();
+    let source = start(&fake).await;
+    fake.disable_stream();
+    eventually("bootstrap attempts", || source.stats().bootstraps() >= 3).await;
+    assert_eq!(verdict(&source, 1), Verdict::Grant);
+    // Streams back on (a new ARN): the loader recovers by itself.
+    fake.new_stream();
+    put(&fake, &credential(2, "E1", CredentialStatus::Active));
+    eventually("write after re-enable", || {
+        verdict(&source, 2) == Verdict::Grant
+    })
+    .await;
+    source.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn no_stream_at_startup_is_an_error() {
+    let fake = loaded_site();
+    fake.disable_stream();
+    let err = Source::start(Loader::new(fake, config()), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err, LoadError::NoStream);
+}
+
+#[tokio::test]
+async fn bad_items_are_skipped_counted_and_never_grant() {
+    let fake = loaded_site();
+    // A scanned item with a typo: skipped, counted.
+    let mut bad = item_of(&credential(5, "E1", CredentialStatus::Active)).unwrap();
+    bad.insert("statsu".into(), Attr::S("active".into()));
+    fake.put(bad);
+    let source = start(&fake).await;
+    assert_eq!(source.stats().rejected(), 1);
+    assert_eq!(verdict(&source, 5), Verdict::Deny);
+    assert_eq!(verdict(&source, 1), Verdict::Grant);
+
+    // A revocation written with a bad status word: the old, active version
+    // must not keep granting.
+    let mut revoke = item_of(&credential(1, "E1", CredentialStatus::Active)).unwrap();
+    revoke.insert("status".into(), Attr::S("REVOKED".into()));
+    fake.put(revoke);
+    eventually("bad update", || source.stats().rejected() == 2).await;
+    assert_eq!(verdict(&source, 1), Verdict::Deny);
+    // An unknown entity type on the stream: skipped, counted.
+    fake.put(
+        [("pk", "gate#g1"), ("sk", "gate"), ("type", "gate")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), Attr::S(v.to_owned())))
+            .collect(),
+    );
+    eventually("unknown entity", || source.stats().rejected() == 3).await;
+    put(&fake, &credential(1, "E1", CredentialStatus::Active));
+    eventually("fixed item", || verdict(&source, 1) == Verdict::Grant).await;
+    source.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_restart_resumes_where_it_stopped_without_a_scan() {
+    let fake = loaded_site();
+    let source = start(&fake).await;
+    put(&fake, &credential(2, "E1", CredentialStatus::Active));
+    eventually("write", || verdict(&source, 2) == Verdict::Grant).await;
+    let resume = source.shutdown().await.unwrap();
+    let version = resume.version();
+    assert!(resume.cursor().positions().any(|(_, seq)| seq.is_some()));
+
+    // Written while nobody follows.
+    put(&fake, &credential(2, "E1", CredentialStatus::Revoked));
+    put(&fake, &credential(3, "E1", CredentialStatus::Active));
+    let source = Source::start(Loader::new(Arc::clone(&fake), config()), Some(resume))
+        .await
+        .unwrap();
+    assert!(source.snapshot().load().version() > version);
+    eventually("writes made while stopped", || {
+        verdict(&source, 2) == Verdict::Deny && verdict(&source, 3) == Verdict::Grant
+    })
+    .await;
+    assert_eq!(source.stats().bootstraps(), 0);
+    source.shutdown().await.unwrap();
+}
+
+#[test]
+fn backoff_is_capped_and_jittered() {
+    let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+    let delays: Vec<Duration> = (0..10).map(|_| b.next_delay()).collect();
+    assert!(delays[0] >= Duration::from_millis(50) && delays[0] <= Duration::from_millis(100));
+    assert!(delays.iter().all(|d| *d <= Duration::from_secs(1)));
+    assert!(delays[9] >= Duration::from_millis(500));
+    b.reset();
+    assert!(b.next_delay() <= Duration::from_millis(100));
+}

@@ -3,6 +3,9 @@
 //! each subcommand is a module under `cmd/`.
 
 mod cmd;
+mod decider;
+mod mix;
+mod telemetry;
 
 use std::process::ExitCode;
 
@@ -24,6 +27,23 @@ enum Command {
     CheckSite(cmd::site::CheckArgs),
     /// Hash a PIN for a site file or DynamoDB item.
     PinHash(cmd::site::PinHashArgs),
+    /// Write the DynamoDB table: create it, put or delete records, revoke,
+    /// suspend or reinstate a credential.
+    Admin(cmd::admin::Args),
+    /// Fill a DynamoDB table with a synthetic site (deterministic with --seed).
+    Seed(cmd::seed::Args),
+    /// Benchmarks of the DynamoDB source: propagation, bootstrap, builder.
+    BenchDynamodb(cmd::dynamodb_bench::Args),
+    /// Serve decisions over QUIC (mutual TLS) from a site file.
+    Serve(cmd::serve::Args),
+    /// Ask a running server for one decision.
+    Check(cmd::check::Args),
+    /// Load-test a running server; latency histogram and throughput.
+    Load(cmd::load::Args),
+    /// Write a development CA, server, gateway and reader certificates.
+    Certs(cmd::certs::Args),
+    /// The whole path on loopback: demo site, server, decisions, load.
+    Demo(cmd::demo::Args),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +52,14 @@ fn main() -> ExitCode {
         Command::Decide(args) => cmd::decide::run(args),
         Command::CheckSite(args) => cmd::site::check(args),
         Command::PinHash(args) => cmd::site::pin_hash(args),
+        Command::Admin(args) => cmd::admin::run(args),
+        Command::Seed(args) => cmd::seed::run(args),
+        Command::BenchDynamodb(args) => cmd::dynamodb_bench::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
+        Command::Check(args) => cmd::check::run(args),
+        Command::Load(args) => cmd::load::run(args),
+        Command::Certs(args) => cmd::certs::run(args),
+        Command::Demo(args) => cmd::demo::run(args),
     };
     match result {
         Ok(code) => code,

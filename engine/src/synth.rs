@@ -167,8 +167,12 @@ fn holiday_dates() -> Vec<Date> {
 
 /// The id of door `i` of a synthetic site.
 pub fn door_id(i: usize) -> String {
-    let (site, _) = SITES[i % SITES.len()];
-    format!("{site}-d{i:05}")
+    format!("{}-d{i:05}", site_of(i))
+}
+
+/// The site of door `i`.
+fn site_of(i: usize) -> &'static str {
+    SITES.get(i % SITES.len()).map_or("nyc", |(site, _)| site)
 }
 
 /// The id of the entry reader of door `i`.
@@ -195,7 +199,7 @@ pub fn site(params: &SynthParams) -> Vec<Record> {
         }));
     }
     for i in 0..doors {
-        let (site, _) = SITES[i % SITES.len()];
+        let site = site_of(i);
         let mode = match rng.u32(0..1000) {
             0..10 => DoorMode::Locked,
             10..60 => DoorMode::CardAndPin,

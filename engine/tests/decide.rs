@@ -2,6 +2,14 @@
 //! code, validity boundaries, holidays, daylight-saving transitions, lockdown
 //! and anti-passback, including concurrent use.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+
 use std::sync::{Arc, Barrier};
 
 use accessd_engine::{

@@ -2,6 +2,14 @@
 //! publishes in between) decides exactly like a full build from the final
 //! records, whatever order those are applied in.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+
 use std::collections::BTreeMap;
 
 use accessd_engine::{

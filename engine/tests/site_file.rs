@@ -1,6 +1,14 @@
 //! Site files: every problem reported at once with its location, never a
 //! panic; a written site file reads back to the same records.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+
 use accessd_engine::{SiteFile, synth};
 
 const EXAMPLE: &str = include_str!("../../docs/examples/site.toml");

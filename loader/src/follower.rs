@@ -93,6 +93,7 @@ pub struct LoaderStats {
     applied: AtomicU64,
     rejected: AtomicU64,
     bootstraps: AtomicU64,
+    scanned: AtomicU64,
     last_sequence_seen: std::sync::Mutex<Option<String>>,
 }
 
@@ -104,6 +105,10 @@ impl LoaderStats {
     /// Items and records refused as malformed (scan and stream).
     pub fn rejected(&self) -> u64 {
         self.rejected.load(Ordering::Relaxed)
+    }
+    /// Items read by the last bootstrap's scan.
+    pub fn scanned(&self) -> u64 {
+        self.scanned.load(Ordering::Relaxed)
     }
     /// Bootstraps started (the first one included).
     pub fn bootstraps(&self) -> u64 {
@@ -511,6 +516,7 @@ impl<B: Backend> Loader<B> {
         self.discover(&mut cursor, true).await?;
         let items = self.scan_all().await?;
         let scanned = items.len();
+        self.stats.scanned.store(scanned as u64, Ordering::Relaxed);
         let mut builder = SnapshotBuilder::starting_at(floor);
         for item in &items {
             let change = match record_of(item) {
@@ -590,6 +596,7 @@ impl<B: Backend> Loader<B> {
     ) -> bool {
         let mut backoff = self.backoff();
         let mut last_discover = Instant::now();
+        let mut confirmed = Instant::now();
         loop {
             if *shutdown.borrow() {
                 return true;
@@ -613,7 +620,8 @@ impl<B: Backend> Loader<B> {
             match result {
                 Ok(round) => {
                     backoff.reset();
-                    metrics::gauge!(m::SNAPSHOT_AGE_SECONDS).set(0.0);
+                    confirmed = Instant::now();
+                    metrics::gauge!(m::SOURCE_STALENESS_SECONDS).set(0.0);
                     if round.records == 0
                         && wait_or_shutdown(self.config.poll_interval, shutdown).await
                     {
@@ -628,10 +636,8 @@ impl<B: Backend> Loader<B> {
                     metrics::counter!(m::SOURCE_ERRORS, "kind" => kind_of(&error)).increment(1);
                     let delay = backoff.next_delay();
                     tracing::warn!(%error, ?delay, "stream read failed; backing off");
-                    let age = Timestamp::now()
-                        .duration_since(shared.load().as_of())
-                        .as_secs_f64();
-                    metrics::gauge!(m::SNAPSHOT_AGE_SECONDS).set(age);
+                    metrics::gauge!(m::SOURCE_STALENESS_SECONDS)
+                        .set(confirmed.elapsed().as_secs_f64());
                     if wait_or_shutdown(delay, shutdown).await {
                         return true;
                     }
@@ -730,7 +736,7 @@ fn kind_of(e: &SourceError) -> &'static str {
 fn publish(builder: &mut SnapshotBuilder, shared: &SharedSnapshot, as_of: Timestamp) {
     let snapshot = builder.publish(as_of);
     metrics::gauge!(m::SNAPSHOT_VERSION).set(snapshot.version() as f64);
-    metrics::gauge!(m::SNAPSHOT_AGE_SECONDS).set(0.0);
+    metrics::gauge!(m::SOURCE_STALENESS_SECONDS).set(0.0);
     tracing::debug!(version = snapshot.version(), "snapshot published");
     shared.store(Arc::new(snapshot));
 }

@@ -6,9 +6,11 @@
 pub const STREAM_LAG_SECONDS: &str = "accessd_stream_lag_seconds";
 /// Gauge: the version of the snapshot being served.
 pub const SNAPSHOT_VERSION: &str = "accessd_snapshot_version";
-/// Gauge: seconds since the data was last confirmed current (the last
-/// successful poll of the stream, or the bootstrap).
-pub const SNAPSHOT_AGE_SECONDS: &str = "accessd_snapshot_age_seconds";
+/// Gauge: seconds since the served data was last confirmed current (the
+/// last successful poll of the stream, or the bootstrap). Unlike the
+/// snapshot's age (now − `as_of`, which grows while the table is idle),
+/// this grows only while DynamoDB cannot be read.
+pub const SOURCE_STALENESS_SECONDS: &str = "accessd_source_staleness_seconds";
 /// Counter: stream records applied to the snapshot.
 pub const RECORDS_APPLIED: &str = "accessd_stream_records_applied_total";
 /// Counter: items refused (label `source`: `scan` or `stream`).
@@ -29,8 +31,8 @@ pub fn describe() {
     );
     describe_gauge!(SNAPSHOT_VERSION, "version of the snapshot being served");
     describe_gauge!(
-        SNAPSHOT_AGE_SECONDS,
-        "seconds since the served data was last confirmed current"
+        SOURCE_STALENESS_SECONDS,
+        "seconds since the served data was last confirmed current by DynamoDB"
     );
     describe_counter!(RECORDS_APPLIED, "stream records applied to the snapshot");
     describe_counter!(ITEMS_REJECTED, "items refused as malformed, by source");

@@ -37,13 +37,19 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(feature = "net")]
 mod client;
 mod frame;
+#[cfg(feature = "net")]
 mod identity;
+#[cfg(feature = "net")]
 pub mod load;
+#[cfg(feature = "net")]
 mod server;
+#[cfg(feature = "net")]
 mod tls;
 
+#[cfg(feature = "net")]
 pub use client::{Client, ClientError, Pipeline, connect_quic};
 pub use frame::{
     BatchRequestFrame, BatchResponseFrame, BatchResponseWriter, DecodeError, EncodeError,
@@ -52,8 +58,11 @@ pub use frame::{
     ResponseFrame, VERSION, decode, encode_batch_request, encode_batch_response, encode_error,
     encode_ping_frame, encode_pong_frame, encode_request, encode_response,
 };
+#[cfg(feature = "net")]
 pub use identity::{IdentityError, ReaderScope, SAN_ALL_READERS, SAN_READER, SAN_READER_PREFIX};
+#[cfg(feature = "net")]
 pub use server::{Answer, Decider, Limits, ServerError, bind, close, run};
+#[cfg(feature = "net")]
 pub use tls::{ALPN, DevCa, IssuedCert, TlsCredentials, TlsError};
 
 /// Fuzzing hook: decodes `data` as a stream the way the server does

@@ -12,11 +12,11 @@ use anyhow::Context;
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct TableArgs {
     /// The DynamoDB table (see docs/dynamodb-schema.md).
-    #[arg(long, env = "ACCESSD_DYNAMODB_TABLE")]
+    #[arg(long)]
     pub(crate) table: String,
     /// Another DynamoDB endpoint (moto, DynamoDB Local), e.g.
     /// http://127.0.0.1:5000. Default: AWS.
-    #[arg(long, env = "ACCESSD_DYNAMODB_ENDPOINT_URL")]
+    #[arg(long)]
     pub(crate) endpoint_url: Option<String>,
     /// The AWS region. Default: the standard chain (AWS_REGION, profile).
     #[arg(long)]
@@ -72,4 +72,44 @@ pub(crate) async fn start_source(
     Source::start(Loader::new(backend, config), None)
         .await
         .with_context(|| format!("cannot load DynamoDB table `{}`", table.table))
+}
+
+/// The DynamoDB options of `accessd serve`: without `--dynamodb-table` it
+/// serves its site file.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct ServeArgs {
+    /// Serve from this DynamoDB table, followed through its stream, instead
+    /// of a site file.
+    #[arg(long)]
+    pub(crate) dynamodb_table: Option<String>,
+    /// Another DynamoDB endpoint (moto, DynamoDB Local). Default: AWS.
+    #[arg(long, requires = "dynamodb_table")]
+    pub(crate) endpoint_url: Option<String>,
+    /// The AWS region. Default: the standard chain (AWS_REGION, profile).
+    #[arg(long, requires = "dynamodb_table")]
+    pub(crate) region: Option<String>,
+    /// Poll an idle stream shard every this many milliseconds.
+    #[arg(long, default_value_t = 250)]
+    pub(crate) stream_poll_ms: u64,
+}
+
+impl ServeArgs {
+    /// The DynamoDB source, if a table was given.
+    pub(crate) async fn start(&self) -> anyhow::Result<Option<Source>> {
+        let Some(table) = &self.dynamodb_table else {
+            return Ok(None);
+        };
+        let table = TableArgs {
+            table: table.clone(),
+            endpoint_url: self.endpoint_url.clone(),
+            region: self.region.clone(),
+        };
+        let source = start_source(&table, Duration::from_millis(self.stream_poll_ms)).await?;
+        tracing::info!(
+            table = %table.table,
+            stats = ?source.snapshot().load().stats(),
+            "serving from DynamoDB"
+        );
+        Ok(Some(source))
+    }
 }

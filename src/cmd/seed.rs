@@ -48,11 +48,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     init_logging();
     let now = match args.now {
         Some(now) => now,
-        None => Timestamp::now()
-            .to_zoned(jiff::tz::TimeZone::UTC)
-            .start_of_day()
-            .context("cannot compute the start of today")?
-            .timestamp(),
+        None => {
+            // Whole days since the epoch: deterministic for a day.
+            let day = 86_400;
+            Timestamp::from_second(Timestamp::now().as_second().div_euclid(day) * day)
+                .context("cannot compute the start of today")?
+        }
     };
     let records = site(&SynthParams {
         holders: args.holders,

@@ -4,3 +4,4 @@
 
 mod dynamodb;
 mod quic;
+mod support;

@@ -1,1 +1,515 @@
 //! The QUIC decision service end to end (real quinn endpoints on loopback).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use accessd_engine::{
+    Change, CredentialKey, CredentialRecord, CredentialStatus, Reason, Record, Request,
+    SharedSnapshot, SiteFile, Snapshot, SnapshotBuilder, Verdict,
+};
+use accessd_protocol::{
+    ClientError, ErrorCode, Frame, Limits, RequestFrame, TlsCredentials, VERSION, close,
+    encode_response,
+};
+use jiff::Timestamp;
+
+use crate::support::quic::{TestServer, start_server, start_server_with};
+
+const EXAMPLE: &str = include_str!("../../docs/examples/site.toml");
+// Monday 2026-11-30, 09:00 in New York.
+const MON_9: &str = "2026-11-30T09:00:00-05:00";
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn example_builder() -> SnapshotBuilder {
+    let site = SiteFile::parse(EXAMPLE).unwrap();
+    let mut builder = SnapshotBuilder::new();
+    assert!(
+        builder
+            .apply_all(site.records.into_iter().map(Change::Upsert))
+            .is_empty()
+    );
+    builder
+}
+
+fn example() -> Snapshot {
+    example_builder().publish(ts("2026-11-30T00:00:00Z"))
+}
+
+async fn example_server() -> (TestServer, Arc<SharedSnapshot>) {
+    let shared = Arc::new(SharedSnapshot::new(example()));
+    let server = start_server(shared.clone()).await;
+    server.set_now(ts(MON_9));
+    (server, shared)
+}
+
+fn card(s: &str) -> CredentialKey {
+    s.parse().unwrap()
+}
+
+fn req<'a>(reader: &'a str, c: &str, pin: Option<&'a str>) -> Request<'a> {
+    Request {
+        reader,
+        credential: card(c),
+        pin: pin.map(str::as_bytes),
+    }
+}
+
+#[tokio::test]
+async fn grant_and_every_deny_path_over_the_wire() {
+    use Reason::*;
+    let shared = Arc::new(SharedSnapshot::new({
+        // One credential whose holder does not exist, for HolderUnknown.
+        let mut b = example_builder();
+        b.apply(Change::Upsert(Record::Credential(CredentialRecord {
+            card: card("h10301:12:7777"),
+            holder: "ghost".into(),
+            status: CredentialStatus::Active,
+            valid_from: None,
+            valid_until: None,
+            pin: None,
+        })))
+        .unwrap();
+        b.publish(ts("2026-11-30T00:00:00Z"))
+    }));
+    let server = start_server(shared.clone()).await;
+    let client = server.gateway().await;
+    #[rustfmt::skip]
+    let cases: &[(&str, &str, Option<&str>, &str, Reason)] = &[
+        ("lobby-in", "h10301:12:1001", None, MON_9, Granted),
+        ("lobby-in", "uid:04a1b2c3d4e5f6", None, MON_9, Granted),
+        ("no-such-reader", "h10301:12:1001", None, MON_9, UnknownReader),
+        ("lobby-in", "h10301:12:5555", None, MON_9, UnknownCredential),
+        ("lobby-in", "uid:0badcafe", None, MON_9, UnknownCredential),
+        ("lobby-in", "h10301:12:993", None, MON_9, CredentialSuspended),
+        ("lobby-in", "h10301:12:990", None, MON_9, CredentialLost),
+        ("lobby-in", "h10301:12:991", None, MON_9, CredentialStolen),
+        ("lobby-in", "h10301:12:992", None, MON_9, CredentialRevoked),
+        ("lobby-in", "h10301:12:2001", None, MON_9, CredentialNotYetValid),
+        ("lobby-in", "h10301:12:2001", None, "2026-12-02T09:00:00-05:00", CredentialExpired),
+        ("lobby-in", "h10301:12:7777", None, MON_9, HolderUnknown),
+        ("lobby-in", "h10301:12:1002", None, MON_9, HolderInactive),
+        ("lobby-in", "h10301:12:1004", None, MON_9, HolderNotYetValid),
+        ("lobby-in", "h10301:12:1003", None, MON_9, HolderExpired),
+        ("loading-dock-in", "h10301:12:1001", None, MON_9, DoorLocked),
+        ("vault-in", "h10301:12:1001", None, MON_9, DoorLockdown),
+        ("server-room-in", "h10301:12:1006", None, MON_9, NoAccess),
+        ("lab-in", "h10301:12:1006", None, MON_9, AccessNotValidNow),
+        ("lobby-in", "h10301:12:1001", None, "2026-11-28T10:00:00-05:00", OutsideSchedule),
+        ("server-room-in", "h10301:12:1001", None, MON_9, PinRequired),
+        ("server-room-in", "h10301:12:1001", Some("1111"), MON_9, PinWrong),
+        ("server-room-in", "h10301:12:1001", Some("2468"), MON_9, Granted),
+        // Anti-passback: hard in the garage, soft on the lab floor.
+        ("garage-in", "h10301:12:1005", None, "2026-11-30T10:00:00-05:00", Granted),
+        ("garage-in", "h10301:12:1005", None, "2026-11-30T10:00:00-05:00", AntiPassback),
+        ("lab-in", "h10301:12:1001", None, "2026-11-30T08:00:00-05:00", Granted),
+        ("lab-in", "h10301:12:1001", None, "2026-11-30T08:05:00-05:00", GrantedPassbackWarning),
+    ];
+    let version = shared.load().version();
+    for (i, &(reader, c, pin, at, expected)) in cases.iter().enumerate() {
+        server.set_now(ts(at));
+        let r = client.decide(&req(reader, c, pin)).await.unwrap();
+        assert_eq!(r.reason(), Some(expected), "case {i}: {reader} {c} {pin:?} {at}");
+        assert_eq!(r.verdict, expected.verdict(), "case {i}");
+        assert_eq!(r.snapshot_version, version, "case {i}");
+        if r.verdict == Verdict::Grant {
+            assert!(r.unlock_ms > 0, "case {i}: a grant unlocks");
+        } else {
+            assert_eq!(r.unlock_ms, 0, "case {i}: a deny never unlocks");
+        }
+    }
+    client.close().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_empty_server_answers_not_ready() {
+    let shared = Arc::new(SharedSnapshot::new(Snapshot::empty(Timestamp::now())));
+    let server = start_server(shared).await;
+    let client = server.gateway().await;
+    let r = client
+        .decide(&req("lobby-in", "h10301:12:1001", None))
+        .await
+        .unwrap();
+    assert_eq!((r.verdict, r.reason()), (Verdict::Deny, Some(Reason::NotReady)));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_reader_may_only_ask_for_the_readers_its_certificate_names() {
+    let (server, _) = example_server().await;
+    let lobby = server
+        .connect(&server.certs.client(&["urn:accessd:reader:lobby-in"]))
+        .await
+        .unwrap();
+    let ok = lobby.decide(&req("lobby-in", "h10301:12:1001", None)).await.unwrap();
+    assert_eq!(ok.reason(), Some(Reason::Granted));
+    // Alice may open the server room, but not through the lobby's reader.
+    let other = lobby
+        .decide(&req("server-room-in", "h10301:12:1001", Some("2468")))
+        .await
+        .unwrap();
+    assert_eq!(
+        (other.verdict, other.reason(), other.unlock_ms),
+        (Verdict::Deny, Some(Reason::ReaderNotPermitted), 0)
+    );
+    // In a batch, only the foreign reader's item is refused.
+    let batch = lobby
+        .decide_batch(&[
+            req("lobby-in", "h10301:12:1001", None),
+            req("garage-in", "h10301:12:1005", None),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(batch[0].reason(), Some(Reason::Granted));
+    assert_eq!(batch[1].reason(), Some(Reason::ReaderNotPermitted));
+    // The gateway's prefix form.
+    let lab_gw = server
+        .connect(&server.certs.client(&["urn:accessd:reader-prefix:lab-"]))
+        .await
+        .unwrap();
+    let lab = lab_gw.decide(&req("lab-in", "h10301:12:1001", None)).await.unwrap();
+    assert_eq!(lab.verdict, Verdict::Grant);
+    let lobby_via_lab = lab_gw.decide(&req("lobby-in", "h10301:12:1001", None)).await.unwrap();
+    assert_eq!(lobby_via_lab.reason(), Some(Reason::ReaderNotPermitted));
+    server.shutdown().await;
+}
+
+async fn assert_refused(server: &TestServer, tls: &TlsCredentials) {
+    // TLS 1.3: the client may finish its side of the handshake before the
+    // server has checked its certificate, so the refusal shows at the
+    // latest on the first request.
+    let outcome = match server.connect(tls).await {
+        Err(e) => Err(e),
+        Ok(client) => client
+            .decide(&req("lobby-in", "h10301:12:1001", None))
+            .await
+            .map(|_| ()),
+    };
+    assert!(outcome.is_err(), "a refused client got an answer");
+}
+
+#[tokio::test]
+async fn handshake_is_refused_without_or_with_a_foreign_client_certificate() {
+    let (server, _) = example_server().await;
+    let anonymous = TlsCredentials::without_client_certificate(&server.certs.ca.cert_pem()).unwrap();
+    assert_refused(&server, &anonymous).await;
+    let other_ca = accessd_protocol::DevCa::new("someone else").unwrap();
+    let issued = other_ca
+        .client("intruder", &["urn:accessd:all-readers".to_owned()])
+        .unwrap();
+    let foreign =
+        TlsCredentials::from_pem(&server.certs.ca.cert_pem(), &issued.cert_pem, &issued.key_pem)
+            .unwrap();
+    assert_refused(&server, &foreign).await;
+    // The server still serves everyone else.
+    let gw = server.gateway().await;
+    assert_eq!(
+        gw.decide(&req("lobby-in", "h10301:12:1001", None)).await.unwrap().verdict,
+        Verdict::Grant
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_certificate_naming_no_reader_is_closed_with_not_authorized() {
+    let (server, _) = example_server().await;
+    let client = server
+        .connect(&server.certs.client(&["https://example.invalid/door"]))
+        .await
+        .unwrap();
+    let err = client
+        .decide(&req("lobby-in", "h10301:12:1001", None))
+        .await
+        .unwrap_err();
+    match client.closed().await {
+        ClientError::Closed { code, .. } => assert_eq!(code, Some(close::NOT_AUTHORIZED), "{err}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    server.shutdown().await;
+}
+
+fn good_request(id: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    accessd_protocol::encode_request(
+        &mut out,
+        &RequestFrame {
+            request_id: id,
+            reader: "lobby-in",
+            credential: card("h10301:12:1001"),
+            pin: None,
+            reader_time_ms: Some(1_764_511_200_000),
+        },
+    )
+    .unwrap();
+    out
+}
+
+/// What came back on a raw pipeline: error codes with their request ids,
+/// and the ids of responses.
+#[derive(Debug, Default, PartialEq)]
+struct Seen {
+    errors: Vec<(ErrorCode, u32)>,
+    responses: Vec<u32>,
+}
+
+/// Sends `bytes` then `then` on a fresh stream, finishes it, and collects
+/// every frame until the server ends the stream (or the connection).
+async fn exchange(client: &accessd_protocol::Client, bytes: &[u8]) -> (Seen, Option<ClientError>) {
+    let mut pipe = client.pipeline().await.unwrap();
+    pipe.queue_raw(bytes);
+    pipe.flush().await.unwrap();
+    pipe.finish();
+    let mut seen = Seen::default();
+    let end = loop {
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            pipe.read(|f| match f {
+                Frame::Error(e) => seen.errors.push((e.code, e.request_id)),
+                Frame::Response(r) => seen.responses.push(r.request_id),
+                other => panic!("unexpected {other:?}"),
+            }),
+        )
+        .await
+        .expect("the server answers within 5 s");
+        match r {
+            Ok(true) => {}
+            Ok(false) => break None,
+            Err(e) => break Some(e),
+        }
+    };
+    (seen, end)
+}
+
+#[tokio::test]
+async fn malformed_frames_get_error_frames_and_the_stream_goes_on() {
+    let (server, _) = example_server().await;
+    let client = server.gateway().await;
+    // Unknown type with sound framing: skipped, the next request answered.
+    let mut bytes = vec![VERSION, 0x42, 0, 3, 1, 2, 3];
+    bytes.extend(good_request(11));
+    // Bad body (reserved flag bit): error names the request id.
+    let mut bad = good_request(12);
+    bad[8] = 0x80;
+    bytes.extend(bad);
+    // A short body: the card number runs past the end of the frame.
+    let mut short = good_request(13);
+    short.truncate(short.len() - 4);
+    let body_len = (short.len() - 4) as u16;
+    short[2..4].copy_from_slice(&body_len.to_be_bytes());
+    bytes.extend(short);
+    // A frame only a server may send.
+    let mut response = Vec::new();
+    encode_response(
+        &mut response,
+        &accessd_protocol::ResponseFrame {
+            request_id: 14,
+            verdict: Verdict::Grant,
+            reason: 0,
+            unlock_ms: 5000,
+            snapshot_version: 1,
+            snapshot_age_ms: 0,
+        },
+    );
+    bytes.extend(response);
+    bytes.extend(good_request(15));
+    // And the stream ends inside a frame.
+    bytes.extend(&good_request(16)[..10]);
+    let (seen, end) = exchange(&client, &bytes).await;
+    assert!(end.is_none(), "stream ended cleanly: {end:?}");
+    assert_eq!(
+        seen,
+        Seen {
+            errors: vec![
+                (ErrorCode::UNKNOWN_TYPE, 0),
+                (ErrorCode::MALFORMED, 12),
+                (ErrorCode::MALFORMED, 13),
+                (ErrorCode::UNEXPECTED_FRAME, 14),
+                (ErrorCode::TRUNCATED, 0),
+            ],
+            responses: vec![11, 15],
+        }
+    );
+    // The connection is still good for its other stream.
+    let r = client.decide(&req("lobby-in", "h10301:12:1001", None)).await.unwrap();
+    assert_eq!(r.verdict, Verdict::Grant);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn lost_framing_closes_only_that_connection_with_protocol_error() {
+    let (server, _) = example_server().await;
+    let bystander = server.gateway().await;
+    for (what, bytes) in [
+        ("oversized", vec![VERSION, 1, 0xff, 0xff, 0, 0]),
+        ("unsupported version", vec![9, 1, 0, 1, 0]),
+        ("garbage", b"GET / HTTP/1.1\r\n\r\n".to_vec()),
+    ] {
+        let client = server.gateway().await;
+        let mut framed = good_request(1);
+        framed.extend(bytes);
+        let (seen, _) = exchange(&client, &framed).await;
+        assert_eq!(seen.responses, vec![1], "{what}: frames before it are answered");
+        let code = match client.closed().await {
+            ClientError::Closed { code, .. } => code,
+            other => panic!("{what}: unexpected {other:?}"),
+        };
+        assert_eq!(code, Some(close::PROTOCOL_ERROR), "{what}");
+        // Everyone else is still served.
+        let r = bystander.decide(&req("lobby-in", "h10301:12:1001", None)).await.unwrap();
+        assert_eq!(r.verdict, Verdict::Grant, "{what}");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn many_requests_in_flight_and_batches() {
+    let (server, shared) = example_server().await;
+    let client = Arc::new(server.gateway().await);
+    let cards = ["h10301:12:1001", "h10301:12:5555", "h10301:12:992", "h10301:12:1006"];
+    let expected = [
+        Reason::Granted,
+        Reason::UnknownCredential,
+        Reason::CredentialRevoked,
+        Reason::OutsideSchedule,
+    ];
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..2000usize {
+        let client = client.clone();
+        tasks.spawn(async move {
+            let r = client.decide(&req("lobby-in", cards[i % 4], None)).await.unwrap();
+            (i, r.reason())
+        });
+    }
+    let mut answered = 0;
+    while let Some(r) = tasks.join_next().await {
+        let (i, reason) = r.unwrap();
+        assert_eq!(reason, Some(expected[i % 4]), "request {i}");
+        answered += 1;
+    }
+    assert_eq!(answered, 2000);
+    assert!(server.decider.calls() >= 2000);
+    // A full batch, answered in order.
+    let batch: Vec<Request<'_>> = (0..accessd_protocol::MAX_BATCH)
+        .map(|i| req("lobby-in", cards[i % 4], None))
+        .collect();
+    let answers = client.decide_batch(&batch).await.unwrap();
+    assert_eq!(answers.len(), batch.len());
+    for (i, a) in answers.iter().enumerate() {
+        assert_eq!(a.reason(), Some(expected[i % 4]), "batch item {i}");
+        assert_eq!(a.snapshot_version, shared.load().version());
+    }
+    // One more than the limit is refused before it leaves.
+    let too_many: Vec<Request<'_>> = (0..=accessd_protocol::MAX_BATCH)
+        .map(|_| req("lobby-in", "h10301:12:1001", None))
+        .collect();
+    assert!(matches!(
+        client.decide_batch(&too_many).await,
+        Err(ClientError::Encode(_))
+    ));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_snapshot_swap_during_load_changes_answers_without_errors() {
+    let (server, shared) = example_server().await;
+    let client = Arc::new(server.gateway().await);
+    let old_version = shared.load().version();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let client = client.clone();
+        tasks.spawn(async move {
+            let mut saw_new = false;
+            let mut n = 0u32;
+            // Bounded: stops once the new version has been seen a few times.
+            let mut after = 0;
+            while after < 20 && n < 200_000 {
+                let r = client
+                    .decide(&req("lobby-in", "h10301:12:1001", None))
+                    .await
+                    .expect("no request fails across a swap");
+                n += 1;
+                if r.snapshot_version == old_version {
+                    assert!(!saw_new, "an old version after the new one");
+                    assert_eq!(r.reason(), Some(Reason::Granted));
+                } else {
+                    saw_new = true;
+                    after += 1;
+                    assert_eq!(r.reason(), Some(Reason::CredentialRevoked));
+                }
+            }
+            saw_new
+        });
+    }
+    server.decider.wait_for_calls(200).await;
+    let mut builder = example_builder();
+    let site = SiteFile::parse(EXAMPLE).unwrap();
+    let mut alice = site
+        .records
+        .into_iter()
+        .find_map(|r| match r {
+            Record::Credential(c) if c.card == card("h10301:12:1001") => Some(c),
+            _ => None,
+        })
+        .unwrap();
+    alice.status = CredentialStatus::Revoked;
+    builder.apply(Change::Upsert(Record::Credential(alice))).unwrap();
+    shared.store(Arc::new(builder.publish(ts("2026-11-30T00:00:00Z"))));
+    while let Some(saw_new) = tasks.join_next().await {
+        assert!(saw_new.unwrap(), "every client saw the new snapshot");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_answers_requests_in_flight() {
+    let (mut server, _) = example_server().await;
+    let client = Arc::new(server.gateway().await);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..500 {
+        let client = client.clone();
+        tasks.spawn(async move { client.decide(&req("lobby-in", "h10301:12:1001", None)).await });
+    }
+    // Shut down as soon as the server is busy with them.
+    server.decider.wait_for_calls(1).await;
+    server.begin_shutdown();
+    let mut ok = 0;
+    while let Some(r) = tasks.join_next().await {
+        let r = r.unwrap().expect("a request sent before shutdown is answered");
+        assert_eq!(r.verdict, Verdict::Grant);
+        ok += 1;
+    }
+    assert_eq!(ok, 500);
+    server.shutdown().await;
+    match client.closed().await {
+        ClientError::Closed { code, .. } => assert_eq!(code, Some(close::SHUTDOWN)),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(client.decide(&req("lobby-in", "h10301:12:1001", None)).await.is_err());
+}
+
+#[tokio::test]
+async fn connections_above_the_limit_are_refused_and_the_others_served() {
+    let shared = Arc::new(SharedSnapshot::new(example()));
+    let server = start_server_with(
+        shared,
+        Limits {
+            max_connections: 1,
+            ..Limits::default()
+        },
+    )
+    .await;
+    server.set_now(ts(MON_9));
+    let first = server.gateway().await;
+    first.ping().await.unwrap();
+    let refused = match server.connect(&server.certs.gateway).await {
+        Err(_) => true,
+        Ok(second) => second.ping().await.is_err(),
+    };
+    assert!(refused, "a second connection is refused");
+    let r = first.decide(&req("lobby-in", "h10301:12:1001", None)).await.unwrap();
+    assert_eq!(r.verdict, Verdict::Grant);
+    server.shutdown().await;
+}

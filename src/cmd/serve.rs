@@ -1,0 +1,140 @@
+//! `accessd serve`: the QUIC decision server on a site file, or on a
+//! DynamoDB table followed through its stream (`--dynamodb-table`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use accessd_engine::SharedSnapshot;
+use accessd_protocol::{Limits, TlsCredentials};
+use anyhow::Context;
+use jiff::Timestamp;
+
+use crate::decider::{SnapshotDecider, age_ms};
+
+/// TLS files of one end: the CA that signs the other end, this end's
+/// certificate and key (as written by `accessd certs`).
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct TlsArgs {
+    /// CA certificate (PEM) that signs the other end's certificates.
+    #[arg(long, default_value = "certs/ca.pem")]
+    pub(crate) ca: PathBuf,
+    /// This end's certificate chain (PEM).
+    #[arg(long)]
+    pub(crate) cert: PathBuf,
+    /// This end's private key (PEM).
+    #[arg(long)]
+    pub(crate) key: PathBuf,
+}
+
+impl TlsArgs {
+    pub(crate) fn load(&self) -> anyhow::Result<TlsCredentials> {
+        TlsCredentials::from_pem_files(&self.ca, &self.cert, &self.key)
+            .context("cannot load the TLS files")
+    }
+}
+
+/// Arguments of `accessd serve`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// The site file (TOML, see docs/site-file.md).
+    #[arg(long, required_unless_present = "dynamodb_table", conflicts_with = "dynamodb_table")]
+    site: Option<PathBuf>,
+    #[command(flatten)]
+    dynamodb: super::dynamodb::ServeArgs,
+    /// UDP address to listen on.
+    #[arg(long, default_value = "127.0.0.1:4433")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9100).
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
+    /// Connections served at once; more are refused.
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
+    /// Streams a client may open at once.
+    #[arg(long, default_value_t = 8)]
+    max_streams: u32,
+    /// Close a connection after this many seconds without traffic.
+    #[arg(long, default_value_t = 30)]
+    idle_timeout_secs: u64,
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    crate::telemetry::init_logs("info");
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> anyhow::Result<ExitCode> {
+    crate::telemetry::init_metrics(args.metrics_addr)?;
+    let tls = args.tls.load()?;
+    // DynamoDB when a table is given, else the site file.
+    let source = args.dynamodb.start().await?;
+    let shared = match (&source, &args.site) {
+        (Some(source), _) => Arc::clone(source.snapshot()),
+        (None, Some(site)) => {
+            let snapshot = super::site::load_snapshot(site, Timestamp::now())?;
+            tracing::info!(stats = ?snapshot.stats(), version = snapshot.version(), "site loaded");
+            Arc::new(SharedSnapshot::new(snapshot))
+        }
+        (None, None) => anyhow::bail!("give --site FILE or --dynamodb-table NAME"),
+    };
+    let limits = Limits {
+        max_connections: args.max_connections,
+        max_streams_per_connection: args.max_streams,
+        idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+        ..Limits::default()
+    };
+    let endpoint = accessd_protocol::bind(args.listen, &tls, &limits)?;
+    tracing::info!(addr = %endpoint.local_addr()?, "serving");
+    let gauges = tokio::spawn(snapshot_gauges(shared.clone()));
+    let decider = Arc::new(SnapshotDecider::new(shared));
+    accessd_protocol::run(endpoint, decider, limits, shutdown_signal()).await;
+    gauges.abort();
+    if let Some(source) = source {
+        source.shutdown().await;
+    }
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Publishes the snapshot's version and age once a second.
+pub(crate) async fn snapshot_gauges(shared: Arc<SharedSnapshot>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let snapshot = shared.load();
+        metrics::gauge!("accessd_snapshot_version").set(snapshot.version() as f64);
+        metrics::gauge!("accessd_snapshot_age_seconds")
+            .set(f64::from(age_ms(&snapshot, Timestamp::now())) / 1000.0);
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutdown requested");
+}

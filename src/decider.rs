@@ -1,0 +1,60 @@
+//! The server's [`Decider`]: the engine's shared snapshot, the presence
+//! state and `decide`, on the wall clock. Kept in the binary so that the
+//! protocol crate never learns how snapshots are built or swapped.
+
+use std::sync::Arc;
+
+use accessd_engine::{Decision, Presence, Reason, Request, SharedSnapshot, Snapshot, decide};
+use accessd_protocol::{Answer, Decider};
+use jiff::Timestamp;
+
+/// Decides on whatever snapshot is current when a request arrives.
+#[derive(Debug)]
+pub(crate) struct SnapshotDecider {
+    snapshot: Arc<SharedSnapshot>,
+    presence: Presence,
+}
+
+impl SnapshotDecider {
+    pub(crate) fn new(snapshot: Arc<SharedSnapshot>) -> Self {
+        Self {
+            snapshot,
+            presence: Presence::new(),
+        }
+    }
+}
+
+/// Milliseconds from the snapshot's `as_of` to `now`, saturating; a
+/// snapshot from the future (clock step) counts as age 0.
+pub(crate) fn age_ms(snapshot: &Snapshot, now: Timestamp) -> u32 {
+    let ms = now.as_millisecond() - snapshot.as_of().as_millisecond();
+    u32::try_from(ms.max(0)).unwrap_or(u32::MAX)
+}
+
+impl Decider for SnapshotDecider {
+    fn decide(&self, request: &Request<'_>) -> Answer {
+        // One load per request: the decision sees one consistent version
+        // and never waits for the loader.
+        let snapshot = self.snapshot.load();
+        let now = Timestamp::now();
+        // Version 0 is the empty snapshot of a server that has loaded
+        // nothing yet: say so rather than "unknown reader".
+        let decision = if snapshot.version() == 0 {
+            Decision::deny(Reason::NotReady, 0)
+        } else {
+            decide(&snapshot, &self.presence, request, now)
+        };
+        Answer {
+            decision,
+            snapshot_age_ms: age_ms(&snapshot, now),
+        }
+    }
+
+    fn refuse(&self, reason: Reason) -> Answer {
+        let snapshot = self.snapshot.load();
+        Answer {
+            decision: Decision::deny(reason, snapshot.version()),
+            snapshot_age_ms: age_ms(&snapshot, Timestamp::now()),
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! Logs (tracing to stderr, filtered by `RUST_LOG`) and metrics (a
+//! Prometheus scrape endpoint when `--metrics-addr` is given).
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+
+/// Sets up logging; `default` is the filter when `RUST_LOG` is unset.
+pub(crate) fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // A second init (tests, demo after serve) is harmless: ignore it.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Serves metrics for Prometheus at `http://ADDR/metrics`. Must run inside
+/// the tokio runtime.
+pub(crate) fn init_metrics(addr: Option<SocketAddr>) -> anyhow::Result<()> {
+    let Some(addr) = addr else { return Ok(()) };
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .with_context(|| format!("cannot serve metrics on `{addr}`"))?;
+    tracing::info!(%addr, "metrics at /metrics");
+    Ok(())
+}

@@ -1,0 +1,4 @@
+//! Shared test support: external servers the tests talk to.
+
+pub(crate) mod moto;
+pub(crate) mod quic;

@@ -1,0 +1,219 @@
+//! A real accessd QUIC server on 127.0.0.1 for tests, with generated
+//! certificates. Used by `quic.rs` and by any test that needs to ask a
+//! running server (the DynamoDB tests publish into the same
+//! [`SharedSnapshot`] the server reads).
+//!
+//! ```ignore
+//! let snapshot = Arc::new(SharedSnapshot::new(my_snapshot));
+//! let server = start_server(snapshot.clone()).await;
+//! let client = server.gateway().await;            // may ask for every reader
+//! let answer = client.decide(&request).await?;
+//! snapshot.store(Arc::new(newer));               // the next answer sees it
+//! server.shutdown().await;                       // graceful; returns when done
+//! ```
+//!
+//! The server decides on the wall clock unless a test pins it with
+//! [`TestServer::set_now`] (schedules and validity need a fixed instant).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use accessd_engine::{Decision, Presence, Reason, Request, SharedSnapshot, Snapshot, decide};
+use accessd_protocol::{
+    Answer, Client, Decider, DevCa, Limits, SAN_ALL_READERS, TlsCredentials,
+};
+use jiff::Timestamp;
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinHandle;
+
+/// The test PKI: one CA, the server's credentials, and a gateway client.
+pub(crate) struct TestCerts {
+    /// The CA that signs everything here.
+    pub(crate) ca: DevCa,
+    /// The server's credentials (name `localhost`).
+    pub(crate) server: TlsCredentials,
+    /// A client that may ask for every reader.
+    pub(crate) gateway: TlsCredentials,
+}
+
+impl TestCerts {
+    pub(crate) fn new() -> Self {
+        let ca = DevCa::new("test CA").unwrap();
+        let server = ca.credentials(&ca.server(&["localhost"]).unwrap()).unwrap();
+        let gateway = ca
+            .credentials(&ca.client("gateway", &[SAN_ALL_READERS.to_owned()]).unwrap())
+            .unwrap();
+        Self {
+            ca,
+            server,
+            gateway,
+        }
+    }
+
+    /// A client certificate with these URI SANs, signed by the test CA.
+    pub(crate) fn client(&self, uris: &[&str]) -> TlsCredentials {
+        let uris: Vec<String> = uris.iter().map(|u| (*u).to_owned()).collect();
+        self.ca
+            .credentials(&self.ca.client("test client", &uris).unwrap())
+            .unwrap()
+    }
+}
+
+/// Decides like the binary's decider (shared snapshot, presence,
+/// `NotReady` on version 0), with a clock the test can pin and a counter
+/// the test can await.
+pub(crate) struct TestDecider {
+    snapshot: Arc<SharedSnapshot>,
+    presence: Presence,
+    /// Milliseconds since the epoch; `i64::MIN` means the wall clock.
+    now_ms: AtomicI64,
+    calls: AtomicU64,
+    called: Notify,
+}
+
+impl TestDecider {
+    fn now(&self) -> Timestamp {
+        match self.now_ms.load(Ordering::Relaxed) {
+            i64::MIN => Timestamp::now(),
+            ms => Timestamp::from_millisecond(ms).unwrap(),
+        }
+    }
+
+    fn answer(&self, snapshot: &Snapshot, decision: Decision) -> Answer {
+        let age = self.now().as_millisecond() - snapshot.as_of().as_millisecond();
+        Answer {
+            decision,
+            snapshot_age_ms: u32::try_from(age.max(0)).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Requests decided so far.
+    pub(crate) fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Acquire)
+    }
+
+    /// Waits until at least `n` requests have been decided.
+    pub(crate) async fn wait_for_calls(&self, n: u64) {
+        loop {
+            let notified = self.called.notified();
+            if self.calls() >= n {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Decider for TestDecider {
+    fn decide(&self, request: &Request<'_>) -> Answer {
+        let snapshot = self.snapshot.load();
+        let decision = if snapshot.version() == 0 {
+            Decision::deny(Reason::NotReady, 0)
+        } else {
+            decide(&snapshot, &self.presence, request, self.now())
+        };
+        self.calls.fetch_add(1, Ordering::AcqRel);
+        self.called.notify_waiters();
+        self.answer(&snapshot, decision)
+    }
+
+    fn refuse(&self, reason: Reason) -> Answer {
+        let snapshot = self.snapshot.load();
+        self.answer(&snapshot, Decision::deny(reason, snapshot.version()))
+    }
+}
+
+/// A running server. Dropping it without [`TestServer::shutdown`] aborts it.
+pub(crate) struct TestServer {
+    /// Where it listens.
+    pub(crate) addr: SocketAddr,
+    /// Its PKI; make more clients with `certs.client(..)`.
+    pub(crate) certs: TestCerts,
+    /// What it decides on.
+    pub(crate) decider: Arc<TestDecider>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Pins the server's clock.
+    pub(crate) fn set_now(&self, now: Timestamp) {
+        self.decider
+            .now_ms
+            .store(now.as_millisecond(), Ordering::Relaxed);
+    }
+
+    /// A connected client that may ask for every reader.
+    pub(crate) async fn gateway(&self) -> Client {
+        self.connect(&self.certs.gateway).await.unwrap()
+    }
+
+    /// Connects with the given credentials.
+    pub(crate) async fn connect(
+        &self,
+        tls: &TlsCredentials,
+    ) -> Result<Client, accessd_protocol::ClientError> {
+        Client::connect(self.addr, "localhost", tls).await
+    }
+
+    /// Starts a graceful shutdown without waiting for it.
+    pub(crate) fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Shuts down gracefully and waits until the server has stopped.
+    pub(crate) async fn shutdown(mut self) {
+        self.begin_shutdown();
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Starts a server on 127.0.0.1 (a free port) with fresh certificates,
+/// deciding on whatever `snapshot` holds at each request.
+pub(crate) async fn start_server(snapshot: Arc<SharedSnapshot>) -> TestServer {
+    start_server_with(snapshot, Limits::default()).await
+}
+
+/// [`start_server`] with other limits.
+pub(crate) async fn start_server_with(snapshot: Arc<SharedSnapshot>, limits: Limits) -> TestServer {
+    let certs = TestCerts::new();
+    let endpoint =
+        accessd_protocol::bind(([127, 0, 0, 1], 0).into(), &certs.server, &limits).unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    let decider = Arc::new(TestDecider {
+        snapshot,
+        presence: Presence::new(),
+        now_ms: AtomicI64::new(i64::MIN),
+        calls: AtomicU64::new(0),
+        called: Notify::new(),
+    });
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(accessd_protocol::run(
+        endpoint,
+        decider.clone(),
+        limits,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    TestServer {
+        addr,
+        certs,
+        decider,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}

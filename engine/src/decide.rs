@@ -58,7 +58,7 @@ pub fn decide(
         CredentialStatus::Revoked => return deny(Reason::CredentialRevoked),
     }
     let now_ms = now.as_millisecond();
-    match cred.validity.at(now_ms) {
+    match cred.validity_at(now_ms) {
         Within::Inside => {}
         Within::Before => return deny(Reason::CredentialNotYetValid),
         Within::After => return deny(Reason::CredentialExpired),
@@ -92,7 +92,7 @@ pub fn decide(
     let mut local = None;
     let mut granted = false;
     for assignment in &*holder.assignments {
-        let Some(level) = topo.levels.get(&*assignment.level) else {
+        let Some(Some(level)) = topo.levels.get(assignment.level as usize) else {
             continue;
         };
         if !level.covers(reader.door) {
@@ -123,7 +123,7 @@ pub fn decide(
         let Some(pin) = request.pin else {
             return deny(Reason::PinRequired);
         };
-        if !cred.pin.as_ref().is_some_and(|hash| hash.verify(pin)) {
+        if !cred.pin().is_some_and(|hash| hash.verify(pin)) {
             return deny(Reason::PinWrong);
         }
     }

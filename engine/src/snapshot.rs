@@ -23,10 +23,11 @@
 //! rebuilds.
 
 use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Guard};
-use hashbrown::HashMap;
+use hashbrown::{HashMap, HashTable};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
@@ -60,6 +61,11 @@ pub(crate) enum Within {
 }
 
 impl Validity {
+    const ALWAYS: Self = Self {
+        from: i64::MIN,
+        until: i64::MAX,
+    };
+
     fn new(from: Option<Timestamp>, until: Option<Timestamp>) -> Self {
         Self {
             from: from.map_or(i64::MIN, |t| t.as_millisecond()),
@@ -134,7 +140,9 @@ pub(crate) struct Topology {
     pub(crate) sites: Vec<SiteEntry>,
     pub(crate) areas: Vec<AreaEntry>,
     pub(crate) schedules: Vec<CompiledSchedule>,
-    pub(crate) levels: HashMap<Box<str>, LevelEntry, FixedState>,
+    /// Indexed by the builder's level number (see `LevelIds`); `None` for
+    /// a number whose level does not exist or does not resolve.
+    pub(crate) levels: Vec<Option<LevelEntry>>,
     /// References that did not resolve when this topology was built.
     problems: Vec<String>,
 }
@@ -145,8 +153,18 @@ pub(crate) struct HolderEntry {
     pub(crate) id: Arc<str>,
     /// `None` while no cardholder record exists for this id.
     pub(crate) core: Option<HolderCore>,
-    /// Sorted by level id, so the entry is a function of the records alone.
+    /// Sorted by level number.
     pub(crate) assignments: Box<[AssignmentEntry]>,
+    /// INVARIANT(holder-arc): the keys of every credential whose entry
+    /// holds this entry. The builder's reverse index, kept here so that it
+    /// costs no second map.
+    creds: Box<[CredentialKey]>,
+}
+
+impl HolderEntry {
+    fn is_empty(&self) -> bool {
+        self.core.is_none() && self.assignments.is_empty() && self.creds.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,19 +174,69 @@ pub(crate) struct HolderCore {
     pub(crate) lockdown_override: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct AssignmentEntry {
-    pub(crate) level: Arc<str>,
+    /// The level's number (see `LevelIds`).
+    pub(crate) level: u32,
     pub(crate) validity: Validity,
 }
 
-/// A credential as decisions need it.
+/// A credential as decisions need it. Kept small: it is the one entry
+/// there are millions of.
 #[derive(Debug, Clone)]
 pub(crate) struct CredEntry {
     pub(crate) status: CredentialStatus,
-    pub(crate) validity: Validity,
-    pub(crate) pin: Option<Arc<PinHash>>,
+    /// Validity and PIN, for the credentials that have either.
+    pub(crate) extras: Option<Arc<CredExtras>>,
     pub(crate) holder: Arc<HolderEntry>,
+}
+
+/// The rarer parts of a credential.
+#[derive(Debug)]
+pub(crate) struct CredExtras {
+    pub(crate) validity: Validity,
+    pub(crate) pin: Option<PinHash>,
+}
+
+impl CredEntry {
+    #[inline]
+    pub(crate) fn validity_at(&self, now_ms: i64) -> Within {
+        self.extras
+            .as_ref()
+            .map_or(Within::Inside, |e| e.validity.at(now_ms))
+    }
+
+    #[inline]
+    pub(crate) fn pin(&self) -> Option<&PinHash> {
+        self.extras.as_ref().and_then(|e| e.pin.as_ref())
+    }
+}
+
+/// Numbers for access level ids, so assignments hold a `u32` and
+/// decisions index a vector instead of hashing a string. Numbers are never
+/// reused or forgotten, so they stay valid across topology rebuilds.
+#[derive(Default)]
+struct LevelIds {
+    numbers: HashMap<Arc<str>, u32, FixedState>,
+}
+
+impl LevelIds {
+    fn number(&mut self, id: &str) -> u32 {
+        if let Some(&n) = self.numbers.get(id) {
+            return n;
+        }
+        let n = self.numbers.len() as u32;
+        self.numbers.insert(Arc::from(id), n);
+        n
+    }
+
+    fn get(&self, id: &str) -> Option<u32> {
+        self.numbers.get(id).copied()
+    }
+
+    fn len(&self) -> usize {
+        self.numbers.len()
+    }
 }
 
 /// An immutable, versioned view of all the data, made by a
@@ -237,7 +305,7 @@ impl Snapshot {
             credentials: self.creds.len(),
             readers: t.readers.len(),
             doors: t.doors.len(),
-            access_levels: t.levels.len(),
+            access_levels: t.levels.iter().flatten().count(),
             problems: t.problems.len(),
         }
     }
@@ -343,12 +411,10 @@ struct SmallRecords {
     levels: BTreeMap<String, AccessLevelRecord>,
 }
 
-/// Per-holder state the builder needs and decisions do not.
-struct HolderState {
-    entry: Arc<HolderEntry>,
-    assignments: BTreeMap<Arc<str>, Validity>,
-    /// INVARIANT(holder-arc): the keys of every credential whose entry holds
-    /// `entry`.
+/// A holder's entry taken apart for a change.
+struct HolderParts {
+    core: Option<HolderCore>,
+    assignments: Vec<AssignmentEntry>,
     creds: Vec<CredentialKey>,
 }
 
@@ -362,7 +428,10 @@ pub struct SnapshotBuilder {
     small: SmallRecords,
     small_dirty: bool,
     topology: Arc<Topology>,
-    holders: HashMap<Arc<str>, HolderState, RandomState>,
+    /// Every holder entry, found by its id.
+    holders: HashTable<Arc<HolderEntry>>,
+    hasher: RandomState,
+    levels: LevelIds,
     creds: ShardedMap<CredentialKey, CredEntry, RandomState>,
     version: u64,
 }
@@ -397,7 +466,9 @@ impl SnapshotBuilder {
             small: SmallRecords::default(),
             small_dirty: true,
             topology: Arc::default(),
-            holders: HashMap::with_hasher(RandomState::default()),
+            holders: HashTable::new(),
+            hasher: RandomState::default(),
+            levels: LevelIds::default(),
             creds: ShardedMap::with_hasher(RandomState::default()),
             version,
         }
@@ -461,10 +532,20 @@ impl SnapshotBuilder {
                 return Ok(());
             }
             Record::Assignment(r) => {
-                let validity = Validity::new(r.valid_from, r.valid_until);
-                let state = self.holder_state(&r.holder);
-                state.assignments.insert(Arc::from(r.level), validity);
-                self.refresh_holder(&r.holder);
+                let entry = AssignmentEntry {
+                    level: self.levels.number(&r.level),
+                    validity: Validity::new(r.valid_from, r.valid_until),
+                };
+                self.modify_holder(&r.holder, |h| {
+                    match h.assignments.binary_search_by_key(&entry.level, |a| a.level) {
+                        Ok(i) => {
+                            if let Some(slot) = h.assignments.get_mut(i) {
+                                *slot = entry;
+                            }
+                        }
+                        Err(i) => h.assignments.insert(i, entry),
+                    }
+                });
                 return Ok(());
             }
         }
@@ -484,27 +565,18 @@ impl SnapshotBuilder {
             RecordKey::HolidaySet(id) => small.holiday_sets.remove(&id).is_some(),
             RecordKey::AccessLevel(id) => small.levels.remove(&id).is_some(),
             RecordKey::Cardholder(id) => {
-                if let Some(state) = self.holders.get_mut(id.as_str()) {
-                    state.entry = Arc::new(HolderEntry {
-                        id: Arc::clone(&state.entry.id),
-                        core: None,
-                        assignments: state.entry.assignments.clone(),
-                    });
-                    self.refresh_holder(&id);
-                }
+                self.modify_holder(&id, |h| h.core = None);
                 false
             }
             RecordKey::Credential(key) => {
                 if let Some(old) = self.creds.remove(&key) {
-                    self.unlink_credential(&old.holder.id, &key);
+                    self.modify_holder(&old.holder.id, |h| h.creds.retain(|k| *k != key));
                 }
                 false
             }
             RecordKey::Assignment { holder, level } => {
-                if let Some(state) = self.holders.get_mut(holder.as_str())
-                    && state.assignments.remove(level.as_str()).is_some()
-                {
-                    self.refresh_holder(&holder);
+                if let Some(level) = self.levels.get(&level) {
+                    self.modify_holder(&holder, |h| h.assignments.retain(|a| a.level != level));
                 }
                 false
             }
@@ -512,24 +584,66 @@ impl SnapshotBuilder {
         self.small_dirty |= removed;
     }
 
-    fn holder_state(&mut self, id: &str) -> &mut HolderState {
-        if !self.holders.contains_key(id) {
-            let id: Arc<str> = Arc::from(id);
-            let state = HolderState {
-                entry: Arc::new(HolderEntry {
-                    id: Arc::clone(&id),
+    fn find_holder(&self, id: &str) -> Option<&Arc<HolderEntry>> {
+        let hash = self.hasher.hash_one(id);
+        self.holders.find(hash, |e| &*e.id == id)
+    }
+
+    /// Changes holder `id` (created empty if it does not exist) with `f`,
+    /// stores the new entry and points every credential of the holder at
+    /// it (INVARIANT(holder-arc)). A holder left with no record, no
+    /// assignment and no credential is forgotten. Returns the new entry.
+    fn modify_holder(
+        &mut self,
+        id: &str,
+        f: impl FnOnce(&mut HolderParts),
+    ) -> Option<Arc<HolderEntry>> {
+        let hash = self.hasher.hash_one(id);
+        let hasher = &self.hasher;
+        let (id, mut parts) = match self.holders.find(hash, |e| &*e.id == id) {
+            Some(old) => (
+                Arc::clone(&old.id),
+                HolderParts {
+                    core: old.core,
+                    assignments: old.assignments.to_vec(),
+                    creds: old.creds.to_vec(),
+                },
+            ),
+            None => (
+                Arc::from(id),
+                HolderParts {
                     core: None,
-                    assignments: Box::new([]),
-                }),
-                assignments: BTreeMap::new(),
-                creds: Vec::new(),
-            };
-            self.holders.insert(id, state);
+                    assignments: Vec::new(),
+                    creds: Vec::new(),
+                },
+            ),
+        };
+        f(&mut parts);
+        let entry = Arc::new(HolderEntry {
+            id,
+            core: parts.core,
+            assignments: parts.assignments.into_boxed_slice(),
+            creds: parts.creds.into_boxed_slice(),
+        });
+        let found = self.holders.find_entry(hash, |e| e.id == entry.id);
+        if entry.is_empty() {
+            if let Ok(slot) = found {
+                slot.remove();
+            }
+            return None;
         }
-        // Just inserted if it was missing.
-        self.holders
-            .get_mut(id)
-            .unwrap_or_else(|| unreachable!("holder state inserted above"))
+        match found {
+            Ok(mut slot) => *slot.get_mut() = Arc::clone(&entry),
+            Err(_) => {
+                self.holders
+                    .insert_unique(hash, Arc::clone(&entry), |e| hasher.hash_one(&*e.id));
+            }
+        }
+        for key in &entry.creds {
+            self.creds
+                .update(key, |cred| cred.holder = Arc::clone(&entry));
+        }
+        Some(entry)
     }
 
     fn upsert_holder(&mut self, r: CardholderRecord) {
@@ -538,75 +652,40 @@ impl SnapshotBuilder {
             validity: Validity::new(r.valid_from, r.valid_until),
             lockdown_override: r.lockdown_override,
         };
-        let state = self.holder_state(&r.id);
-        state.entry = Arc::new(HolderEntry {
-            id: Arc::clone(&state.entry.id),
-            core: Some(core),
-            assignments: state.entry.assignments.clone(),
-        });
-        self.refresh_holder(&r.id);
-    }
-
-    /// Rebuilds a holder's entry from its state and points its credentials
-    /// at it (INVARIANT(holder-arc)); forgets a holder with nothing left.
-    fn refresh_holder(&mut self, id: &str) {
-        let Some(state) = self.holders.get_mut(id) else {
-            return;
-        };
-        let assignments: Box<[AssignmentEntry]> = state
-            .assignments
-            .iter()
-            .map(|(level, validity)| AssignmentEntry {
-                level: Arc::clone(level),
-                validity: *validity,
-            })
-            .collect();
-        let entry = Arc::new(HolderEntry {
-            id: Arc::clone(&state.entry.id),
-            core: state.entry.core,
-            assignments,
-        });
-        state.entry = Arc::clone(&entry);
-        if state.entry.core.is_none() && state.assignments.is_empty() && state.creds.is_empty() {
-            self.holders.remove(id);
-            return;
-        }
-        for key in &state.creds {
-            self.creds
-                .update(key, |cred| cred.holder = Arc::clone(&entry));
-        }
+        self.modify_holder(&r.id, |h| h.core = Some(core));
     }
 
     fn upsert_credential(&mut self, r: CredentialRecord) {
         let key = r.card;
-        let holder = {
-            let state = self.holder_state(&r.holder);
-            if !state.creds.contains(&key) {
-                state.creds.push(key);
-            }
-            Arc::clone(&state.entry)
-        };
-        let entry = CredEntry {
-            status: r.status,
-            validity: Validity::new(r.valid_from, r.valid_until),
-            pin: r.pin.map(Arc::new),
-            holder,
-        };
-        if let Some(old) = self.creds.insert(key, entry)
-            && *old.holder.id != *r.holder
+        let previous = self.creds.get(&key).map(|old| Arc::clone(&old.holder.id));
+        if let Some(old) = &previous
+            && **old != *r.holder
         {
-            self.unlink_credential(&old.holder.id, &key);
+            self.modify_holder(old, |h| h.creds.retain(|k| *k != key));
         }
-    }
-
-    fn unlink_credential(&mut self, holder: &str, key: &CredentialKey) {
-        if let Some(state) = self.holders.get_mut(holder) {
-            state.creds.retain(|k| k != key);
-            if state.entry.core.is_none() && state.assignments.is_empty() && state.creds.is_empty()
-            {
-                self.holders.remove(holder);
-            }
-        }
+        let holder = match self.find_holder(&r.holder) {
+            Some(h) if h.creds.contains(&key) => Some(Arc::clone(h)),
+            _ => self.modify_holder(&r.holder, |h| h.creds.push(key)),
+        };
+        let Some(holder) = holder else {
+            // Cannot happen: the holder now has at least this credential.
+            return;
+        };
+        let validity = Validity::new(r.valid_from, r.valid_until);
+        let extras = (validity != Validity::ALWAYS || r.pin.is_some()).then(|| {
+            Arc::new(CredExtras {
+                validity,
+                pin: r.pin,
+            })
+        });
+        self.creds.insert(
+            key,
+            CredEntry {
+                status: r.status,
+                extras,
+                holder,
+            },
+        );
     }
 
     /// Makes a new snapshot version of everything applied so far. `as_of`
@@ -614,7 +693,10 @@ impl SnapshotBuilder {
     /// is measured from it).
     pub fn publish(&mut self, as_of: Timestamp) -> Snapshot {
         if self.small_dirty {
-            self.topology = Arc::new(build_topology(&self.small));
+            for id in self.small.levels.keys() {
+                self.levels.number(id);
+            }
+            self.topology = Arc::new(build_topology(&self.small, &self.levels));
             self.small_dirty = false;
         }
         self.version += 1;
@@ -674,7 +756,7 @@ pub(crate) fn validate(record: &Record) -> Result<(), ApplyError> {
 /// Builds the compiled topology from the small records. A reference that
 /// does not resolve leaves the referring entry out (or the reference
 /// ignored) and is listed in `problems`: it can only cause denies.
-fn build_topology(small: &SmallRecords) -> Topology {
+fn build_topology(small: &SmallRecords, level_ids: &LevelIds) -> Topology {
     let mut problems = Vec::new();
     let mut t = Topology::default();
 
@@ -778,6 +860,7 @@ fn build_topology(small: &SmallRecords) -> Topology {
     }
 
     let words = t.doors.len().div_ceil(64);
+    t.levels = (0..level_ids.len()).map(|_| None).collect();
     for level in small.levels.values() {
         let Some(&schedule) = schedule_idx.get(level.schedule.as_str()) else {
             problems.push(format!(
@@ -816,8 +899,13 @@ fn build_topology(small: &SmallRecords) -> Topology {
             }
         }
         problems.append(&mut missing);
-        t.levels
-            .insert(Box::from(level.id.as_str()), LevelEntry { doors, schedule });
+        // Numbered in `publish` before this build.
+        if let Some(slot) = level_ids
+            .get(&level.id)
+            .and_then(|n| t.levels.get_mut(n as usize))
+        {
+            *slot = Some(LevelEntry { doors, schedule });
+        }
     }
 
     t.problems = problems;

@@ -19,7 +19,29 @@ use crate::decision::{Decision, Reason, Request};
 use crate::model::{CredentialStatus, Direction, DoorMode, HolderStatus, PassbackMode};
 use crate::presence::{Passage, Presence};
 use crate::schedule::LocalTime;
-use crate::snapshot::{Snapshot, Within};
+use crate::snapshot::{AssignmentEntry, Snapshot, Within};
+
+/// One of two iterators, without boxing.
+enum Either<A, B> {
+    Fast(A),
+    Full(B),
+}
+
+impl<A, B> Iterator for Either<A, B>
+where
+    A: Iterator<Item = AssignmentEntry>,
+    B: Iterator<Item = AssignmentEntry>,
+{
+    type Item = AssignmentEntry;
+
+    #[inline]
+    fn next(&mut self) -> Option<AssignmentEntry> {
+        match self {
+            Either::Fast(a) => a.next(),
+            Either::Full(b) => b.next(),
+        }
+    }
+}
 
 /// Decides `request` on `snapshot` at `now`. Never fails: missing or
 /// inconsistent data ends in a deny with its reason. The only side effect
@@ -64,9 +86,10 @@ pub fn decide(
         Within::After => return deny(Reason::CredentialExpired),
     }
 
-    // 3. Cardholder.
+    // 3. Cardholder: from the inline copy when the holder fits in it.
     let holder = &*cred.holder;
-    let Some(core) = holder.core else {
+    let fast = cred.fast.as_ref();
+    let Some(core) = fast.map(|f| f.core()).or_else(|| holder.core) else {
         return deny(Reason::HolderUnknown);
     };
     if core.status == HolderStatus::Inactive {
@@ -91,7 +114,11 @@ pub fn decide(
     let mut miss = Reason::NoAccess;
     let mut local = None;
     let mut granted = false;
-    for assignment in &*holder.assignments {
+    let assignments = match fast {
+        Some(f) => Either::Fast(f.assignments()),
+        None => Either::Full(holder.assignments.iter().copied()),
+    };
+    for assignment in assignments {
         let Some(Some(level)) = topo.levels.get(assignment.level as usize) else {
             continue;
         };

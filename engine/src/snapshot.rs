@@ -181,14 +181,75 @@ pub(crate) struct AssignmentEntry {
     pub(crate) validity: Validity,
 }
 
-/// A credential as decisions need it. Kept small: it is the one entry
-/// there are millions of.
+/// A credential as decisions need it. It is the one entry there are
+/// millions of, so it is kept small, and it carries a copy of the common
+/// case of its holder (`fast`) so a decision touches one cache line of
+/// credential data instead of chasing pointers to the holder.
 #[derive(Debug, Clone)]
 pub(crate) struct CredEntry {
     pub(crate) status: CredentialStatus,
+    /// INVARIANT(holder-arc): derived from `holder`, refreshed with it.
+    pub(crate) fast: Option<FastHolder>,
     /// Validity and PIN, for the credentials that have either.
     pub(crate) extras: Option<Arc<CredExtras>>,
     pub(crate) holder: Arc<HolderEntry>,
+}
+
+/// Most holders have a record, no validity window and at most three
+/// assignments without validity windows: such a holder fits inline.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FastHolder {
+    status: HolderStatus,
+    lockdown_override: bool,
+    len: u8,
+    levels: [u32; FAST_LEVELS],
+}
+
+const FAST_LEVELS: usize = 3;
+
+impl FastHolder {
+    fn of(holder: &HolderEntry) -> Option<Self> {
+        let core = holder.core?;
+        if core.validity != Validity::ALWAYS
+            || holder.assignments.len() > FAST_LEVELS
+            || holder
+                .assignments
+                .iter()
+                .any(|a| a.validity != Validity::ALWAYS)
+        {
+            return None;
+        }
+        let mut levels = [0; FAST_LEVELS];
+        for (slot, a) in levels.iter_mut().zip(holder.assignments.iter()) {
+            *slot = a.level;
+        }
+        Some(Self {
+            status: core.status,
+            lockdown_override: core.lockdown_override,
+            len: holder.assignments.len() as u8,
+            levels,
+        })
+    }
+
+    #[inline]
+    pub(crate) fn core(&self) -> HolderCore {
+        HolderCore {
+            status: self.status,
+            validity: Validity::ALWAYS,
+            lockdown_override: self.lockdown_override,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn assignments(&self) -> impl Iterator<Item = AssignmentEntry> + '_ {
+        self.levels
+            .iter()
+            .take(usize::from(self.len))
+            .map(|&level| AssignmentEntry {
+                level,
+                validity: Validity::ALWAYS,
+            })
+    }
 }
 
 /// The rarer parts of a credential.
@@ -639,9 +700,12 @@ impl SnapshotBuilder {
                     .insert_unique(hash, Arc::clone(&entry), |e| hasher.hash_one(&*e.id));
             }
         }
+        let fast = FastHolder::of(&entry);
         for key in &entry.creds {
-            self.creds
-                .update(key, |cred| cred.holder = Arc::clone(&entry));
+            self.creds.update(key, |cred| {
+                cred.holder = Arc::clone(&entry);
+                cred.fast = fast;
+            });
         }
         Some(entry)
     }
@@ -682,6 +746,7 @@ impl SnapshotBuilder {
             key,
             CredEntry {
                 status: r.status,
+                fast: FastHolder::of(&holder),
                 extras,
                 holder,
             },

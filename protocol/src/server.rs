@@ -374,10 +374,12 @@ async fn serve_stream<D: Decider>(
             out.clear();
         }
         if let Err(fatal) = outcome {
-            // The framing is lost: the error frame is already queued; the
-            // close carries the code and reason too, for clients that do
-            // not read the stream any more.
+            // The framing is lost. Deliver the answers and the error frame
+            // already written (briefly: a client that does not read gets
+            // the close alone), then close; the close carries the code and
+            // reason too.
             let _ = send.finish();
+            let _ = tokio::time::timeout(Duration::from_millis(500), send.stopped()).await;
             ctx.conn.close(
                 VarInt::from_u32(close::PROTOCOL_ERROR),
                 fatal.to_string().as_bytes(),

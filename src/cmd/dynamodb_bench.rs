@@ -70,10 +70,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn build(records: usize) -> anyhow::Result<ExitCode> {
-    // synth::site makes about 3.1 records per holder (holder, 1.05
+    // synth::site makes about 4.1 records per holder (holder, 1.05
     // credentials, ~2 assignments) plus the topology.
     let params = SynthParams {
-        holders: records * 10 / 31,
+        holders: records * 10 / 41,
         doors: 2000,
         levels: 300,
         pin_every: 0,

@@ -414,7 +414,10 @@ async fn many_requests_in_flight_and_batches() {
 
 #[tokio::test]
 async fn a_snapshot_swap_during_load_changes_answers_without_errors() {
-    let (server, shared) = example_server().await;
+    let mut builder = example_builder();
+    let shared = Arc::new(SharedSnapshot::new(builder.publish(ts("2026-11-30T00:00:00Z"))));
+    let server = start_server(shared.clone()).await;
+    server.set_now(ts(MON_9));
     let client = Arc::new(server.gateway().await);
     let old_version = shared.load().version();
     let mut tasks = tokio::task::JoinSet::new();
@@ -444,7 +447,6 @@ async fn a_snapshot_swap_during_load_changes_answers_without_errors() {
         });
     }
     server.decider.wait_for_calls(200).await;
-    let mut builder = example_builder();
     let site = SiteFile::parse(EXAMPLE).unwrap();
     let mut alice = site
         .records
@@ -456,7 +458,9 @@ async fn a_snapshot_swap_during_load_changes_answers_without_errors() {
         .unwrap();
     alice.status = CredentialStatus::Revoked;
     builder.apply(Change::Upsert(Record::Credential(alice))).unwrap();
-    shared.store(Arc::new(builder.publish(ts("2026-11-30T00:00:00Z"))));
+    let newer = builder.publish(ts("2026-11-30T00:00:01Z"));
+    assert!(newer.version() > old_version);
+    shared.store(Arc::new(newer));
     while let Some(saw_new) = tasks.join_next().await {
         assert!(saw_new.unwrap(), "every client saw the new snapshot");
     }

@@ -57,8 +57,14 @@ fn live() -> isize {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; nothing to parse.
-    for credentials in [100_000usize, 1_000_000] {
+    // `cargo bench` passes `--bench`; without it (`cargo test --benches`)
+    // this is a quick smoke run.
+    let sizes: &[usize] = if std::env::args().any(|a| a == "--bench") {
+        &[100_000, 1_000_000]
+    } else {
+        &[10_000]
+    };
+    for &credentials in sizes {
         let params = common::params(credentials);
         let base = live();
         let records = synth::site(&params);

@@ -598,7 +598,10 @@ impl SnapshotBuilder {
                     validity: Validity::new(r.valid_from, r.valid_until),
                 };
                 self.modify_holder(&r.holder, |h| {
-                    match h.assignments.binary_search_by_key(&entry.level, |a| a.level) {
+                    match h
+                        .assignments
+                        .binary_search_by_key(&entry.level, |a| a.level)
+                    {
                         Ok(i) => {
                             if let Some(slot) = h.assignments.get_mut(i) {
                                 *slot = entry;

@@ -53,7 +53,9 @@ impl Decider for BenchDecider {
 async fn echo_server(endpoint: quinn::Endpoint) {
     while let Some(incoming) = endpoint.accept().await {
         tokio::spawn(async move {
-            let Ok(connecting) = incoming.accept() else { return };
+            let Ok(connecting) = incoming.accept() else {
+                return;
+            };
             let Ok(conn) = connecting.await else { return };
             while let Ok((mut send, mut recv)) = conn.accept_bi().await {
                 tokio::spawn(async move {
@@ -79,10 +81,30 @@ struct Case {
 }
 
 const CASES: [Case; 4] = [
-    Case { name: "1x1", connections: 1, in_flight: 1, batch: 1 },
-    Case { name: "1x64", connections: 1, in_flight: 64, batch: 1 },
-    Case { name: "64x1", connections: 64, in_flight: 1, batch: 1 },
-    Case { name: "1x4-batch64", connections: 1, in_flight: 4, batch: 64 },
+    Case {
+        name: "1x1",
+        connections: 1,
+        in_flight: 1,
+        batch: 1,
+    },
+    Case {
+        name: "1x64",
+        connections: 1,
+        in_flight: 64,
+        batch: 1,
+    },
+    Case {
+        name: "64x1",
+        connections: 64,
+        in_flight: 1,
+        batch: 1,
+    },
+    Case {
+        name: "1x4-batch64",
+        connections: 1,
+        in_flight: 4,
+        batch: 64,
+    },
 ];
 
 fn row(r: &LoadReport) -> String {
@@ -121,7 +143,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The demo site: 100k cardholders, 2,000 doors.
     let now = Timestamp::now();
     let (holders, doors) = if full { (100_000, 2_000) } else { (2_000, 100) };
-    let params = SynthParams { holders, doors, levels: doors / 5, seed: 42, now, pin_every: 0 };
+    let params = SynthParams {
+        holders,
+        doors,
+        levels: doors / 5,
+        seed: 42,
+        now,
+        pin_every: 0,
+    };
     let mut builder = SnapshotBuilder::new();
     let _refused = builder.apply_all(synth::site(&params).into_iter().map(Change::Upsert));
     let decider = Arc::new(BenchDecider {
@@ -146,7 +175,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let real = accessd_protocol::bind(local, &server_tls, &limits)?;
         let addrs = (echo.local_addr()?, real.local_addr()?);
         tokio::spawn(echo_server(echo));
-        tokio::spawn(accessd_protocol::run(real, decider, limits.clone(), std::future::pending()));
+        tokio::spawn(accessd_protocol::run(
+            real,
+            decider,
+            limits.clone(),
+            std::future::pending(),
+        ));
         Ok::<_, Box<dyn std::error::Error>>(addrs)
     })?;
 
@@ -154,7 +188,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "quic_echo: {secs} s per case, {} available vCPU(s), site {holders} holders / {doors} doors",
         std::thread::available_parallelism().map_or(0, usize::from)
     );
-    for case in CASES.iter().filter(|c| only.as_deref().is_none_or(|o| o == c.name)) {
+    for case in CASES
+        .iter()
+        .filter(|c| only.as_deref().is_none_or(|o| o == c.name))
+    {
         if !full && case.name != "1x64" && only.is_none() {
             continue;
         }

@@ -664,6 +664,27 @@ impl SnapshotBuilder {
     ) -> Option<Arc<HolderEntry>> {
         let hash = self.hasher.hash_one(id);
         let hasher = &self.hasher;
+        // Fast path: an entry no snapshot and no credential shares (a
+        // holder still being built up during a bootstrap) changes in place.
+        if let Ok(mut slot) = self.holders.find_entry(hash, |e| &*e.id == id)
+            && let Some(unique) = Arc::get_mut(slot.get_mut())
+        {
+            let mut parts = HolderParts {
+                core: unique.core,
+                assignments: std::mem::take(&mut unique.assignments).into_vec(),
+                creds: std::mem::take(&mut unique.creds).into_vec(),
+            };
+            f(&mut parts);
+            unique.core = parts.core;
+            unique.assignments = parts.assignments.into_boxed_slice();
+            unique.creds = parts.creds.into_boxed_slice();
+            if unique.is_empty() {
+                slot.remove();
+                return None;
+            }
+            // Unique, so no credential entry holds it: nothing to repoint.
+            return Some(Arc::clone(slot.get()));
+        }
         let (id, mut parts) = match self.holders.find(hash, |e| &*e.id == id) {
             Some(old) => (
                 Arc::clone(&old.id),

@@ -20,8 +20,8 @@ use quinn::{Connection, ConnectionError, Endpoint, RecvStream, SendStream, VarIn
 use tokio::sync::{mpsc, oneshot};
 
 use crate::frame::{
-    DecodeError, EncodeError, ErrorCode, Frame, RequestFrame, ResponseFrame, decode,
-    encode_batch_request, encode_ping_frame, encode_request,
+    DecodeError, EncodeError, ErrorCode, Frame, RequestFrame, ResponseFrame, complete_partial,
+    decode, encode_batch_request, encode_ping_frame, encode_request,
 };
 use crate::server::close;
 use crate::tls::{TlsCredentials, TlsError};
@@ -558,28 +558,43 @@ impl Pipeline {
                 });
             }
         };
-        let fresh = self.chunk.get(..n).unwrap_or_default();
-        let data: &[u8] = if self.partial.is_empty() {
-            fresh
-        } else {
-            self.partial.extend_from_slice(fresh);
-            &self.partial
-        };
-        let mut pos = 0;
-        let result = loop {
-            match decode(data.get(pos..).unwrap_or_default()) {
-                Ok((frame, used)) => {
-                    each(frame);
-                    pos += used;
-                }
-                Err(DecodeError::Incomplete { .. }) => break Ok(true),
-                Err(DecodeError::Invalid(inv)) => {
-                    break Err(ClientError::Protocol(inv.to_string()));
+        let mut fresh = self.chunk.get(..n).unwrap_or_default();
+        complete_partial(&mut self.partial, &mut fresh);
+        (|| {
+            let mut pos = 0;
+            while pos < self.partial.len() {
+                match decode(self.partial.get(pos..).unwrap_or_default()) {
+                    Ok((frame, used)) => {
+                        each(frame);
+                        pos += used;
+                    }
+                    Err(DecodeError::Incomplete { .. }) => break,
+                    Err(DecodeError::Invalid(inv)) => {
+                        return Err(ClientError::Protocol(inv.to_string()));
+                    }
                 }
             }
-        };
-        let rest = data.get(pos..).unwrap_or_default().to_vec();
-        self.partial = rest;
-        result
+            self.partial.drain(..pos);
+            if !self.partial.is_empty() {
+                self.partial.extend_from_slice(fresh);
+                return Ok(true);
+            }
+            let mut pos = 0;
+            while pos < fresh.len() {
+                match decode(fresh.get(pos..).unwrap_or_default()) {
+                    Ok((frame, used)) => {
+                        each(frame);
+                        pos += used;
+                    }
+                    Err(DecodeError::Incomplete { .. }) => break,
+                    Err(DecodeError::Invalid(inv)) => {
+                        return Err(ClientError::Protocol(inv.to_string()));
+                    }
+                }
+            }
+            self.partial
+                .extend_from_slice(fresh.get(pos..).unwrap_or_default());
+            Ok(true)
+        })()
     }
 }

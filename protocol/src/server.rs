@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 
 use crate::frame::{
     BatchResponseWriter, DecodeError, ErrorCode, Frame, InvalidFrame, RequestFrame, ResponseFrame,
-    decode, encode_error, encode_pong_frame, encode_response,
+    complete_partial, decode, encode_error, encode_pong_frame, encode_response,
 };
 use crate::identity::{IdentityError, ReaderScope};
 use crate::tls::{TlsCredentials, TlsError};
@@ -352,21 +352,31 @@ async fn serve_stream<D: Decider>(
             // Reset by the client or connection lost: nobody to answer.
             Err(_) => return,
         };
-        let fresh = chunk.get(..n).unwrap_or_default();
-        let outcome = if partial.is_empty() {
-            let r = process(fresh, &mut out, &ctx);
-            if let Ok(used) = r {
+        let mut fresh = chunk.get(..n).unwrap_or_default();
+        complete_partial(&mut partial, &mut fresh);
+        let mut outcome = Ok(0);
+        if !partial.is_empty() {
+            outcome = process(&partial, &mut out, &ctx);
+            if let Ok(used) = outcome {
+                partial.drain(..used);
+                if !partial.is_empty() {
+                    // Only when a skipped invalid frame left a tail: fall
+                    // back to one contiguous buffer.
+                    partial.extend_from_slice(fresh);
+                    fresh = &[];
+                    outcome = process(&partial, &mut out, &ctx);
+                    if let Ok(used) = outcome {
+                        partial.drain(..used);
+                    }
+                }
+            }
+        }
+        if outcome.is_ok() && !fresh.is_empty() {
+            outcome = process(fresh, &mut out, &ctx);
+            if let Ok(used) = outcome {
                 partial.extend_from_slice(fresh.get(used..).unwrap_or_default());
             }
-            r
-        } else {
-            partial.extend_from_slice(fresh);
-            let r = process(&partial, &mut out, &ctx);
-            if let Ok(used) = r {
-                partial.drain(..used);
-            }
-            r
-        };
+        }
         if !out.is_empty() {
             if send.write_all(&out).await.is_err() {
                 return;

@@ -2,6 +2,12 @@
 //! decode to the frame the document describes and that frame encodes back
 //! to the same bytes; invalid ones fail with the documented code.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
+
 use accessd_engine::{CardFormat, CredentialKey, Uid, Verdict};
 use accessd_protocol::{
     DecodeError, ErrorCode, ErrorFrame, Frame, RequestFrame, ResponseFrame, decode,
@@ -147,7 +153,10 @@ fn every_vector_in_protocol_md() {
         "ping",
         "pong",
     ] {
-        assert!(names.contains(&required), "PROTOCOL.md lacks vector `{required}`");
+        assert!(
+            names.contains(&required),
+            "PROTOCOL.md lacks vector `{required}`"
+        );
     }
     assert!(vectors.len() >= 15, "vectors found: {names:?}");
     for (name, bytes) in &vectors {
@@ -160,7 +169,11 @@ fn every_vector_in_protocol_md() {
                 assert_eq!(&again, bytes, "{name}: decode then encode");
             }
             (Expect::Invalid(code, id, skip), Err(DecodeError::Invalid(inv))) => {
-                assert_eq!((inv.code(), inv.request_id, inv.skip), (code, id, skip), "{name}");
+                assert_eq!(
+                    (inv.code(), inv.request_id, inv.skip),
+                    (code, id, skip),
+                    "{name}"
+                );
             }
             (Expect::Incomplete(n), Err(DecodeError::Incomplete { needed })) => {
                 assert_eq!(needed, n, "{name}");
@@ -179,11 +192,19 @@ fn decoded_vectors_carry_the_documented_fields() {
     };
     assert_eq!(
         (r.request_id, r.reader, r.pin, r.reader_time_ms),
-        (2, "server-room-in", Some(&b"2468"[..]), Some(1_764_511_200_000))
+        (
+            2,
+            "server-room-in",
+            Some(&b"2468"[..]),
+            Some(1_764_511_200_000)
+        )
     );
     let (Frame::BatchResponse(b), _) = decode(get("batch-response")).unwrap() else {
         panic!()
     };
     let items: Vec<_> = b.iter().collect();
-    assert_eq!(items[1].reason(), Some(accessd_engine::Reason::UnknownCredential));
+    assert_eq!(
+        items[1].reason(),
+        Some(accessd_engine::Reason::UnknownCredential)
+    );
 }

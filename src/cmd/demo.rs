@@ -67,6 +67,9 @@ fn build_site(args: &Args, now: Timestamp) -> anyhow::Result<Snapshot> {
     Ok(builder.publish(now))
 }
 
+/// A reader id and a card.
+type Pair = (String, CredentialKey);
+
 /// A (reader, card) pair that the engine decides with `reason` now, found
 /// by a bounded deterministic search.
 fn find(
@@ -75,7 +78,7 @@ fn find(
     holders: usize,
     doors: usize,
     now: Timestamp,
-) -> Option<(String, CredentialKey)> {
+) -> Option<Pair> {
     let presence = Presence::new();
     let mut rng = fastrand::Rng::with_seed(reason.code().into());
     for _ in 0..200_000 {
@@ -128,7 +131,7 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
     );
 
     // Pick the examples before the snapshot moves into the server.
-    let examples: Vec<(&str, Reason, Option<(String, CredentialKey)>)> = vec![
+    let examples: Vec<(&str, Reason, Option<Pair>)> = vec![
         (
             "grant",
             Reason::Granted,

@@ -40,7 +40,11 @@ impl TlsArgs {
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
     /// The site file (TOML, see docs/site-file.md).
-    #[arg(long, required_unless_present = "dynamodb_table", conflicts_with = "dynamodb_table")]
+    #[arg(
+        long,
+        required_unless_present = "dynamodb_table",
+        conflicts_with = "dynamodb_table"
+    )]
     site: Option<PathBuf>,
     #[command(flatten)]
     dynamodb: super::dynamodb::ServeArgs,

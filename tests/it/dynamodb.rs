@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use accessd_engine::{
     AccessLevelRecord, AssignmentRecord, CardholderRecord, CredentialKey, CredentialRecord,
-    CredentialStatus, Day, DoorRecord, Interval, Presence, Reason, ReaderRecord, Record, RecordKey,
+    CredentialStatus, Day, DoorRecord, Interval, Presence, ReaderRecord, Reason, Record, RecordKey,
     Request, ScheduleRecord, SiteRecord, Verdict, decide,
 };
 use accessd_loader::item::{Attr, item_of};
@@ -185,10 +185,7 @@ async fn live_insert_modify_remove_change_answers() {
         .await
         .unwrap();
     eventually("modify", || verdict(&source, 2) == Verdict::Deny).await;
-    admin
-        .delete(&RecordKey::Credential(card(2)))
-        .await
-        .unwrap();
+    admin.delete(&RecordKey::Credential(card(2))).await.unwrap();
     eventually("remove", || {
         !source.snapshot().load().has_credential(&card(2))
     })
@@ -345,7 +342,10 @@ fn documented_items() -> Vec<HashMap<String, AttributeValue>> {
             (
                 "intervals",
                 AttributeValue::L(vec![AttributeValue::M(item(vec![
-                    ("days", l(&["mon", "tue", "wed", "thu", "fri", "sat", "sun"])),
+                    (
+                        "days",
+                        l(&["mon", "tue", "wed", "thu", "fri", "sat", "sun"]),
+                    ),
                     ("start", s("00:00")),
                     ("end", s("00:00")),
                 ]))]),
@@ -544,10 +544,7 @@ async fn live_changes_reach_a_running_quic_server() {
         .await
         .unwrap();
     over_quic_until(&client, 1, Verdict::Deny, "revocation").await;
-    admin
-        .delete(&RecordKey::Credential(card(2)))
-        .await
-        .unwrap();
+    admin.delete(&RecordKey::Credential(card(2))).await.unwrap();
     eventually("remove", || {
         !source.snapshot().load().has_credential(&card(2))
     })

@@ -111,7 +111,11 @@ async fn grant_and_every_deny_path_over_the_wire() {
     for (i, &(reader, c, pin, at, expected)) in cases.iter().enumerate() {
         server.set_now(ts(at));
         let r = client.decide(&req(reader, c, pin)).await.unwrap();
-        assert_eq!(r.reason(), Some(expected), "case {i}: {reader} {c} {pin:?} {at}");
+        assert_eq!(
+            r.reason(),
+            Some(expected),
+            "case {i}: {reader} {c} {pin:?} {at}"
+        );
         assert_eq!(r.verdict, expected.verdict(), "case {i}");
         assert_eq!(r.snapshot_version, version, "case {i}");
         if r.verdict == Verdict::Grant {
@@ -133,7 +137,10 @@ async fn an_empty_server_answers_not_ready() {
         .decide(&req("lobby-in", "h10301:12:1001", None))
         .await
         .unwrap();
-    assert_eq!((r.verdict, r.reason()), (Verdict::Deny, Some(Reason::NotReady)));
+    assert_eq!(
+        (r.verdict, r.reason()),
+        (Verdict::Deny, Some(Reason::NotReady))
+    );
     server.shutdown().await;
 }
 
@@ -144,7 +151,10 @@ async fn a_reader_may_only_ask_for_the_readers_its_certificate_names() {
         .connect(&server.certs.client(&["urn:accessd:reader:lobby-in"]))
         .await
         .unwrap();
-    let ok = lobby.decide(&req("lobby-in", "h10301:12:1001", None)).await.unwrap();
+    let ok = lobby
+        .decide(&req("lobby-in", "h10301:12:1001", None))
+        .await
+        .unwrap();
     assert_eq!(ok.reason(), Some(Reason::Granted));
     // Alice may open the server room, but not through the lobby's reader.
     let other = lobby
@@ -170,9 +180,15 @@ async fn a_reader_may_only_ask_for_the_readers_its_certificate_names() {
         .connect(&server.certs.client(&["urn:accessd:reader-prefix:lab-"]))
         .await
         .unwrap();
-    let lab = lab_gw.decide(&req("lab-in", "h10301:12:1001", None)).await.unwrap();
+    let lab = lab_gw
+        .decide(&req("lab-in", "h10301:12:1001", None))
+        .await
+        .unwrap();
     assert_eq!(lab.verdict, Verdict::Grant);
-    let lobby_via_lab = lab_gw.decide(&req("lobby-in", "h10301:12:1001", None)).await.unwrap();
+    let lobby_via_lab = lab_gw
+        .decide(&req("lobby-in", "h10301:12:1001", None))
+        .await
+        .unwrap();
     assert_eq!(lobby_via_lab.reason(), Some(Reason::ReaderNotPermitted));
     server.shutdown().await;
 }
@@ -194,20 +210,27 @@ async fn assert_refused(server: &TestServer, tls: &TlsCredentials) {
 #[tokio::test]
 async fn handshake_is_refused_without_or_with_a_foreign_client_certificate() {
     let (server, _) = example_server().await;
-    let anonymous = TlsCredentials::without_client_certificate(&server.certs.ca.cert_pem()).unwrap();
+    let anonymous =
+        TlsCredentials::without_client_certificate(&server.certs.ca.cert_pem()).unwrap();
     assert_refused(&server, &anonymous).await;
     let other_ca = accessd_protocol::DevCa::new("someone else").unwrap();
     let issued = other_ca
         .client("intruder", &["urn:accessd:all-readers".to_owned()])
         .unwrap();
-    let foreign =
-        TlsCredentials::from_pem(&server.certs.ca.cert_pem(), &issued.cert_pem, &issued.key_pem)
-            .unwrap();
+    let foreign = TlsCredentials::from_pem(
+        &server.certs.ca.cert_pem(),
+        &issued.cert_pem,
+        &issued.key_pem,
+    )
+    .unwrap();
     assert_refused(&server, &foreign).await;
     // The server still serves everyone else.
     let gw = server.gateway().await;
     assert_eq!(
-        gw.decide(&req("lobby-in", "h10301:12:1001", None)).await.unwrap().verdict,
+        gw.decide(&req("lobby-in", "h10301:12:1001", None))
+            .await
+            .unwrap()
+            .verdict,
         Verdict::Grant
     );
     server.shutdown().await;
@@ -333,7 +356,10 @@ async fn malformed_frames_get_error_frames_and_the_stream_goes_on() {
         }
     );
     // The connection is still good for its other stream.
-    let r = client.decide(&req("lobby-in", "h10301:12:1001", None)).await.unwrap();
+    let r = client
+        .decide(&req("lobby-in", "h10301:12:1001", None))
+        .await
+        .unwrap();
     assert_eq!(r.verdict, Verdict::Grant);
     server.shutdown().await;
 }
@@ -351,14 +377,21 @@ async fn lost_framing_closes_only_that_connection_with_protocol_error() {
         let mut framed = good_request(1);
         framed.extend(bytes);
         let (seen, _) = exchange(&client, &framed).await;
-        assert_eq!(seen.responses, vec![1], "{what}: frames before it are answered");
+        assert_eq!(
+            seen.responses,
+            vec![1],
+            "{what}: frames before it are answered"
+        );
         let code = match client.closed().await {
             ClientError::Closed { code, .. } => code,
             other => panic!("{what}: unexpected {other:?}"),
         };
         assert_eq!(code, Some(close::PROTOCOL_ERROR), "{what}");
         // Everyone else is still served.
-        let r = bystander.decide(&req("lobby-in", "h10301:12:1001", None)).await.unwrap();
+        let r = bystander
+            .decide(&req("lobby-in", "h10301:12:1001", None))
+            .await
+            .unwrap();
         assert_eq!(r.verdict, Verdict::Grant, "{what}");
     }
     server.shutdown().await;
@@ -368,7 +401,12 @@ async fn lost_framing_closes_only_that_connection_with_protocol_error() {
 async fn many_requests_in_flight_and_batches() {
     let (server, shared) = example_server().await;
     let client = Arc::new(server.gateway().await);
-    let cards = ["h10301:12:1001", "h10301:12:5555", "h10301:12:992", "h10301:12:1006"];
+    let cards = [
+        "h10301:12:1001",
+        "h10301:12:5555",
+        "h10301:12:992",
+        "h10301:12:1006",
+    ];
     let expected = [
         Reason::Granted,
         Reason::UnknownCredential,
@@ -379,7 +417,10 @@ async fn many_requests_in_flight_and_batches() {
     for i in 0..2000usize {
         let client = client.clone();
         tasks.spawn(async move {
-            let r = client.decide(&req("lobby-in", cards[i % 4], None)).await.unwrap();
+            let r = client
+                .decide(&req("lobby-in", cards[i % 4], None))
+                .await
+                .unwrap();
             (i, r.reason())
         });
     }
@@ -415,7 +456,9 @@ async fn many_requests_in_flight_and_batches() {
 #[tokio::test]
 async fn a_snapshot_swap_during_load_changes_answers_without_errors() {
     let mut builder = example_builder();
-    let shared = Arc::new(SharedSnapshot::new(builder.publish(ts("2026-11-30T00:00:00Z"))));
+    let shared = Arc::new(SharedSnapshot::new(
+        builder.publish(ts("2026-11-30T00:00:00Z")),
+    ));
     let server = start_server(shared.clone()).await;
     server.set_now(ts(MON_9));
     let client = Arc::new(server.gateway().await);
@@ -457,7 +500,9 @@ async fn a_snapshot_swap_during_load_changes_answers_without_errors() {
         })
         .unwrap();
     alice.status = CredentialStatus::Revoked;
-    builder.apply(Change::Upsert(Record::Credential(alice))).unwrap();
+    builder
+        .apply(Change::Upsert(Record::Credential(alice)))
+        .unwrap();
     let newer = builder.publish(ts("2026-11-30T00:00:01Z"));
     assert!(newer.version() > old_version);
     shared.store(Arc::new(newer));
@@ -474,14 +519,20 @@ async fn graceful_shutdown_answers_requests_in_flight() {
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..500 {
         let client = client.clone();
-        tasks.spawn(async move { client.decide(&req("lobby-in", "h10301:12:1001", None)).await });
+        tasks.spawn(async move {
+            client
+                .decide(&req("lobby-in", "h10301:12:1001", None))
+                .await
+        });
     }
     // Shut down as soon as the server is busy with them.
     server.decider.wait_for_calls(1).await;
     server.begin_shutdown();
     let mut ok = 0;
     while let Some(r) = tasks.join_next().await {
-        let r = r.unwrap().expect("a request sent before shutdown is answered");
+        let r = r
+            .unwrap()
+            .expect("a request sent before shutdown is answered");
         assert_eq!(r.verdict, Verdict::Grant);
         ok += 1;
     }
@@ -491,7 +542,12 @@ async fn graceful_shutdown_answers_requests_in_flight() {
         ClientError::Closed { code, .. } => assert_eq!(code, Some(close::SHUTDOWN)),
         other => panic!("unexpected {other:?}"),
     }
-    assert!(client.decide(&req("lobby-in", "h10301:12:1001", None)).await.is_err());
+    assert!(
+        client
+            .decide(&req("lobby-in", "h10301:12:1001", None))
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -513,7 +569,10 @@ async fn connections_above_the_limit_are_refused_and_the_others_served() {
         Ok(second) => second.ping().await.is_err(),
     };
     assert!(refused, "a second connection is refused");
-    let r = first.decide(&req("lobby-in", "h10301:12:1001", None)).await.unwrap();
+    let r = first
+        .decide(&req("lobby-in", "h10301:12:1001", None))
+        .await
+        .unwrap();
     assert_eq!(r.verdict, Verdict::Grant);
     server.shutdown().await;
 }

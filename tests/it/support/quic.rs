@@ -20,9 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use accessd_engine::{Decision, Presence, Reason, Request, SharedSnapshot, Snapshot, decide};
-use accessd_protocol::{
-    Answer, Client, Decider, DevCa, Limits, SAN_ALL_READERS, TlsCredentials,
-};
+use accessd_protocol::{Answer, Client, Decider, DevCa, Limits, SAN_ALL_READERS, TlsCredentials};
 use jiff::Timestamp;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;

@@ -24,10 +24,11 @@ impl SnapshotDecider {
     }
 }
 
-/// Milliseconds from the snapshot's `as_of` to `now`, saturating; a
-/// snapshot from the future (clock step) counts as age 0.
-pub(crate) fn age_ms(snapshot: &Snapshot, now: Timestamp) -> u32 {
-    let ms = now.as_millisecond() - snapshot.as_of().as_millisecond();
+/// Milliseconds from the instant `snapshot` was last known current to
+/// `now`, saturating; a snapshot from the future (clock step) counts as
+/// age 0.
+pub(crate) fn age_ms(shared: &SharedSnapshot, snapshot: &Snapshot, now: Timestamp) -> u32 {
+    let ms = now.as_millisecond() - shared.fresh_as_of(snapshot).as_millisecond();
     u32::try_from(ms.max(0)).unwrap_or(u32::MAX)
 }
 
@@ -46,7 +47,7 @@ impl Decider for SnapshotDecider {
         };
         Answer {
             decision,
-            snapshot_age_ms: age_ms(&snapshot, now),
+            snapshot_age_ms: age_ms(&self.snapshot, &snapshot, now),
         }
     }
 
@@ -54,7 +55,7 @@ impl Decider for SnapshotDecider {
         let snapshot = self.snapshot.load();
         Answer {
             decision: Decision::deny(reason, snapshot.version()),
-            snapshot_age_ms: age_ms(&snapshot, Timestamp::now()),
+            snapshot_age_ms: age_ms(&self.snapshot, &snapshot, Timestamp::now()),
         }
     }
 }

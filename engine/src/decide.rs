@@ -72,7 +72,7 @@ pub fn decide(
     let Some(cred) = snapshot.creds.get(&request.credential) else {
         return deny(Reason::UnknownCredential);
     };
-    match cred.status {
+    match cred.hot.status {
         CredentialStatus::Active => {}
         CredentialStatus::Suspended => return deny(Reason::CredentialSuspended),
         CredentialStatus::Lost => return deny(Reason::CredentialLost),
@@ -88,11 +88,11 @@ pub fn decide(
 
     // 3. Cardholder: from the inline copy when the holder fits in it.
     let holder = &*cred.holder;
-    let fast = cred.fast.as_ref();
+    let hot = &cred.hot;
     // A match, not `Option::or`: the holder's own entry is only read (a
     // cache miss at a million holders) when there is no inline copy.
-    let core = match fast {
-        Some(f) => Some(f.core()),
+    let core = match hot.core() {
+        Some(core) => Some(core),
         None => holder.core,
     };
     let Some(core) = core else {
@@ -120,9 +120,10 @@ pub fn decide(
     let mut miss = Reason::NoAccess;
     let mut local = None;
     let mut granted = false;
-    let assignments = match fast {
-        Some(f) => Either::Fast(f.assignments()),
-        None => Either::Full(holder.assignments.iter().copied()),
+    let assignments = if hot.is_inline() {
+        Either::Fast(hot.assignments())
+    } else {
+        Either::Full(holder.assignments.iter().copied())
     };
     for assignment in assignments {
         let Some(Some(level)) = topo.levels.get(assignment.level as usize) else {

@@ -1,13 +1,18 @@
 //! A persistent hash map: cheap to clone, cheap to change one entry of.
 //!
-//! The map is a two-level tree of 64 × 64 shards, each a hash table behind an
-//! `Arc`. Cloning the map copies one pointer. Changing one entry copies the
-//! path to it: the root (64 pointers), one group (64 pointers) and one shard
-//! (about n / 4096 entries), so a change at a million entries copies a few
-//! hundred entries instead of the world, while a lookup stays one hash and
-//! three pointer hops.
+//! The map is a two-level tree of 64 groups × 78 shards, each a hash table
+//! behind an `Arc`. Cloning the map copies one pointer. Changing one entry
+//! copies the path to it: the root (64 pointers), one group (78 pointers)
+//! and one shard (about n / 4992 entries), so a change at a million entries
+//! copies a couple of hundred entries instead of the world, while a lookup
+//! stays one hash and three pointer hops.
 //!
-//! The shard is chosen from hash bits 32..44, which hashbrown uses for
+//! Why 78 and not a power of two: hash tables grow by doubling once 7/8
+//! full, and at a million entries every power-of-two shard count leaves
+//! each table just past that point, half empty. 4,992 shards put a million
+//! entries at ~200 a shard, 78 % of a 256-bucket table.
+//!
+//! The shard is chosen from hash bits 32..57, which hashbrown uses for
 //! neither the bucket index (low bits) nor the control tag (top 7 bits), so
 //! every shard's table still sees well-spread hashes.
 
@@ -16,9 +21,12 @@ use std::sync::Arc;
 
 use hashbrown::HashTable;
 
-const FANOUT_BITS: u32 = 6;
-const FANOUT: usize = 1 << FANOUT_BITS;
+const GROUP_BITS: u32 = 6;
+const GROUPS: usize = 1 << GROUP_BITS;
+const SHARDS_PER_GROUP: usize = 78;
 const SHARD_SHIFT: u32 = 32;
+/// Hash bits 32..57: below hashbrown's 7-bit tag.
+const SLOT_BITS: u32 = 25;
 
 type Shard<K, V> = Arc<HashTable<(K, V)>>;
 // Slices inside the `Arc` allocation, not `Arc<Vec<_>>`: one pointer hop
@@ -44,15 +52,19 @@ impl<K, V, S: Clone> Clone for ShardedMap<K, V, S> {
 
 #[inline]
 fn slot(hash: u64) -> (usize, usize) {
-    let bits = (hash >> SHARD_SHIFT) as usize;
-    (bits & (FANOUT - 1), (bits >> FANOUT_BITS) & (FANOUT - 1))
+    let bits = (hash >> SHARD_SHIFT) & ((1 << SLOT_BITS) - 1);
+    let group = (bits as usize) & (GROUPS - 1);
+    // Multiply-shift maps the remaining 19 bits evenly onto 0..78.
+    let rest = bits >> GROUP_BITS;
+    let shard = (rest * SHARDS_PER_GROUP as u64) >> (SLOT_BITS - GROUP_BITS);
+    (group, shard as usize)
 }
 
 impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher> ShardedMap<K, V, S> {
     pub(crate) fn with_hasher(hasher: S) -> Self {
-        let group: Group<K, V> = (0..FANOUT).map(|_| Arc::default()).collect();
+        let group: Group<K, V> = (0..SHARDS_PER_GROUP).map(|_| Arc::default()).collect();
         Self {
-            root: (0..FANOUT).map(|_| Arc::clone(&group)).collect(),
+            root: (0..GROUPS).map(|_| Arc::clone(&group)).collect(),
             len: 0,
             hasher,
         }
@@ -143,6 +155,15 @@ fn shard_mut<K: Clone, V: Clone>(
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn every_hash_lands_in_a_shard() {
+        for hash in [0, u64::MAX, 1 << 32, (1 << 57) - 1, 0xdead_beef_cafe_f00d] {
+            let (g, s) = slot(hash);
+            assert!(g < GROUPS && s < SHARDS_PER_GROUP, "{hash:x} -> {g} {s}");
+        }
+        assert_eq!(slot(u64::MAX), (GROUPS - 1, SHARDS_PER_GROUP - 1));
+    }
 
     type Map = ShardedMap<u64, u64, foldhash::fast::FixedState>;
 

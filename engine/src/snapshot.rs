@@ -25,6 +25,7 @@
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use arc_swap::{ArcSwap, Guard};
 use hashbrown::{HashMap, HashTable};
@@ -182,24 +183,27 @@ pub(crate) struct AssignmentEntry {
 }
 
 /// A credential as decisions need it. It is the one entry there are
-/// millions of, so it is kept small, and it carries a copy of the common
-/// case of its holder (`fast`) so a decision touches one cache line of
-/// credential data instead of chasing pointers to the holder.
+/// millions of, so it is kept to 32 bytes, and it carries a copy of the
+/// common case of its holder (`hot`) so a decision touches the credential's
+/// entry only instead of chasing a pointer to the holder.
 #[derive(Debug, Clone)]
 pub(crate) struct CredEntry {
-    pub(crate) status: CredentialStatus,
-    /// INVARIANT(holder-arc): derived from `holder`, refreshed with it.
-    pub(crate) fast: Option<FastHolder>,
+    /// INVARIANT(holder-arc): the holder part is derived from `holder` and
+    /// refreshed with it.
+    pub(crate) hot: Hot,
     /// Validity and PIN, for the credentials that have either.
     pub(crate) extras: Option<Arc<CredExtras>>,
     pub(crate) holder: Arc<HolderEntry>,
 }
 
-/// Most holders have a record, no validity window and at most three
-/// assignments without validity windows: such a holder fits inline.
+/// The credential's status and, when the holder is simple enough, an
+/// inline copy of it: most holders have a record, no validity window and at
+/// most three assignments without validity windows. 16 bytes.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct FastHolder {
-    status: HolderStatus,
+pub(crate) struct Hot {
+    pub(crate) status: CredentialStatus,
+    /// `None`: the holder is not inline; read `CredEntry::holder`.
+    holder_status: Option<HolderStatus>,
     lockdown_override: bool,
     len: u8,
     levels: [u32; FAST_LEVELS],
@@ -207,9 +211,18 @@ pub(crate) struct FastHolder {
 
 const FAST_LEVELS: usize = 3;
 
-impl FastHolder {
-    fn of(holder: &HolderEntry) -> Option<Self> {
-        let core = holder.core?;
+impl Hot {
+    fn of(status: CredentialStatus, holder: &HolderEntry) -> Self {
+        let mut hot = Self {
+            status,
+            holder_status: None,
+            lockdown_override: false,
+            len: 0,
+            levels: [0; FAST_LEVELS],
+        };
+        let Some(core) = holder.core else {
+            return hot;
+        };
         if core.validity != Validity::ALWAYS
             || holder.assignments.len() > FAST_LEVELS
             || holder
@@ -217,29 +230,34 @@ impl FastHolder {
                 .iter()
                 .any(|a| a.validity != Validity::ALWAYS)
         {
-            return None;
+            return hot;
         }
-        let mut levels = [0; FAST_LEVELS];
-        for (slot, a) in levels.iter_mut().zip(holder.assignments.iter()) {
+        for (slot, a) in hot.levels.iter_mut().zip(holder.assignments.iter()) {
             *slot = a.level;
         }
-        Some(Self {
-            status: core.status,
-            lockdown_override: core.lockdown_override,
-            len: holder.assignments.len() as u8,
-            levels,
+        hot.holder_status = Some(core.status);
+        hot.lockdown_override = core.lockdown_override;
+        hot.len = holder.assignments.len() as u8;
+        hot
+    }
+
+    /// Whether the holder is inline.
+    #[inline]
+    pub(crate) fn is_inline(&self) -> bool {
+        self.holder_status.is_some()
+    }
+
+    /// The inline holder's core, if it is inline.
+    #[inline]
+    pub(crate) fn core(&self) -> Option<HolderCore> {
+        self.holder_status.map(|status| HolderCore {
+            status,
+            validity: Validity::ALWAYS,
+            lockdown_override: self.lockdown_override,
         })
     }
 
-    #[inline]
-    pub(crate) fn core(&self) -> HolderCore {
-        HolderCore {
-            status: self.status,
-            validity: Validity::ALWAYS,
-            lockdown_override: self.lockdown_override,
-        }
-    }
-
+    /// The inline holder's assignments (empty when not inline).
     #[inline]
     pub(crate) fn assignments(&self) -> impl Iterator<Item = AssignmentEntry> + '_ {
         self.levels
@@ -399,30 +417,60 @@ impl Snapshot {
 /// versions and the decisions that read it.
 ///
 /// Reading never blocks and never waits for the writer (`arc-swap`).
+///
+/// Besides the snapshot it keeps the latest instant the source confirmed
+/// the current snapshot is up to date, so an idle source (a stream with no
+/// changes) does not make fresh data look old: a snapshot's age is
+/// `now - fresh_as_of(snapshot)`.
 #[derive(Debug)]
-pub struct SharedSnapshot(ArcSwap<Snapshot>);
+pub struct SharedSnapshot {
+    current: ArcSwap<Snapshot>,
+    confirmed_ms: AtomicI64,
+}
 
 impl SharedSnapshot {
     /// Starts with `snapshot`.
     pub fn new(snapshot: Snapshot) -> Self {
-        Self(ArcSwap::from_pointee(snapshot))
+        let confirmed_ms = AtomicI64::new(snapshot.as_of().as_millisecond());
+        Self {
+            current: ArcSwap::from_pointee(snapshot),
+            confirmed_ms,
+        }
     }
 
     /// The current snapshot. Hold the guard for one decision, not longer:
     /// a long-held guard keeps an old version alive.
     #[inline]
     pub fn load(&self) -> Guard<Arc<Snapshot>> {
-        self.0.load()
+        self.current.load()
     }
 
     /// The current snapshot as an owned `Arc`.
     pub fn load_full(&self) -> Arc<Snapshot> {
-        self.0.load_full()
+        self.current.load_full()
     }
 
     /// Replaces the current snapshot.
     pub fn store(&self, snapshot: Arc<Snapshot>) {
-        self.0.store(snapshot);
+        self.confirmed_ms
+            .fetch_max(snapshot.as_of().as_millisecond(), Ordering::Relaxed);
+        self.current.store(snapshot);
+    }
+
+    /// Records that the source confirmed, at `at`, that nothing changed
+    /// since the current snapshot (an empty stream read). Never moves the
+    /// instant backwards.
+    pub fn confirm(&self, at: Timestamp) {
+        self.confirmed_ms
+            .fetch_max(at.as_millisecond(), Ordering::Relaxed);
+    }
+
+    /// The instant `snapshot` (a version loaded from here) is known to be
+    /// current: its own `as_of`, or a later confirmation.
+    pub fn fresh_as_of(&self, snapshot: &Snapshot) -> Timestamp {
+        let confirmed = self.confirmed_ms.load(Ordering::Relaxed);
+        let ms = confirmed.max(snapshot.as_of().as_millisecond());
+        Timestamp::from_millisecond(ms).unwrap_or(snapshot.as_of())
     }
 }
 
@@ -724,11 +772,10 @@ impl SnapshotBuilder {
                     .insert_unique(hash, Arc::clone(&entry), |e| hasher.hash_one(&*e.id));
             }
         }
-        let fast = FastHolder::of(&entry);
         for key in &entry.creds {
             self.creds.update(key, |cred| {
+                cred.hot = Hot::of(cred.hot.status, &entry);
                 cred.holder = Arc::clone(&entry);
-                cred.fast = fast;
             });
         }
         Some(entry)
@@ -769,8 +816,7 @@ impl SnapshotBuilder {
         self.creds.insert(
             key,
             CredEntry {
-                status: r.status,
-                fast: FastHolder::of(&holder),
+                hot: Hot::of(r.status, &holder),
                 extras,
                 holder,
             },
@@ -999,4 +1045,16 @@ fn build_topology(small: &SmallRecords, level_ids: &LevelIds) -> Topology {
 
     t.problems = problems;
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_entries_stay_small() {
+        // The credential table's size is the engine's memory footprint.
+        assert_eq!(std::mem::size_of::<Hot>(), 16);
+        assert_eq!(std::mem::size_of::<CredEntry>(), 32);
+    }
 }

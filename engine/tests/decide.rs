@@ -573,3 +573,27 @@ fn concurrent_holders_do_not_interfere() {
         }
     });
 }
+
+#[test]
+fn a_confirmed_snapshot_is_fresh_without_a_new_version() {
+    use accessd_engine::SharedSnapshot;
+    let mut builder = builder_for(EXAMPLE);
+    let shared = SharedSnapshot::new(builder.publish(ts("2026-11-30T00:00:00Z")));
+    let snap = shared.load_full();
+    assert_eq!(shared.fresh_as_of(&snap), ts("2026-11-30T00:00:00Z"));
+    // The source read an empty stream a minute later: same version, fresher.
+    shared.confirm(ts("2026-11-30T00:01:00Z"));
+    assert_eq!(shared.fresh_as_of(&snap), ts("2026-11-30T00:01:00Z"));
+    assert_eq!(shared.load().version(), snap.version());
+    // Confirmations never go backwards.
+    shared.confirm(ts("2026-11-29T00:00:00Z"));
+    assert_eq!(shared.fresh_as_of(&snap), ts("2026-11-30T00:01:00Z"));
+    // A new version carries its own as_of.
+    shared.store(std::sync::Arc::new(
+        builder.publish(ts("2026-11-30T00:02:00Z")),
+    ));
+    assert_eq!(
+        shared.fresh_as_of(&shared.load()),
+        ts("2026-11-30T00:02:00Z")
+    );
+}

@@ -621,6 +621,9 @@ impl<B: Backend> Loader<B> {
                 Ok(round) => {
                     backoff.reset();
                     confirmed = Instant::now();
+                    // The stream was read to its end as of `as_of` (taken
+                    // before the read): the snapshot is that fresh.
+                    shared.confirm(as_of);
                     metrics::gauge!(m::SOURCE_STALENESS_SECONDS).set(0.0);
                     if round.records == 0
                         && wait_or_shutdown(self.config.poll_interval, shutdown).await

@@ -114,7 +114,7 @@ pub(crate) async fn snapshot_gauges(shared: Arc<SharedSnapshot>) {
         let snapshot = shared.load();
         metrics::gauge!("accessd_snapshot_version").set(snapshot.version() as f64);
         metrics::gauge!("accessd_snapshot_age_seconds")
-            .set(f64::from(age_ms(&snapshot, Timestamp::now())) / 1000.0);
+            .set(f64::from(age_ms(&shared, &snapshot, Timestamp::now())) / 1000.0);
     }
 }
 

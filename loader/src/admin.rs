@@ -59,6 +59,15 @@ pub struct Admin {
     backend: AwsBackend,
 }
 
+/// What [`Admin::export`] read.
+#[derive(Debug, Default)]
+pub struct Export {
+    /// Every item that follows the schema, as records.
+    pub records: Vec<Record>,
+    /// Every item that does not, with what is wrong with it.
+    pub rejected: Vec<ItemError>,
+}
+
 impl Admin {
     /// Admin writes through `backend`'s client, to its table.
     pub fn new(backend: AwsBackend) -> Self {
@@ -67,6 +76,27 @@ impl Admin {
 
     fn table(&self) -> &str {
         self.backend.table()
+    }
+
+    /// Reads the whole table (a consistent-enough scan: concurrent writes
+    /// may or may not be included) as records, for a site file.
+    pub async fn export(&self) -> Result<Export, AdminError> {
+        use crate::backend::Backend;
+        let mut out = Export::default();
+        let mut start = None;
+        loop {
+            let page = self.backend.scan(0, 1, start).await?;
+            for item in &page.items {
+                match crate::item::record_of(item) {
+                    Ok(record) => out.records.push(record),
+                    Err(e) => out.rejected.push(e),
+                }
+            }
+            match page.last_key {
+                Some(key) => start = Some(key),
+                None => return Ok(out),
+            }
+        }
     }
 
     /// Creates the data table (key `pk`/`sk`, on-demand, stream with

@@ -50,7 +50,7 @@ mod follower;
 pub mod item;
 pub mod metrics;
 
-pub use admin::{Admin, AdminError, BATCH_LIMIT};
+pub use admin::{Admin, AdminError, BATCH_LIMIT, Export};
 pub use aws::{AwsBackend, AwsSettings, sdk_config};
 pub use backend::{
     Backend, EventKind, Position, RecordsPage, ScanPage, ShardInfo, SourceError, StreamPage,

@@ -74,6 +74,14 @@ enum Action {
         #[arg(long)]
         site: PathBuf,
     },
+    /// Write the whole table as a site file (for an offline gateway, a
+    /// backup, or `accessd decide` replays). Items that do not follow the
+    /// schema are listed on stderr and left out.
+    Export {
+        /// The site file to write; `-` for standard output.
+        #[arg(long)]
+        site: PathBuf,
+    },
     /// Revoke a credential (permanently withdrawn).
     Revoke {
         /// The card: FORMAT:FACILITY:NUMBER or uid:HEX.
@@ -157,6 +165,28 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 let file = super::site::read_site(&site)?;
                 admin.put_all(&file.records, |_| {}).await?;
                 println!("imported {} records", file.records.len());
+            }
+            Action::Export { site } => {
+                let export = admin.export().await?;
+                for e in &export.rejected {
+                    eprintln!("left out: {e}");
+                }
+                let text = accessd_engine::SiteFile::to_toml(&export.records)?;
+                // Check what we write reads back, so an export is a site file.
+                accessd_engine::SiteFile::parse(&text)
+                    .context("the table's records do not form a valid site file")?;
+                if site.as_os_str() == "-" {
+                    print!("{text}");
+                } else {
+                    std::fs::write(&site, text)
+                        .with_context(|| format!("cannot write `{}`", site.display()))?;
+                    eprintln!(
+                        "exported {} records to {} ({} item(s) left out)",
+                        export.records.len(),
+                        site.display(),
+                        export.rejected.len()
+                    );
+                }
             }
             Action::Revoke { card } => set(&admin, card, CredentialStatus::Revoked).await?,
             Action::Suspend { card } => set(&admin, card, CredentialStatus::Suspended).await?,

@@ -563,3 +563,55 @@ async fn live_changes_reach_a_running_quic_server() {
     server.shutdown().await;
     source.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_site_survives_an_import_and_an_export() {
+    // Site file → table (`accessd admin import`) → site file (`accessd
+    // admin export`): the same records, so the same decisions.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/examples/site.toml");
+    let original =
+        accessd_engine::SiteFile::parse(&std::fs::read_to_string(example).unwrap()).unwrap();
+    let (_admin, _backend) = table("it-export", &[]).await;
+    let out = std::env::temp_dir().join(format!("accessd-export-{}.toml", std::process::id()));
+    let endpoint = moto().endpoint.clone();
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_accessd"))
+            .args([
+                "admin",
+                "--table",
+                "it-export",
+                "--endpoint-url",
+                &endpoint,
+                "--region",
+                "us-east-1",
+            ])
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    tokio::task::block_in_place(|| {
+        run(&["import", "--site", example]);
+        run(&["export", "--site", out.to_str().unwrap()]);
+    });
+    let exported = accessd_engine::SiteFile::parse(&std::fs::read_to_string(&out).unwrap())
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::remove_file(&out).ok();
+    let by_key = |records: &[Record]| {
+        records
+            .iter()
+            .map(|r| (r.key(), r.clone()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    assert_eq!(exported.records.len(), original.records.len());
+    assert!(
+        by_key(&exported.records) == by_key(&original.records),
+        "records differ"
+    );
+}

@@ -93,7 +93,7 @@ pub fn decide(
     // cache miss at a million holders) when there is no inline copy.
     let core = match hot.core() {
         Some(core) => Some(core),
-        None => holder.core,
+        None => holder.core(),
     };
     let Some(core) = core else {
         return deny(Reason::HolderUnknown);
@@ -123,7 +123,7 @@ pub fn decide(
     let assignments = if hot.is_inline() {
         Either::Fast(hot.assignments())
     } else {
-        Either::Full(holder.assignments.iter().copied())
+        Either::Full(holder.assignments())
     };
     for assignment in assignments {
         let Some(Some(level)) = topo.levels.get(assignment.level as usize) else {
@@ -168,7 +168,7 @@ pub fn decide(
         && area.passback != PassbackMode::None
     {
         let passage = presence.pass(
-            &holder.id,
+            holder.id(),
             &area.id,
             reader.direction == Direction::In,
             now_ms,

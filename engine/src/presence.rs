@@ -52,38 +52,47 @@ impl Presence {
     /// system where the holder is.
     pub(crate) fn pass(
         &self,
-        holder: &Arc<str>,
+        holder: &str,
         area: &Arc<str>,
         entering: bool,
         now_ms: i64,
         reset_after_ms: Option<i64>,
         hard: bool,
     ) -> Passage {
-        let mut areas = self.map.entry(Arc::clone(holder)).or_default();
-        let slot = areas.iter_mut().find(|p| p.area == *area);
-        let violation = slot.as_ref().is_some_and(|p| {
-            let fresh = reset_after_ms.is_none_or(|reset| now_ms - p.at_ms < reset);
-            fresh && p.inside == entering
-        });
-        if violation && hard {
-            return Passage::Refused;
-        }
-        match slot {
-            Some(p) => {
-                p.inside = entering;
-                p.at_ms = now_ms;
+        let passage = |areas: &mut Vec<AreaPresence>| {
+            let slot = areas.iter_mut().find(|p| p.area == *area);
+            let violation = slot.as_ref().is_some_and(|p| {
+                let fresh = reset_after_ms.is_none_or(|reset| now_ms - p.at_ms < reset);
+                fresh && p.inside == entering
+            });
+            if violation && hard {
+                return Passage::Refused;
             }
-            None => areas.push(AreaPresence {
-                area: Arc::clone(area),
-                inside: entering,
-                at_ms: now_ms,
-            }),
+            match slot {
+                Some(p) => {
+                    p.inside = entering;
+                    p.at_ms = now_ms;
+                }
+                None => areas.push(AreaPresence {
+                    area: Arc::clone(area),
+                    inside: entering,
+                    at_ms: now_ms,
+                }),
+            }
+            if violation {
+                Passage::Violation
+            } else {
+                Passage::Ok
+            }
+        };
+        // The entry's lock makes the check and the update one step. A holder
+        // seen before needs no allocation; `entry` covers a first passage
+        // racing another one.
+        if let Some(mut areas) = self.map.get_mut(holder) {
+            return passage(&mut areas);
         }
-        if violation {
-            Passage::Violation
-        } else {
-            Passage::Ok
-        }
+        let mut areas = self.map.entry(Arc::from(holder)).or_default();
+        passage(&mut areas)
     }
 
     /// Whether `holder` is known to be inside `area` (for tests and

@@ -149,22 +149,104 @@ pub(crate) struct Topology {
 }
 
 /// A cardholder as decisions need it, shared by all its credentials.
+///
+/// Laid out for memory, since there are about as many holders as
+/// credentials: the common parts (status, level numbers) are plain, the
+/// rare ones (validity windows) are boxed and absent when unused, and an
+/// empty boxed slice allocates nothing.
 #[derive(Debug)]
 pub(crate) struct HolderEntry {
-    pub(crate) id: Arc<str>,
+    id: Box<str>,
     /// `None` while no cardholder record exists for this id.
-    pub(crate) core: Option<HolderCore>,
-    /// Sorted by level number.
-    pub(crate) assignments: Box<[AssignmentEntry]>,
+    status: Option<HolderStatus>,
+    lockdown_override: bool,
+    /// Levels assigned without a validity window, sorted.
+    levels: Box<[u32]>,
+    /// Validity windows, for the few holders that have any.
+    rare: Option<Box<Rare>>,
     /// INVARIANT(holder-arc): the keys of every credential whose entry
     /// holds this entry. The builder's reverse index, kept here so that it
     /// costs no second map.
     creds: Box<[CredentialKey]>,
 }
 
+/// The rare parts of a holder, in one allocation.
+#[derive(Debug)]
+struct Rare {
+    /// The holder's own validity.
+    validity: Validity,
+    /// Assignments with a validity window, sorted by level.
+    timed: Box<[AssignmentEntry]>,
+}
+
 impl HolderEntry {
+    fn new(id: Box<str>, parts: HolderParts) -> Self {
+        let (core, assignments, creds) = (parts.core, parts.assignments, parts.creds);
+        let levels = assignments
+            .iter()
+            .filter(|a| a.validity == Validity::ALWAYS)
+            .map(|a| a.level)
+            .collect();
+        let timed: Box<[AssignmentEntry]> = assignments
+            .iter()
+            .filter(|a| a.validity != Validity::ALWAYS)
+            .copied()
+            .collect();
+        let validity = core.map_or(Validity::ALWAYS, |c| c.validity);
+        let rare = (validity != Validity::ALWAYS || !timed.is_empty())
+            .then(|| Box::new(Rare { validity, timed }));
+        Self {
+            id,
+            status: core.map(|c| c.status),
+            lockdown_override: core.is_some_and(|c| c.lockdown_override),
+            levels,
+            rare,
+            creds: creds.into_boxed_slice(),
+        }
+    }
+
+    /// The parts, for a change; sorted by level.
+    fn parts(&self) -> HolderParts {
+        let mut assignments: Vec<AssignmentEntry> = self.assignments().collect();
+        assignments.sort_by_key(|a| a.level);
+        HolderParts {
+            core: self.core(),
+            assignments,
+            creds: self.creds.to_vec(),
+        }
+    }
+
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Status, validity and override; `None` without a cardholder record.
+    #[inline]
+    pub(crate) fn core(&self) -> Option<HolderCore> {
+        self.status.map(|status| HolderCore {
+            status,
+            validity: self.rare.as_ref().map_or(Validity::ALWAYS, |r| r.validity),
+            lockdown_override: self.lockdown_override,
+        })
+    }
+
+    /// Every assignment, in no particular order.
+    #[inline]
+    pub(crate) fn assignments(&self) -> impl Iterator<Item = AssignmentEntry> + '_ {
+        self.levels
+            .iter()
+            .map(|&level| AssignmentEntry {
+                level,
+                validity: Validity::ALWAYS,
+            })
+            .chain(self.rare.iter().flat_map(|r| r.timed.iter().copied()))
+    }
+
     fn is_empty(&self) -> bool {
-        self.core.is_none() && self.assignments.is_empty() && self.creds.is_empty()
+        self.status.is_none()
+            && self.levels.is_empty()
+            && self.rare.is_none()
+            && self.creds.is_empty()
     }
 }
 
@@ -220,24 +302,18 @@ impl Hot {
             len: 0,
             levels: [0; FAST_LEVELS],
         };
-        let Some(core) = holder.core else {
+        let Some(core) = holder.core() else {
             return hot;
         };
-        if core.validity != Validity::ALWAYS
-            || holder.assignments.len() > FAST_LEVELS
-            || holder
-                .assignments
-                .iter()
-                .any(|a| a.validity != Validity::ALWAYS)
-        {
+        if holder.rare.is_some() || holder.levels.len() > FAST_LEVELS {
             return hot;
         }
-        for (slot, a) in hot.levels.iter_mut().zip(holder.assignments.iter()) {
-            *slot = a.level;
+        for (slot, level) in hot.levels.iter_mut().zip(holder.levels.iter()) {
+            *slot = *level;
         }
         hot.holder_status = Some(core.status);
         hot.lockdown_override = core.lockdown_override;
-        hot.len = holder.assignments.len() as u8;
+        hot.len = holder.levels.len() as u8;
         hot
     }
 
@@ -682,7 +758,7 @@ impl SnapshotBuilder {
             }
             RecordKey::Credential(key) => {
                 if let Some(old) = self.creds.remove(&key) {
-                    self.modify_holder(&old.holder.id, |h| h.creds.retain(|k| *k != key));
+                    self.modify_holder(old.holder.id(), |h| h.creds.retain(|k| *k != key));
                 }
                 false
             }
@@ -698,7 +774,7 @@ impl SnapshotBuilder {
 
     fn find_holder(&self, id: &str) -> Option<&Arc<HolderEntry>> {
         let hash = self.hasher.hash_one(id);
-        self.holders.find(hash, |e| &*e.id == id)
+        self.holders.find(hash, |e| e.id() == id)
     }
 
     /// Changes holder `id` (created empty if it does not exist) with `f`,
@@ -714,18 +790,12 @@ impl SnapshotBuilder {
         let hasher = &self.hasher;
         // Fast path: an entry no snapshot and no credential shares (a
         // holder still being built up during a bootstrap) changes in place.
-        if let Ok(mut slot) = self.holders.find_entry(hash, |e| &*e.id == id)
+        if let Ok(mut slot) = self.holders.find_entry(hash, |e| e.id() == id)
             && let Some(unique) = Arc::get_mut(slot.get_mut())
         {
-            let mut parts = HolderParts {
-                core: unique.core,
-                assignments: std::mem::take(&mut unique.assignments).into_vec(),
-                creds: std::mem::take(&mut unique.creds).into_vec(),
-            };
+            let mut parts = unique.parts();
             f(&mut parts);
-            unique.core = parts.core;
-            unique.assignments = parts.assignments.into_boxed_slice();
-            unique.creds = parts.creds.into_boxed_slice();
+            *unique = HolderEntry::new(std::mem::take(&mut unique.id), parts);
             if unique.is_empty() {
                 slot.remove();
                 return None;
@@ -733,17 +803,10 @@ impl SnapshotBuilder {
             // Unique, so no credential entry holds it: nothing to repoint.
             return Some(Arc::clone(slot.get()));
         }
-        let (id, mut parts) = match self.holders.find(hash, |e| &*e.id == id) {
-            Some(old) => (
-                Arc::clone(&old.id),
-                HolderParts {
-                    core: old.core,
-                    assignments: old.assignments.to_vec(),
-                    creds: old.creds.to_vec(),
-                },
-            ),
+        let (id, mut parts) = match self.holders.find(hash, |e| e.id() == id) {
+            Some(old) => (old.id.clone(), old.parts()),
             None => (
-                Arc::from(id),
+                Box::from(id),
                 HolderParts {
                     core: None,
                     assignments: Vec::new(),
@@ -752,12 +815,7 @@ impl SnapshotBuilder {
             ),
         };
         f(&mut parts);
-        let entry = Arc::new(HolderEntry {
-            id,
-            core: parts.core,
-            assignments: parts.assignments.into_boxed_slice(),
-            creds: parts.creds.into_boxed_slice(),
-        });
+        let entry = Arc::new(HolderEntry::new(id, parts));
         let found = self.holders.find_entry(hash, |e| e.id == entry.id);
         if entry.is_empty() {
             if let Ok(slot) = found {
@@ -769,7 +827,7 @@ impl SnapshotBuilder {
             Ok(mut slot) => *slot.get_mut() = Arc::clone(&entry),
             Err(_) => {
                 self.holders
-                    .insert_unique(hash, Arc::clone(&entry), |e| hasher.hash_one(&*e.id));
+                    .insert_unique(hash, Arc::clone(&entry), |e| hasher.hash_one(e.id()));
             }
         }
         for key in &entry.creds {
@@ -792,7 +850,10 @@ impl SnapshotBuilder {
 
     fn upsert_credential(&mut self, r: CredentialRecord) {
         let key = r.card;
-        let previous = self.creds.get(&key).map(|old| Arc::clone(&old.holder.id));
+        let previous = self
+            .creds
+            .get(&key)
+            .map(|old| Box::<str>::from(old.holder.id()));
         if let Some(old) = &previous
             && **old != *r.holder
         {
@@ -1056,5 +1117,6 @@ mod tests {
         // The credential table's size is the engine's memory footprint.
         assert_eq!(std::mem::size_of::<Hot>(), 16);
         assert_eq!(std::mem::size_of::<CredEntry>(), 32);
+        assert_eq!(std::mem::size_of::<HolderEntry>(), 64);
     }
 }

@@ -689,8 +689,17 @@ impl SnapshotBuilder {
     ) -> Vec<(Change, ApplyError)> {
         let mut refused = Vec::new();
         for change in changes {
-            if let Err(e) = self.apply(change.clone()) {
+            // Check first, so a refused change can be handed back without
+            // cloning every accepted one.
+            if let Change::Upsert(record) = &change
+                && let Err(e) = validate(record)
+            {
                 refused.push((change, e));
+                continue;
+            }
+            match change {
+                Change::Upsert(record) => self.upsert_valid(record),
+                Change::Delete(key) => self.delete(key),
             }
         }
         refused
@@ -698,6 +707,12 @@ impl SnapshotBuilder {
 
     fn upsert(&mut self, record: Record) -> Result<(), ApplyError> {
         validate(&record)?;
+        self.upsert_valid(record);
+        Ok(())
+    }
+
+    /// Upserts a record that passed [`validate`].
+    fn upsert_valid(&mut self, record: Record) {
         let small = &mut self.small;
         match record {
             Record::Site(r) => drop(small.sites.insert(r.id.clone(), r)),
@@ -710,11 +725,11 @@ impl SnapshotBuilder {
             Record::AccessLevel(r) => drop(small.levels.insert(r.id.clone(), r)),
             Record::Cardholder(r) => {
                 self.upsert_holder(r);
-                return Ok(());
+                return;
             }
             Record::Credential(r) => {
                 self.upsert_credential(r);
-                return Ok(());
+                return;
             }
             Record::Assignment(r) => {
                 let entry = AssignmentEntry {
@@ -734,11 +749,10 @@ impl SnapshotBuilder {
                         Err(i) => h.assignments.insert(i, entry),
                     }
                 });
-                return Ok(());
+                return;
             }
         }
         self.small_dirty = true;
-        Ok(())
     }
 
     fn delete(&mut self, key: RecordKey) {

@@ -157,6 +157,20 @@ pub enum Day {
 }
 
 impl Day {
+    /// Every day, Monday first.
+    pub const ALL: [Day; 7] = [
+        Day::Mon,
+        Day::Tue,
+        Day::Wed,
+        Day::Thu,
+        Day::Fri,
+        Day::Sat,
+        Day::Sun,
+    ];
+
+    /// Monday to Friday.
+    pub const WEEKDAYS: [Day; 5] = [Day::Mon, Day::Tue, Day::Wed, Day::Thu, Day::Fri];
+
     /// Monday is 0, Sunday is 6.
     pub fn index(self) -> usize {
         self as usize

@@ -85,16 +85,8 @@ fn iv(days: &[Day], start: Time, end: Time) -> Interval {
     }
 }
 
-const WEEKDAYS: [Day; 5] = [Day::Mon, Day::Tue, Day::Wed, Day::Thu, Day::Fri];
-const ALL_DAYS: [Day; 7] = [
-    Day::Mon,
-    Day::Tue,
-    Day::Wed,
-    Day::Thu,
-    Day::Fri,
-    Day::Sat,
-    Day::Sun,
-];
+const WEEKDAYS: [Day; 5] = Day::WEEKDAYS;
+const ALL_DAYS: [Day; 7] = Day::ALL;
 
 /// The schedule ids, from most to least restrictive.
 pub const SCHEDULES: [&str; 6] = [

@@ -98,20 +98,12 @@ fn record(op: &Op) -> Record {
             Record::Schedule(ScheduleRecord {
                 id: format!("sc{}", i % SCHEDULES),
                 intervals: vec![Interval {
-                    days: [
-                        Day::Mon,
-                        Day::Tue,
-                        Day::Wed,
-                        Day::Thu,
-                        Day::Fri,
-                        Day::Sat,
-                        Day::Sun,
-                    ]
-                    .into_iter()
-                    .enumerate()
-                    .filter(|(d, _)| (v + d) % 3 != 0)
-                    .map(|(_, d)| d)
-                    .collect(),
+                    days: Day::ALL
+                        .into_iter()
+                        .enumerate()
+                        .filter(|(d, _)| (v + d) % 3 != 0)
+                        .map(|(_, d)| d)
+                        .collect(),
                     start: Time::constant(start, 0, 0, 0),
                     end: Time::constant((start + 4 + (v % 5) as i8) % 24, 30, 0, 0),
                 }],

@@ -32,15 +32,7 @@ fn card(n: u64) -> CredentialKey {
 
 /// A site where holder `E1` with card 1 may pass reader `r1` at any time.
 fn site() -> Vec<Record> {
-    let all = vec![
-        Day::Mon,
-        Day::Tue,
-        Day::Wed,
-        Day::Thu,
-        Day::Fri,
-        Day::Sat,
-        Day::Sun,
-    ];
+    let all = Day::ALL.to_vec();
     vec![
         Record::Site(SiteRecord {
             id: "hq".into(),

@@ -16,3 +16,4 @@ mod cli;
 mod dynamodb;
 mod quic;
 mod support;
+mod telemetry;

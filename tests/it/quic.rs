@@ -38,7 +38,7 @@ fn example() -> Snapshot {
     example_builder().publish(ts("2026-11-30T00:00:00Z"))
 }
 
-async fn example_server() -> (TestServer, Arc<SharedSnapshot>) {
+pub(crate) async fn example_server() -> (TestServer, Arc<SharedSnapshot>) {
     let shared = Arc::new(SharedSnapshot::new(example()));
     let server = start_server(shared.clone()).await;
     server.set_now(ts(MON_9));
@@ -254,7 +254,7 @@ async fn a_certificate_naming_no_reader_is_closed_with_not_authorized() {
     server.shutdown().await;
 }
 
-fn good_request(id: u32) -> Vec<u8> {
+pub(crate) fn good_request(id: u32) -> Vec<u8> {
     let mut out = Vec::new();
     accessd_protocol::encode_request(
         &mut out,
@@ -273,14 +273,17 @@ fn good_request(id: u32) -> Vec<u8> {
 /// What came back on a raw pipeline: error codes with their request ids,
 /// and the ids of responses.
 #[derive(Debug, Default, PartialEq)]
-struct Seen {
-    errors: Vec<(ErrorCode, u32)>,
-    responses: Vec<u32>,
+pub(crate) struct Seen {
+    pub(crate) errors: Vec<(ErrorCode, u32)>,
+    pub(crate) responses: Vec<u32>,
 }
 
 /// Sends `bytes` then `then` on a fresh stream, finishes it, and collects
 /// every frame until the server ends the stream (or the connection).
-async fn exchange(client: &accessd_protocol::Client, bytes: &[u8]) -> (Seen, Option<ClientError>) {
+pub(crate) async fn exchange(
+    client: &accessd_protocol::Client,
+    bytes: &[u8],
+) -> (Seen, Option<ClientError>) {
     let mut pipe = client.pipeline().await.unwrap();
     pipe.queue_raw(bytes);
     pipe.flush().await.unwrap();

@@ -21,7 +21,8 @@ use crate::presence::{Passage, Presence};
 use crate::schedule::LocalTime;
 use crate::snapshot::{AssignmentEntry, Snapshot, Within};
 
-/// One of two iterators, without boxing.
+/// One of two iterators, without boxing. Not `Option::into_iter().flatten()`
+/// chained after the inline levels: measured 30 % slower per decision.
 enum Either<A, B> {
     Fast(A),
     Full(B),

@@ -664,22 +664,15 @@ impl SnapshotBuilder {
         self.version
     }
 
-    /// Number of credentials currently held.
-    pub fn credential_count(&self) -> usize {
-        self.creds.len()
-    }
-
     /// Applies one change. A record that is invalid on its own (bad time
     /// zone, bad schedule, inverted validity) is refused and changes
     /// nothing; references to other records are resolved at publish time.
     pub fn apply(&mut self, change: Change) -> Result<(), ApplyError> {
-        match change {
-            Change::Upsert(record) => self.upsert(record),
-            Change::Delete(key) => {
-                self.delete(key);
-                Ok(())
-            }
+        if let Change::Upsert(record) = &change {
+            validate(record)?;
         }
+        self.apply_valid(change);
+        Ok(())
     }
 
     /// Applies many changes, returning the refused ones with their errors.
@@ -689,26 +682,25 @@ impl SnapshotBuilder {
     ) -> Vec<(Change, ApplyError)> {
         let mut refused = Vec::new();
         for change in changes {
-            // Check first, so a refused change can be handed back without
-            // cloning every accepted one.
+            // Checked by reference, so a refused change can be handed back
+            // without cloning every accepted one.
             if let Change::Upsert(record) = &change
                 && let Err(e) = validate(record)
             {
                 refused.push((change, e));
                 continue;
             }
-            match change {
-                Change::Upsert(record) => self.upsert_valid(record),
-                Change::Delete(key) => self.delete(key),
-            }
+            self.apply_valid(change);
         }
         refused
     }
 
-    fn upsert(&mut self, record: Record) -> Result<(), ApplyError> {
-        validate(&record)?;
-        self.upsert_valid(record);
-        Ok(())
+    /// Applies a change whose record (if any) passed [`validate`].
+    fn apply_valid(&mut self, change: Change) {
+        match change {
+            Change::Upsert(record) => self.upsert_valid(record),
+            Change::Delete(key) => self.delete(key),
+        }
     }
 
     /// Upserts a record that passed [`validate`].
@@ -801,49 +793,48 @@ impl SnapshotBuilder {
         f: impl FnOnce(&mut HolderParts),
     ) -> Option<Arc<HolderEntry>> {
         let hash = self.hasher.hash_one(id);
-        let hasher = &self.hasher;
-        // Fast path: an entry no snapshot and no credential shares (a
-        // holder still being built up during a bootstrap) changes in place.
-        if let Ok(mut slot) = self.holders.find_entry(hash, |e| e.id() == id)
-            && let Some(unique) = Arc::get_mut(slot.get_mut())
-        {
-            let mut parts = unique.parts();
-            f(&mut parts);
-            *unique = HolderEntry::new(std::mem::take(&mut unique.id), parts);
-            if unique.is_empty() {
-                slot.remove();
-                return None;
+        let entry = match self.holders.find_entry(hash, |e| e.id() == id) {
+            Ok(mut slot) => {
+                // An entry no snapshot and no credential shares (a holder
+                // still being built up during a bootstrap) changes in place;
+                // being unique, it has no credential entry to repoint.
+                if let Some(unique) = Arc::get_mut(slot.get_mut()) {
+                    let mut parts = unique.parts();
+                    f(&mut parts);
+                    *unique = HolderEntry::new(std::mem::take(&mut unique.id), parts);
+                    if unique.is_empty() {
+                        slot.remove();
+                        return None;
+                    }
+                    return Some(Arc::clone(slot.get()));
+                }
+                let mut parts = slot.get().parts();
+                f(&mut parts);
+                let entry = Arc::new(HolderEntry::new(slot.get().id.clone(), parts));
+                if entry.is_empty() {
+                    slot.remove();
+                    return None;
+                }
+                *slot.get_mut() = Arc::clone(&entry);
+                entry
             }
-            // Unique, so no credential entry holds it: nothing to repoint.
-            return Some(Arc::clone(slot.get()));
-        }
-        let (id, mut parts) = match self.holders.find(hash, |e| e.id() == id) {
-            Some(old) => (old.id.clone(), old.parts()),
-            None => (
-                Box::from(id),
-                HolderParts {
+            Err(_) => {
+                let mut parts = HolderParts {
                     core: None,
                     assignments: Vec::new(),
                     creds: Vec::new(),
-                },
-            ),
-        };
-        f(&mut parts);
-        let entry = Arc::new(HolderEntry::new(id, parts));
-        let found = self.holders.find_entry(hash, |e| e.id == entry.id);
-        if entry.is_empty() {
-            if let Ok(slot) = found {
-                slot.remove();
-            }
-            return None;
-        }
-        match found {
-            Ok(mut slot) => *slot.get_mut() = Arc::clone(&entry),
-            Err(_) => {
+                };
+                f(&mut parts);
+                let entry = Arc::new(HolderEntry::new(Box::from(id), parts));
+                if entry.is_empty() {
+                    return None;
+                }
+                let hasher = &self.hasher;
                 self.holders
                     .insert_unique(hash, Arc::clone(&entry), |e| hasher.hash_one(e.id()));
+                entry
             }
-        }
+        };
         for key in &entry.creds {
             self.creds.update(key, |cred| {
                 cred.hot = Hot::of(cred.hot.status, &entry);
@@ -864,14 +855,13 @@ impl SnapshotBuilder {
 
     fn upsert_credential(&mut self, r: CredentialRecord) {
         let key = r.card;
-        let previous = self
+        let moved_from = self
             .creds
             .get(&key)
-            .map(|old| Box::<str>::from(old.holder.id()));
-        if let Some(old) = &previous
-            && **old != *r.holder
-        {
-            self.modify_holder(old, |h| h.creds.retain(|k| *k != key));
+            .filter(|old| old.holder.id() != r.holder)
+            .map(|old| Arc::clone(&old.holder));
+        if let Some(old) = moved_from {
+            self.modify_holder(old.id(), |h| h.creds.retain(|k| *k != key));
         }
         let holder = match self.find_holder(&r.holder) {
             Some(h) if h.creds.contains(&key) => Some(Arc::clone(h)),

@@ -1,23 +1,18 @@
 //! `accessd check`: one decision from a running server, over QUIC.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use accessd_engine::{CredentialKey, Reason, Request, Verdict};
 use accessd_protocol::Client;
 use anyhow::Context;
 
-use super::serve::TlsArgs;
+use super::serve::{ServerArgs, TlsArgs};
 
 /// Arguments of `accessd check`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
-    /// The server's address.
-    #[arg(long, default_value = "127.0.0.1:4433")]
-    server: SocketAddr,
-    /// The name in the server's certificate.
-    #[arg(long, default_value = "localhost")]
-    server_name: String,
+    #[command(flatten)]
+    target: ServerArgs,
     /// The reader id.
     #[arg(long)]
     reader: String,
@@ -44,9 +39,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 async fn check(args: Args) -> anyhow::Result<ExitCode> {
     let tls = args.tls.load()?;
-    let client = Client::connect(args.server, &args.server_name, &tls)
+    let client = Client::connect(args.target.server, &args.target.server_name, &tls)
         .await
-        .with_context(|| format!("cannot connect to `{}`", args.server))?;
+        .with_context(|| format!("cannot connect to `{}`", args.target.server))?;
     let request = Request {
         reader: &args.reader,
         credential: args.card,

@@ -13,7 +13,7 @@ use anyhow::Context;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use super::serve::TlsArgs;
+use super::serve::{ServerArgs, TlsArgs};
 use crate::mix::{self, MixParams};
 
 /// The shape of a load run, shared with `accessd demo`.
@@ -46,12 +46,8 @@ pub(crate) struct Shape {
 /// Arguments of `accessd load`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
-    /// The server's address.
-    #[arg(long, default_value = "127.0.0.1:4433")]
-    server: SocketAddr,
-    /// The name in the server's certificate.
-    #[arg(long, default_value = "localhost")]
-    server_name: String,
+    #[command(flatten)]
+    target: ServerArgs,
     /// The site file the server serves: the mix is drawn from it.
     #[arg(long)]
     site: PathBuf,
@@ -233,7 +229,12 @@ pub(crate) fn mix_params(shape: &Shape) -> MixParams {
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let spec = spec(args.server, &args.server_name, args.duration, &args.shape)?;
+    let spec = spec(
+        args.target.server,
+        &args.target.server_name,
+        args.duration,
+        &args.shape,
+    )?;
     let tls = args.tls.load()?;
     let now = Timestamp::now();
     let snapshot = super::site::load_snapshot(&args.site, now)?;

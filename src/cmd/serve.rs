@@ -36,6 +36,18 @@ impl TlsArgs {
     }
 }
 
+/// Where a client connects: the server's address and the name its
+/// certificate must carry (`accessd check` and `accessd load`).
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct ServerArgs {
+    /// The server's address.
+    #[arg(long, default_value = "127.0.0.1:4433")]
+    pub(crate) server: SocketAddr,
+    /// The name in the server's certificate.
+    #[arg(long, default_value = "localhost")]
+    pub(crate) server_name: String,
+}
+
 /// Arguments of `accessd serve`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {

@@ -3,6 +3,7 @@
 //! protocol crate never learns how snapshots are built or swapped.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use accessd_engine::{Decision, Presence, Reason, Request, SharedSnapshot, Snapshot, decide};
 use accessd_protocol::{Answer, Decider};
@@ -12,14 +13,29 @@ use jiff::Timestamp;
 #[derive(Debug)]
 pub(crate) struct SnapshotDecider {
     snapshot: Arc<SharedSnapshot>,
-    presence: Presence,
+    presence: Arc<Presence>,
+    /// The staleness policy: past this age every decision is a
+    /// `stale_data` deny. `None`: serve data of any age (the age still
+    /// travels with every answer).
+    max_age_ms: Option<u32>,
 }
 
 impl SnapshotDecider {
     pub(crate) fn new(snapshot: Arc<SharedSnapshot>) -> Self {
+        Self::with_policy(snapshot, Arc::default(), None)
+    }
+
+    /// A decider sharing `presence` (so checkpoints can store it) under a
+    /// staleness policy.
+    pub(crate) fn with_policy(
+        snapshot: Arc<SharedSnapshot>,
+        presence: Arc<Presence>,
+        max_staleness: Option<Duration>,
+    ) -> Self {
         Self {
             snapshot,
-            presence: Presence::new(),
+            presence,
+            max_age_ms: max_staleness.map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX)),
         }
     }
 }
@@ -40,14 +56,19 @@ impl Decider for SnapshotDecider {
         let now = Timestamp::now();
         // Version 0 is the empty snapshot of a server that has loaded
         // nothing yet: say so rather than "unknown reader".
+        let age = age_ms(&self.snapshot, &snapshot, now);
         let decision = if snapshot.version() == 0 {
             Decision::deny(Reason::NotReady, 0)
+        } else if self.max_age_ms.is_some_and(|max| age > max) {
+            // The operator chose to refuse rather than grant on data the
+            // source has not confirmed for too long.
+            Decision::deny(Reason::StaleData, snapshot.version())
         } else {
             decide(&snapshot, &self.presence, request, now)
         };
         Answer {
             decision,
-            snapshot_age_ms: age_ms(&self.snapshot, &snapshot, now),
+            snapshot_age_ms: age,
         }
     }
 

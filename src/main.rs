@@ -36,6 +36,8 @@ enum Command {
     BenchDynamodb(cmd::dynamodb_bench::Args),
     /// Serve decisions over QUIC (mutual TLS) from a site file.
     Serve(cmd::serve::Args),
+    /// Inspect or verify a checkpoint file.
+    Checkpoint(cmd::checkpoint::Args),
     /// Ask a running server for one decision.
     Check(cmd::check::Args),
     /// Load-test a running server; latency histogram and throughput.
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         Command::BenchDynamodb(args) => cmd::dynamodb_bench::run(args),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Check(args) => cmd::check::run(args),
+        Command::Checkpoint(args) => cmd::checkpoint::run(args),
         Command::Load(args) => cmd::load::run(args),
         Command::Certs(args) => cmd::certs::run(args),
         Command::Demo(args) => cmd::demo::run(args),

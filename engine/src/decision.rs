@@ -131,6 +131,11 @@ reasons! {
     /// No data has been loaded yet (set by the server before the first
     /// snapshot).
     NotReady = 121, "not_ready";
+    /// The data is older than the server's staleness policy allows
+    /// (`serve --max-staleness`): the source could not confirm it for too
+    /// long, so the server refuses rather than grant on old data. Set by
+    /// the server, never by `decide`.
+    StaleData = 122, "stale_data";
 }
 
 /// A reason name that is not in the table.

@@ -79,7 +79,7 @@ pub use model::{
     SiteRecord,
 };
 pub use pin::{MAX_PIN_DIGITS, MIN_PIN_DIGITS, PinError, PinHash, is_valid_pin};
-pub use presence::Presence;
+pub use presence::{Presence, PresenceEntry};
 pub use schedule::ScheduleError;
 pub use site::{SECTIONS, SiteError, SiteFile, SiteProblem};
 pub use snapshot::{ApplyError, SharedSnapshot, Snapshot, SnapshotBuilder, SnapshotStats};

@@ -7,6 +7,7 @@
 //! readers deciding for the same holder at once cannot both pass an entry.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 
@@ -34,6 +35,22 @@ pub(crate) enum Passage {
 #[derive(Debug, Default)]
 pub struct Presence {
     map: DashMap<Arc<str>, Vec<AreaPresence>, foldhash::fast::RandomState>,
+    /// Bumped on every recorded passage, so a checkpoint writer can tell
+    /// whether anything changed since it last looked.
+    generation: AtomicU64,
+}
+
+/// One holder's last known state in one area, as checkpoints store it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PresenceEntry {
+    /// The cardholder id.
+    pub holder: String,
+    /// The anti-passback area id.
+    pub area: String,
+    /// Inside (`true`) or out.
+    pub inside: bool,
+    /// When the passage was recorded, in milliseconds since the epoch.
+    pub at_ms: i64,
 }
 
 impl Presence {
@@ -68,6 +85,7 @@ impl Presence {
             if violation && hard {
                 return Passage::Refused;
             }
+            self.generation.fetch_add(1, Ordering::Relaxed);
             match slot {
                 Some(p) => {
                     p.inside = entering;
@@ -107,6 +125,50 @@ impl Presence {
     /// anti-passback" for one person).
     pub fn forget(&self, holder: &str) {
         self.map.remove(holder);
+    }
+
+    /// Every holder's known state in every area, in no particular order
+    /// (for checkpoints).
+    pub fn entries(&self) -> Vec<PresenceEntry> {
+        let mut out = Vec::with_capacity(self.map.len());
+        for item in &self.map {
+            for p in item.value() {
+                out.push(PresenceEntry {
+                    holder: item.key().to_string(),
+                    area: p.area.to_string(),
+                    inside: p.inside,
+                    at_ms: p.at_ms,
+                });
+            }
+        }
+        out
+    }
+
+    /// Adds `entries` (from a checkpoint). A holder and area known already
+    /// keeps the later of the two states.
+    pub fn restore(&self, entries: impl IntoIterator<Item = PresenceEntry>) {
+        for e in entries {
+            let mut areas = self.map.entry(Arc::from(e.holder.as_str())).or_default();
+            match areas.iter_mut().find(|p| *p.area == *e.area) {
+                Some(p) if p.at_ms >= e.at_ms => {}
+                Some(p) => {
+                    p.inside = e.inside;
+                    p.at_ms = e.at_ms;
+                }
+                None => areas.push(AreaPresence {
+                    area: Arc::from(e.area.as_str()),
+                    inside: e.inside,
+                    at_ms: e.at_ms,
+                }),
+            }
+        }
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A number that changes whenever a passage is recorded or entries are
+    /// restored.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
     }
 
     /// Number of holders with known presence.

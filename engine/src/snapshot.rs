@@ -42,6 +42,8 @@ use crate::pin::PinHash;
 use crate::schedule::{CompiledSchedule, ScheduleError};
 use crate::shard::ShardedMap;
 
+mod export;
+
 type FixedState = foldhash::fast::FixedState;
 type RandomState = foldhash::fast::RandomState;
 

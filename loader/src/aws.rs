@@ -18,9 +18,9 @@ use jiff::Timestamp;
 
 use crate::backend::{
     Backend, EventKind, Position, RecordsPage, ScanPage, ShardInfo, SourceError, StreamPage,
-    StreamRecord,
+    StreamRecord, TableStream,
 };
-use crate::item::{Attr, Item};
+use crate::item::{Attr, Item, PK, SK};
 
 /// Where DynamoDB is and who we are to it.
 #[derive(Debug, Clone, Default)]
@@ -140,29 +140,39 @@ impl HasStatus for aws_sdk_dynamodb::config::http::HttpResponse {
 
 macro_rules! attr_conversions {
     ($module:ident, $from:ident, $to:ident, $from_map:ident, $to_map:ident) => {
-        /// SDK attribute value → [`Attr`]; `None` for a type this SDK
-        /// version does not know.
-        pub(crate) fn $from(v: $module::types::AttributeValue) -> Option<Attr> {
+        /// SDK attribute value → [`Attr`]; `Err` names a type this SDK
+        /// version does not know (anywhere inside the value).
+        pub(crate) fn $from(v: $module::types::AttributeValue) -> Result<Attr, String> {
             use $module::types::AttributeValue as V;
-            Some(match v {
+            Ok(match v {
                 V::S(s) => Attr::S(s),
                 V::N(n) => Attr::N(n),
                 V::Bool(b) => Attr::Bool(b),
                 V::Null(_) => Attr::Null,
-                V::L(l) => Attr::L(l.into_iter().filter_map($from).collect()),
-                V::M(m) => Attr::M($from_map(m)),
+                V::L(l) => Attr::L(l.into_iter().map($from).collect::<Result<_, _>>()?),
+                V::M(m) => Attr::M($from_map(m)?),
                 V::Ss(s) => Attr::Ss(s),
                 V::Ns(n) => Attr::Ns(n),
                 V::B(b) => Attr::B(b.into_inner()),
                 V::Bs(bs) => Attr::Bs(bs.into_iter().map(|b| b.into_inner()).collect()),
-                _ => return None,
+                other => return Err(format!("{other:?}").chars().take(40).collect()),
             })
         }
 
-        /// SDK item → [`Item`].
-        pub(crate) fn $from_map(m: HashMap<String, $module::types::AttributeValue>) -> Item {
+        /// SDK item → [`Item`]; `Err` names the first attribute whose type
+        /// this SDK version does not know. Such an item is never read with
+        /// the attribute left out: a missing `valid_until` would widen a
+        /// grant.
+        pub(crate) fn $from_map(
+            m: HashMap<String, $module::types::AttributeValue>,
+        ) -> Result<Item, String> {
             m.into_iter()
-                .filter_map(|(k, v)| $from(v).map(|v| (k, v)))
+                .map(|(k, v)| match $from(v) {
+                    Ok(v) => Ok((k, v)),
+                    Err(kind) => Err(format!(
+                        "attribute `{k}` has a type this build cannot read ({kind})"
+                    )),
+                })
                 .collect()
         }
 
@@ -209,7 +219,7 @@ attr_conversions!(
 );
 
 impl Backend for AwsBackend {
-    async fn stream_arn(&self) -> Result<Option<String>, SourceError> {
+    async fn stream(&self) -> Result<Option<TableStream>, SourceError> {
         let out = self
             .dynamodb
             .describe_table()
@@ -221,11 +231,16 @@ impl Backend for AwsBackend {
             return Err(SourceError::NotFound(format!("table `{}`", self.table)));
         };
         // LatestStreamArn outlives a disabled stream: trust the spec.
-        let enabled = table
-            .stream_specification
-            .as_ref()
-            .is_some_and(|s| s.stream_enabled);
-        Ok(table.latest_stream_arn.filter(|_| enabled))
+        let Some(spec) = table.stream_specification.filter(|s| s.stream_enabled) else {
+            return Ok(None);
+        };
+        let view_type = spec.stream_view_type.map_or_else(
+            || "NEW_AND_OLD_IMAGES".to_owned(),
+            |v| v.as_str().to_owned(),
+        );
+        Ok(table
+            .latest_stream_arn
+            .map(|arn| TableStream { arn, view_type }))
     }
 
     async fn scan(
@@ -246,15 +261,20 @@ impl Backend for AwsBackend {
             .send()
             .await
             .map_err(source_error)?;
-        Ok(ScanPage {
-            items: out
-                .items
-                .unwrap_or_default()
-                .into_iter()
-                .map(item_from_ddb)
-                .collect(),
-            last_key: out.last_evaluated_key.map(item_from_ddb),
-        })
+        let mut page = ScanPage::default();
+        for item in out.items.unwrap_or_default() {
+            let key = key_text(&item);
+            match item_from_ddb(item) {
+                Ok(item) => page.items.push(item),
+                Err(why) => page.unreadable.push(format!("item {key}: {why}")),
+            }
+        }
+        page.last_key = match out.last_evaluated_key.map(item_from_ddb) {
+            Some(Ok(key)) => Some(key),
+            Some(Err(why)) => return Err(SourceError::Other(format!("scan position: {why}"))),
+            None => None,
+        };
+        Ok(page)
     }
 
     async fn describe_stream(
@@ -335,32 +355,140 @@ impl Backend for AwsBackend {
             .records
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|r| {
-                let kind = match r.event_name? {
-                    OperationType::Insert => EventKind::Insert,
-                    OperationType::Modify => EventKind::Modify,
-                    OperationType::Remove => EventKind::Remove,
-                    _ => return None,
-                };
-                let d = r.dynamodb?;
-                Some(StreamRecord {
-                    kind,
-                    keys: d.keys.map(item_from_streams).unwrap_or_default(),
-                    new_image: if kind == EventKind::Remove {
-                        None
-                    } else {
-                        d.new_image.map(item_from_streams)
-                    },
-                    sequence: d.sequence_number?,
-                    created: d.approximate_creation_date_time.and_then(|t| {
-                        Timestamp::new(t.secs(), i32::try_from(t.subsec_nanos()).ok()?).ok()
-                    }),
-                })
-            })
+            .map(stream_record)
             .collect();
         Ok(RecordsPage {
             records,
             next: out.next_shard_iterator,
         })
+    }
+}
+
+/// The key of an SDK item in words (`pk=…, sk=…`), for messages about an
+/// item that cannot be read whole.
+fn key_text(item: &HashMap<String, aws_sdk_dynamodb::types::AttributeValue>) -> String {
+    let part = |name: &str| {
+        item.get(name)
+            .and_then(|v| v.as_s().ok())
+            .map_or("?", |s| s.as_str())
+            .to_owned()
+    };
+    format!("{}={}, {}={}", PK, part(PK), SK, part(SK))
+}
+
+/// An SDK stream record → [`StreamRecord`]. A record that cannot be read
+/// is kept, marked unreadable with the reason, so the loader can remove
+/// its key's record instead of silently skipping a change.
+fn stream_record(r: aws_sdk_dynamodbstreams::types::Record) -> StreamRecord {
+    let mut problems = Vec::new();
+    let kind = match r.event_name {
+        Some(OperationType::Insert) => EventKind::Insert,
+        Some(OperationType::Modify) => EventKind::Modify,
+        Some(OperationType::Remove) => EventKind::Remove,
+        other => {
+            problems.push(format!("unknown event name {other:?}"));
+            EventKind::Modify
+        }
+    };
+    let d = r
+        .dynamodb
+        .unwrap_or_else(|| aws_sdk_dynamodbstreams::types::StreamRecord::builder().build());
+    let keys = match d.keys.map(item_from_streams) {
+        Some(Ok(keys)) => keys,
+        Some(Err(why)) => {
+            problems.push(format!("keys: {why}"));
+            Item::new()
+        }
+        None => {
+            problems.push("no keys".to_owned());
+            Item::new()
+        }
+    };
+    let new_image = if kind == EventKind::Remove {
+        None
+    } else {
+        match d.new_image.map(item_from_streams) {
+            Some(Ok(image)) => Some(image),
+            Some(Err(why)) => {
+                problems.push(format!("new image: {why}"));
+                None
+            }
+            None => {
+                problems.push("no new image".to_owned());
+                None
+            }
+        }
+    };
+    let sequence = d.sequence_number.unwrap_or_else(|| {
+        problems.push("no sequence number".to_owned());
+        String::new()
+    });
+    StreamRecord {
+        kind,
+        keys,
+        new_image,
+        sequence,
+        created: d
+            .approximate_creation_date_time
+            .and_then(|t| Timestamp::new(t.secs(), i32::try_from(t.subsec_nanos()).ok()?).ok()),
+        unreadable: (!problems.is_empty()).then(|| problems.join("; ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_dynamodbstreams::types::{AttributeValue as V, Record, StreamRecord as Sdk};
+
+    use super::*;
+
+    fn keys() -> HashMap<String, V> {
+        HashMap::from([
+            (PK.to_owned(), V::S("cred#h10301:1:1".into())),
+            (SK.to_owned(), V::S("credential".into())),
+        ])
+    }
+
+    fn record(
+        event: OperationType,
+        image: Option<HashMap<String, V>>,
+        seq: Option<&str>,
+    ) -> Record {
+        let mut d = Sdk::builder().set_keys(Some(keys()));
+        d = d.set_new_image(image);
+        d = d.set_sequence_number(seq.map(str::to_owned));
+        Record::builder()
+            .event_name(event)
+            .dynamodb(d.build())
+            .build()
+    }
+
+    #[test]
+    fn a_readable_record_is_kept_whole() {
+        let mut image = keys();
+        image.insert("status".into(), V::S("revoked".into()));
+        let r = stream_record(record(OperationType::Modify, Some(image), Some("7")));
+        assert_eq!(r.unreadable, None);
+        assert_eq!(r.sequence, "7");
+        assert!(r.new_image.is_some_and(|i| i.contains_key("status")));
+    }
+
+    #[test]
+    fn unreadable_records_are_marked_not_dropped() {
+        // (An attribute type the SDK does not know arrives as its private
+        // `Unknown` variant, which a test cannot build; it takes the same
+        // path as a missing image below.)
+        let r = stream_record(record(
+            OperationType::from("BOGUS"),
+            Some(keys()),
+            Some("9"),
+        ));
+        assert!(r.unreadable.unwrap().contains("unknown event name"));
+        let r = stream_record(record(OperationType::Insert, None, Some("10")));
+        assert!(r.unreadable.unwrap().contains("no new image"));
+        let r = stream_record(record(OperationType::Insert, Some(keys()), None));
+        assert!(r.unreadable.unwrap().contains("no sequence number"));
+        // A removal needs no image.
+        let r = stream_record(record(OperationType::Remove, None, Some("11")));
+        assert_eq!(r.unreadable, None);
     }
 }

@@ -14,6 +14,9 @@ use crate::item::Item;
 pub struct ScanPage {
     /// The items of the page.
     pub items: Vec<Item>,
+    /// Items that could not be read at all (an attribute type this build
+    /// does not know), described with their key: skipped and counted.
+    pub unreadable: Vec<String>,
     /// Where the next page starts; `None` when the segment is done.
     pub last_key: Option<Item>,
 }
@@ -63,6 +66,23 @@ pub enum EventKind {
     Remove,
 }
 
+/// The table's stream as DescribeTable reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableStream {
+    /// The stream's ARN.
+    pub arn: String,
+    /// `NEW_AND_OLD_IMAGES`, `NEW_IMAGE`, `OLD_IMAGE` or `KEYS_ONLY`; only
+    /// the first two carry the new item that the loader needs.
+    pub view_type: String,
+}
+
+impl TableStream {
+    /// Whether records of this stream carry the item after the change.
+    pub fn has_new_images(&self) -> bool {
+        matches!(self.view_type.as_str(), "NEW_AND_OLD_IMAGES" | "NEW_IMAGE")
+    }
+}
+
 /// One stream record.
 #[derive(Debug, Clone)]
 pub struct StreamRecord {
@@ -77,6 +97,11 @@ pub struct StreamRecord {
     pub sequence: String,
     /// When the change was made, as DynamoDB approximates it.
     pub created: Option<Timestamp>,
+    /// Why the record cannot be read (unknown event name, no image, an
+    /// attribute type this build does not know); `None` for a good record.
+    /// An unreadable record is never applied as it is: the loader removes
+    /// its key's record, or rebuilds from a scan when it has no key.
+    pub unreadable: Option<String>,
 }
 
 /// One GetRecords answer.
@@ -118,8 +143,8 @@ pub enum SourceError {
 ///
 /// Futures are `Send` so the loader can run on a multi-threaded runtime.
 pub trait Backend: Send + Sync + 'static {
-    /// The ARN of the table's current stream, `None` if streams are off.
-    fn stream_arn(&self) -> impl Future<Output = Result<Option<String>, SourceError>> + Send;
+    /// The table's current stream, `None` if streams are off.
+    fn stream(&self) -> impl Future<Output = Result<Option<TableStream>, SourceError>> + Send;
 
     /// One page of segment `segment` of a parallel scan in `segments`
     /// segments, starting after `start`; pages have the service's default

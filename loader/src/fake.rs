@@ -11,7 +11,7 @@ use jiff::Timestamp;
 
 use crate::backend::{
     Backend, EventKind, Position, RecordsPage, ScanPage, ShardInfo, SourceError, StreamPage,
-    StreamRecord,
+    StreamRecord, TableStream,
 };
 use crate::item::{Attr, Item, PK, SK};
 
@@ -37,6 +37,7 @@ struct State {
     failures: VecDeque<SourceError>,
     get_records_calls: usize,
     iterator_requests: Vec<(String, Position)>,
+    view_type: Option<String>,
 }
 
 /// The fake table and stream. All methods take `&self`; tests drive it
@@ -118,6 +119,29 @@ impl FakeBackend {
     }
 
     fn record(&self, kind: EventKind, key: (String, String), new_image: Option<Item>) {
+        self.push_record(kind, Some(key), new_image, None);
+    }
+
+    /// Appends a stream record that cannot be read (`why`), as AWS could
+    /// send one this build does not understand: with its key, or with no
+    /// key at all. The table itself is not changed.
+    pub fn push_unreadable(&self, key: Option<(&str, &str)>, why: &str) {
+        let key = key.map(|(pk, sk)| (pk.to_owned(), sk.to_owned()));
+        self.push_record(EventKind::Modify, key, None, Some(why.to_owned()));
+    }
+
+    /// Sets the stream's view type (default `NEW_AND_OLD_IMAGES`).
+    pub fn set_view_type(&self, view_type: &str) {
+        self.lock().view_type = Some(view_type.to_owned());
+    }
+
+    fn push_record(
+        &self,
+        kind: EventKind,
+        key: Option<(String, String)>,
+        new_image: Option<Item>,
+        unreadable: Option<String>,
+    ) {
         let mut s = self.lock();
         if s.arn.is_none() {
             return;
@@ -128,14 +152,17 @@ impl FakeBackend {
         let open: Vec<usize> = (0..s.shards.len())
             .filter(|&i| s.shards.get(i).is_some_and(|sh| !sh.closed))
             .collect();
+        let pk = key.as_ref().map_or("", |k| k.0.as_str());
         let pick = open
-            .get(hash(&key.0) as usize % open.len().max(1))
+            .get(hash(pk) as usize % open.len().max(1))
             .copied()
             .unwrap_or(0);
-        let keys = Item::from([
-            (PK.to_owned(), Attr::S(key.0)),
-            (SK.to_owned(), Attr::S(key.1)),
-        ]);
+        let keys = key.map_or_else(Item::new, |key| {
+            Item::from([
+                (PK.to_owned(), Attr::S(key.0)),
+                (SK.to_owned(), Attr::S(key.1)),
+            ])
+        });
         if let Some(shard) = s.shards.get_mut(pick) {
             shard.records.push((
                 seq,
@@ -145,6 +172,7 @@ impl FakeBackend {
                     new_image,
                     sequence: format!("{seq:021}"),
                     created: Some(Timestamp::now()),
+                    unreadable,
                 },
             ));
         }
@@ -209,6 +237,11 @@ impl FakeBackend {
         self.lock().failures.extend(errors);
     }
 
+    /// Failures queued by [`fail_next`](Self::fail_next) not yet returned.
+    pub fn pending_failures(&self) -> usize {
+        self.lock().failures.len()
+    }
+
     /// How many GetRecords calls were made.
     pub fn get_records_calls(&self) -> usize {
         self.lock().get_records_calls
@@ -236,9 +269,16 @@ impl FakeBackend {
 }
 
 impl Backend for FakeBackend {
-    async fn stream_arn(&self) -> Result<Option<String>, SourceError> {
+    async fn stream(&self) -> Result<Option<TableStream>, SourceError> {
         self.fail()?;
-        Ok(self.lock().arn.clone())
+        let s = self.lock();
+        Ok(s.arn.clone().map(|arn| TableStream {
+            arn,
+            view_type: s
+                .view_type
+                .clone()
+                .unwrap_or_else(|| "NEW_AND_OLD_IMAGES".to_owned()),
+        }))
     }
 
     async fn scan(
@@ -262,6 +302,7 @@ impl Backend for FakeBackend {
             .flatten();
         Ok(ScanPage {
             items: items.into_iter().map(|(_, i)| i.clone()).collect(),
+            unreadable: Vec::new(),
             last_key,
         })
     }

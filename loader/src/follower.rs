@@ -21,17 +21,19 @@
 //! really had, item by item.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use accessd_engine::{Change, SharedSnapshot, SnapshotBuilder};
+use accessd_engine::{Change, Presence, SharedSnapshot, Snapshot, SnapshotBuilder};
 use jiff::Timestamp;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::backend::{Backend, EventKind, Position, SourceError};
-use crate::item::{Decoded, Item, decode_stream, record_of};
+use crate::backend::{Backend, EventKind, Position, ScanPage, SourceError, StreamRecord};
+use crate::checkpoint::{self, CheckpointData, CheckpointSource};
+use crate::item::{Decoded, decode_stream, record_of};
 use crate::metrics as m;
 
 /// How the loader reads the table and stream.
@@ -51,8 +53,40 @@ pub struct LoaderConfig {
     /// Longest backoff delay.
     pub backoff_cap: Duration,
     /// Attempts of the first bootstrap before [`Source::start`] gives up on
-    /// transient errors.
+    /// transient errors ([`Source::spawn`] retries forever).
     pub startup_attempts: u32,
+    /// Consecutive failed stream reads after which the follower asks the
+    /// table again for its stream: a re-created table has a new stream, and
+    /// reading the old one would fail forever.
+    pub redescribe_after_failures: u32,
+    /// The wall clock: the freshness of snapshots, stream lag and the age
+    /// of checkpoints are read from it. Tests set their own.
+    pub clock: Clock,
+}
+
+/// A source of wall-clock time, injectable for tests.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> Timestamp + Send + Sync>);
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Self {
+        Self(Arc::new(Timestamp::now))
+    }
+    /// A clock that reads `f`.
+    pub fn new(f: impl Fn() -> Timestamp + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+    /// The current instant.
+    pub fn now(&self) -> Timestamp {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Clock({})", self.now())
+    }
 }
 
 impl Default for LoaderConfig {
@@ -64,6 +98,8 @@ impl Default for LoaderConfig {
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_secs(10),
             startup_attempts: 5,
+            redescribe_after_failures: 3,
+            clock: Clock::system(),
         }
     }
 }
@@ -82,6 +118,13 @@ pub enum LoadError {
     /// too many times in a row.
     #[error("stream changed during bootstrap: {0}")]
     Unstable(String),
+    /// The table's stream does not carry new images (`KEYS_ONLY` or
+    /// `OLD_IMAGE`): every change would look like a removal.
+    #[error(
+        "the table's stream has view type {0}; accessd needs NEW_AND_OLD_IMAGES (or NEW_IMAGE): \
+         disable the stream and enable it again with NEW_AND_OLD_IMAGES"
+    )]
+    ViewType(String),
     /// Shutdown was asked for before the first snapshot was ready.
     #[error("shut down before the first snapshot was ready")]
     ShutDown,
@@ -165,6 +208,20 @@ struct ShardState {
     finished: bool,
 }
 
+/// One shard's position, as checkpoints store it and `accessd checkpoint
+/// inspect` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ShardPosition {
+    /// The shard id.
+    pub id: String,
+    /// Its parent shard, drained before it.
+    pub parent: Option<String>,
+    /// The last sequence number applied; `None`: nothing read from it yet.
+    pub last_sequence: Option<String>,
+    /// Closed and read to its end.
+    pub finished: bool,
+}
+
 /// Where the loader is in the stream: per shard, the last sequence number
 /// applied. Part of a [`Resume`].
 #[derive(Debug, Clone)]
@@ -185,6 +242,43 @@ impl StreamCursor {
         self.shards
             .iter()
             .map(|(id, s)| (id.as_str(), s.last_sequence.as_deref()))
+    }
+
+    /// Every shard's position, with its lineage.
+    pub fn shard_positions(&self) -> Vec<ShardPosition> {
+        self.shards
+            .iter()
+            .map(|(id, s)| ShardPosition {
+                id: id.clone(),
+                parent: s.parent.clone(),
+                last_sequence: s.last_sequence.clone(),
+                finished: s.finished,
+            })
+            .collect()
+    }
+
+    /// A cursor read back from a checkpoint. Iterators do not survive a
+    /// restart: a shard resumes after its last sequence number, and a shard
+    /// nothing was read from yet is replayed from its oldest record (the
+    /// catch-up publishes nothing until it reached the end, so a replay of
+    /// older images is never served).
+    pub fn restored(arn: String, positions: Vec<ShardPosition>) -> Self {
+        let shards = positions
+            .into_iter()
+            .map(|p| {
+                (
+                    p.id,
+                    ShardState {
+                        parent: p.parent,
+                        iterator: None,
+                        last_sequence: p.last_sequence,
+                        start: Position::TrimHorizon,
+                        finished: p.finished,
+                    },
+                )
+            })
+            .collect();
+        Self { arn, shards }
     }
 
     fn readable(&self) -> Vec<String> {
@@ -220,6 +314,12 @@ impl std::fmt::Debug for Resume {
 }
 
 impl Resume {
+    /// A resume point made of a builder (whose last published version is
+    /// the one being served) and a stream position, as read from a
+    /// checkpoint.
+    pub fn new(builder: SnapshotBuilder, cursor: StreamCursor) -> Self {
+        Self { builder, cursor }
+    }
     /// The last published version.
     pub fn version(&self) -> u64 {
         self.builder.version()
@@ -227,6 +327,38 @@ impl Resume {
     /// The stream position.
     pub fn cursor(&self) -> &StreamCursor {
         &self.cursor
+    }
+    /// The builder.
+    pub fn builder(&self) -> &SnapshotBuilder {
+        &self.builder
+    }
+}
+
+/// What the source is doing, for logs, metrics and readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceStatus {
+    /// No data yet: the first bootstrap is running or retrying.
+    Starting,
+    /// Serving a checkpoint (or the last snapshot) while reading the
+    /// stream up to its end before publishing.
+    CatchingUp,
+    /// Following the stream; the last read succeeded.
+    Live,
+    /// Reads are failing; the current snapshot keeps serving and ages.
+    Retrying,
+}
+
+impl SourceStatus {
+    const ALL: [Self; 4] = [Self::Starting, Self::CatchingUp, Self::Live, Self::Retrying];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::CatchingUp => "catching_up",
+            Self::Live => "live",
+            Self::Retrying => "retrying",
+        }
     }
 }
 
@@ -238,10 +370,108 @@ enum RoundError {
     Rebootstrap(String),
 }
 
-#[derive(Default)]
+#[derive(Default, Debug)]
 struct Round {
     records: usize,
     closed_shard: bool,
+    /// A shard could not be read this round (its iterator expired): the
+    /// round does not prove the snapshot is current.
+    incomplete: bool,
+}
+
+/// Where and how often the loader writes checkpoints.
+#[derive(Debug, Clone)]
+pub struct CheckpointConfig {
+    /// The checkpoint file.
+    pub path: PathBuf,
+    /// At most one write per this interval (and one at shutdown).
+    pub interval: Duration,
+    /// What the checkpoint is of (the table).
+    pub source: CheckpointSource,
+    /// Anti-passback presence, stored with the data.
+    pub presence: Arc<Presence>,
+}
+
+/// The checkpoint writer's memory: what it wrote last and when.
+struct Checkpointer {
+    config: CheckpointConfig,
+    last_write: Option<Instant>,
+    written_version: u64,
+    written_presence: u64,
+}
+
+impl Checkpointer {
+    fn new(config: CheckpointConfig) -> Self {
+        Self {
+            config,
+            last_write: None,
+            written_version: 0,
+            written_presence: u64::MAX,
+        }
+    }
+
+    /// Writes a checkpoint if the data or presence changed since the last
+    /// one and the interval has passed (`force`: whenever anything
+    /// changed). Errors are logged and counted; serving goes on.
+    fn maybe_write(
+        &mut self,
+        builder: &SnapshotBuilder,
+        cursor: &StreamCursor,
+        shared: &SharedSnapshot,
+        clock: &Clock,
+        force: bool,
+    ) {
+        let presence = self.config.presence.generation();
+        let changed =
+            builder.version() != self.written_version || presence != self.written_presence;
+        let due = self
+            .last_write
+            .is_none_or(|at| at.elapsed() >= self.config.interval);
+        if !changed || !(due || force) {
+            return;
+        }
+        let started = Instant::now();
+        let data = CheckpointData {
+            source: self.config.source.clone(),
+            builder,
+            fresh_as_of: shared.fresh_as_of(&shared.load()),
+            cursor: Some(cursor),
+            presence: self.config.presence.entries(),
+            now: clock.now(),
+        };
+        // Encoding a large site takes a while: keep it off the runtime's
+        // worker (decisions run there) where the runtime allows it.
+        let result = blocking(|| checkpoint::write(&self.config.path, &data));
+        self.last_write = Some(Instant::now());
+        match result {
+            Ok(bytes) => {
+                self.written_version = builder.version();
+                self.written_presence = presence;
+                metrics::counter!(m::CHECKPOINTS_WRITTEN, "result" => "ok").increment(1);
+                metrics::gauge!(m::CHECKPOINT_BYTES).set(bytes as f64);
+                metrics::histogram!(m::CHECKPOINT_SECONDS).record(started.elapsed().as_secs_f64());
+                tracing::debug!(
+                    version = builder.version(),
+                    bytes,
+                    ms = started.elapsed().as_millis() as u64,
+                    "checkpoint written"
+                );
+            }
+            Err(error) => {
+                metrics::counter!(m::CHECKPOINTS_WRITTEN, "result" => "error").increment(1);
+                tracing::error!(%error, path = %self.config.path.display(), "checkpoint not written");
+            }
+        }
+    }
+}
+
+/// Runs `f`, telling a multi-threaded runtime to move its other tasks away
+/// from this worker meanwhile.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 /// Reads a table and its stream into snapshots.
@@ -249,6 +479,8 @@ pub struct Loader<B> {
     backend: Arc<B>,
     config: LoaderConfig,
     stats: Arc<LoaderStats>,
+    status: Arc<std::sync::Mutex<SourceStatus>>,
+    checkpointer: Option<Checkpointer>,
 }
 
 impl<B: Backend> Loader<B> {
@@ -258,6 +490,30 @@ impl<B: Backend> Loader<B> {
             backend,
             config,
             stats: Arc::default(),
+            status: Arc::new(std::sync::Mutex::new(SourceStatus::Starting)),
+            checkpointer: None,
+        }
+    }
+
+    /// Writes checkpoints as configured while following.
+    pub fn with_checkpoints(mut self, config: CheckpointConfig) -> Self {
+        self.checkpointer = Some(Checkpointer::new(config));
+        self
+    }
+
+    fn set_status(&self, status: SourceStatus) {
+        if let Ok(mut s) = self.status.lock() {
+            if *s == status {
+                return;
+            }
+            *s = status;
+        }
+        for state in SourceStatus::ALL {
+            metrics::gauge!(m::SOURCE_STATE, "state" => state.name()).set(if state == status {
+                1.0
+            } else {
+                0.0
+            });
         }
     }
 
@@ -332,8 +588,8 @@ impl<B: Backend> Loader<B> {
     }
 
     /// Reads every readable shard once and applies what it finds.
-    /// `catching_up` is true during a bootstrap, before anything is
-    /// published.
+    /// `catching_up` is true during a bootstrap or a resume, before
+    /// anything is published.
     async fn round(
         &self,
         cursor: &mut StreamCursor,
@@ -362,6 +618,7 @@ impl<B: Backend> Loader<B> {
             let page = match self.backend.get_records(&iterator).await {
                 Ok(page) => page,
                 Err(SourceError::ExpiredIterator) => {
+                    round.incomplete = true;
                     if shard.last_sequence.is_some() {
                         // Renewed from the last sequence number next round.
                         tracing::info!(shard = %id, "shard iterator expired; renewing");
@@ -385,18 +642,26 @@ impl<B: Backend> Loader<B> {
                 }
             };
             for record in &page.records {
-                let decoded = decode_stream(
-                    &record.keys,
-                    record.kind == EventKind::Remove,
-                    record.new_image.as_ref(),
-                );
-                self.apply_stream(builder, decoded);
+                if let Some(why) = &record.unreadable {
+                    if !self.apply_unreadable(builder, record, why, &id) {
+                        return Err(RoundError::Rebootstrap(format!(
+                            "unreadable stream record without a key in shard `{id}` ({why})"
+                        )));
+                    }
+                } else {
+                    let decoded = decode_stream(
+                        &record.keys,
+                        record.kind == EventKind::Remove,
+                        record.new_image.as_ref(),
+                    );
+                    self.apply_stream(builder, decoded);
+                }
                 if let Some(created) = record.created {
                     lag = Some(created);
                 }
             }
             round.records += page.records.len();
-            if let Some(last) = page.records.last() {
+            if let Some(last) = page.records.iter().rev().find(|r| !r.sequence.is_empty()) {
                 shard.last_sequence = Some(last.sequence.clone());
                 if let Ok(mut seen) = self.stats.last_sequence_seen.lock() {
                     *seen = Some(last.sequence.clone());
@@ -412,13 +677,52 @@ impl<B: Backend> Loader<B> {
             }
         }
         let lag_s = lag.map_or(0.0, |created| {
-            Timestamp::now()
+            self.config
+                .clock
+                .now()
                 .duration_since(created)
                 .as_secs_f64()
                 .max(0.0)
         });
         metrics::gauge!(m::STREAM_LAG_SECONDS).set(lag_s);
         Ok(round)
+    }
+
+    /// A record that cannot be read says its key changed, but not to what:
+    /// the key's record is removed (fail closed: a revocation inside such a
+    /// record never leaves the card granting). `false` when it has no
+    /// readable key either.
+    fn apply_unreadable(
+        &self,
+        builder: &mut SnapshotBuilder,
+        record: &StreamRecord,
+        why: &str,
+        shard: &str,
+    ) -> bool {
+        metrics::counter!(m::RECORDS_UNREADABLE).increment(1);
+        self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        match decode_stream(&record.keys, true, None) {
+            Decoded::Change(Change::Delete(key)) => {
+                tracing::warn!(
+                    ?key,
+                    sequence = %record.sequence,
+                    shard,
+                    reason = why,
+                    "unreadable stream record; its key's record removed"
+                );
+                let _ = builder.apply(Change::Delete(key));
+                true
+            }
+            _ => {
+                tracing::error!(
+                    sequence = %record.sequence,
+                    shard,
+                    reason = why,
+                    "unreadable stream record without a key; bootstrapping again"
+                );
+                false
+            }
+        }
     }
 
     fn apply_stream(&self, builder: &mut SnapshotBuilder, decoded: Decoded) {
@@ -454,25 +758,33 @@ impl<B: Backend> Loader<B> {
         }
     }
 
-    /// Scans every segment in parallel into records.
-    async fn scan_all(&self) -> Result<Vec<Item>, SourceError> {
+    /// Scans every segment in parallel straight into `builder`: pages are
+    /// applied as they arrive, so a bootstrap never holds the whole table
+    /// as attribute maps (peak memory O(snapshot), not O(table)).
+    async fn scan_into(&self, builder: &mut SnapshotBuilder) -> Result<usize, SourceError> {
         let segments = self.config.scan_segments.max(1);
+        // A few pages in flight per segment keep the segments busy while
+        // the builder applies; more would only hold memory.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<ScanPage>(segments as usize * 2);
         let mut tasks = JoinSet::new();
         for segment in 0..segments {
             let backend = Arc::clone(&self.backend);
             let mut backoff = self.backoff();
+            let tx = tx.clone();
             tasks.spawn(async move {
-                let mut items = Vec::new();
                 let mut start = None;
                 let mut failures = 0u32;
                 loop {
                     match backend.scan(segment, segments, start.clone()).await {
-                        Ok(page) => {
+                        Ok(mut page) => {
                             backoff.reset();
-                            items.extend(page.items);
-                            match page.last_key {
+                            let next = page.last_key.take();
+                            if tx.send(page).await.is_err() {
+                                return Ok(());
+                            }
+                            match next {
                                 Some(last) => start = Some(last),
-                                None => return Ok(items),
+                                None => return Ok(()),
                             }
                         }
                         Err(e @ SourceError::Transient(_)) if failures < 8 => {
@@ -486,15 +798,50 @@ impl<B: Backend> Loader<B> {
                 }
             });
         }
-        let mut all = Vec::new();
+        drop(tx);
+        let mut scanned = 0;
+        while let Some(page) = rx.recv().await {
+            for why in &page.unreadable {
+                tracing::warn!(item = %why, "item skipped");
+                self.stats.reject("scan");
+            }
+            scanned += page.items.len() + page.unreadable.len();
+            for item in page.items {
+                let change = match record_of(&item) {
+                    Ok(record) => Change::Upsert(record),
+                    Err(error) => {
+                        tracing::warn!(%error, "item skipped");
+                        self.stats.reject("scan");
+                        continue;
+                    }
+                };
+                if let Err(error) = builder.apply(change) {
+                    tracing::warn!(%error, "item skipped");
+                    self.stats.reject("scan");
+                }
+            }
+        }
         while let Some(joined) = tasks.join_next().await {
             match joined {
-                Ok(Ok(items)) => all.extend(items),
+                Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(e),
                 Err(e) => return Err(SourceError::Other(format!("scan task failed: {e}"))),
             }
         }
-        Ok(all)
+        Ok(scanned)
+    }
+
+    /// The table's stream, refused unless its records carry new images.
+    async fn table_stream(&self) -> Result<String, BootstrapError> {
+        let stream = self
+            .backend
+            .stream()
+            .await?
+            .ok_or(BootstrapError::Load(LoadError::NoStream))?;
+        if !stream.has_new_images() {
+            return Err(BootstrapError::Load(LoadError::ViewType(stream.view_type)));
+        }
+        Ok(stream.arn)
     }
 
     /// One bootstrap: note, scan, build, catch up. Publishes nothing
@@ -504,55 +851,46 @@ impl<B: Backend> Loader<B> {
         floor: u64,
     ) -> Result<(SnapshotBuilder, StreamCursor), BootstrapError> {
         let started = Instant::now();
-        let arn = self
-            .backend
-            .stream_arn()
-            .await?
-            .ok_or(BootstrapError::Load(LoadError::NoStream))?;
+        let arn = self.table_stream().await?;
         let mut cursor = StreamCursor {
             arn,
             shards: BTreeMap::new(),
         };
         self.discover(&mut cursor, true).await?;
-        let items = self.scan_all().await?;
-        let scanned = items.len();
-        self.stats.scanned.store(scanned as u64, Ordering::Relaxed);
         let mut builder = SnapshotBuilder::starting_at(floor);
-        for item in &items {
-            let change = match record_of(item) {
-                Ok(record) => Change::Upsert(record),
-                Err(error) => {
-                    tracing::warn!(%error, "item skipped");
-                    self.stats.reject("scan");
-                    continue;
-                }
-            };
-            if let Err(error) = builder.apply(change) {
-                tracing::warn!(%error, "item skipped");
-                self.stats.reject("scan");
-            }
-        }
-        drop(items);
-        let mut caught_up = 0;
-        loop {
-            let round = self.round(&mut cursor, &mut builder, true).await?;
-            caught_up += round.records;
-            if round.closed_shard {
-                self.discover(&mut cursor, false).await?;
-                continue;
-            }
-            if round.records == 0 {
-                break;
-            }
-        }
+        let scanned = self.scan_into(&mut builder).await?;
+        self.stats.scanned.store(scanned as u64, Ordering::Relaxed);
+        let caught_up = self.drain(&mut cursor, &mut builder).await?;
         let seconds = started.elapsed().as_secs_f64();
         metrics::histogram!(m::BOOTSTRAP_SECONDS).record(seconds);
         tracing::info!(scanned, caught_up, seconds, "bootstrap done");
         Ok((builder, cursor))
     }
 
+    /// Reads every shard to its end without publishing; returns the
+    /// records read.
+    async fn drain(
+        &self,
+        cursor: &mut StreamCursor,
+        builder: &mut SnapshotBuilder,
+    ) -> Result<usize, RoundError> {
+        let mut read = 0;
+        loop {
+            let round = self.round(cursor, builder, true).await?;
+            read += round.records;
+            if round.closed_shard {
+                self.discover(cursor, false).await?;
+                continue;
+            }
+            if round.records == 0 && !round.incomplete {
+                return Ok(read);
+            }
+        }
+    }
+
     /// Bootstraps, retrying with backoff; `attempts: None` retries until
-    /// shutdown.
+    /// shutdown, whatever the error (the table may be created, or its
+    /// stream enabled, later).
     async fn bootstrap(
         &self,
         floor: u64,
@@ -573,14 +911,61 @@ impl<B: Backend> Loader<B> {
             tries += 1;
             let fatal = matches!(
                 error,
-                LoadError::NoStream | LoadError::Source(SourceError::NotFound(_))
+                LoadError::NoStream
+                    | LoadError::ViewType(_)
+                    | LoadError::Source(SourceError::NotFound(_))
             );
             if attempts.is_some_and(|max| tries >= max || fatal) {
                 return Err(error);
             }
-            tracing::warn!(%error, "bootstrap failed; retrying");
-            if wait_or_shutdown(backoff.next_delay(), shutdown).await {
+            let delay = backoff.next_delay();
+            if fatal {
+                tracing::error!(%error, ?delay, "cannot load the table; retrying");
+            } else {
+                tracing::warn!(%error, ?delay, "bootstrap failed; retrying");
+            }
+            if wait_or_shutdown(delay, shutdown).await {
                 return Err(LoadError::ShutDown);
+            }
+        }
+    }
+
+    /// Brings a resumed state (a checkpoint's, or a stopped loader's) up to
+    /// the end of the stream, publishing nothing until then, retrying
+    /// failed reads forever while the resumed snapshot keeps serving.
+    /// `Ok(true)`: caught up; `Ok(false)`: shut down; `Err`: the position
+    /// is lost, bootstrap again.
+    async fn catch_up(
+        &self,
+        state: &mut Resume,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<bool, String> {
+        let mut backoff = self.backoff();
+        loop {
+            if *shutdown.borrow() {
+                return Ok(false);
+            }
+            let result = match self.check_stream(&mut state.cursor).await {
+                Ok(()) => self
+                    .drain(&mut state.cursor, &mut state.builder)
+                    .await
+                    .map(|read| {
+                        tracing::info!(records = read, "caught up with the stream");
+                    }),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => return Ok(true),
+                Err(RoundError::Rebootstrap(why)) => return Err(why),
+                Err(RoundError::Retry(error)) => {
+                    self.set_status(SourceStatus::CatchingUp);
+                    metrics::counter!(m::SOURCE_ERRORS, "kind" => kind_of(&error)).increment(1);
+                    let delay = backoff.next_delay();
+                    tracing::warn!(%error, ?delay, "cannot reach the stream; serving the checkpoint meanwhile");
+                    if wait_or_shutdown(delay, shutdown).await {
+                        return Ok(false);
+                    }
+                }
             }
         }
     }
@@ -588,7 +973,7 @@ impl<B: Backend> Loader<B> {
     /// Follows the stream until shutdown (returns `true`) or until the
     /// position is lost (returns `false`: bootstrap again).
     async fn follow(
-        &self,
+        &mut self,
         builder: &mut SnapshotBuilder,
         cursor: &mut StreamCursor,
         shared: &SharedSnapshot,
@@ -597,11 +982,12 @@ impl<B: Backend> Loader<B> {
         let mut backoff = self.backoff();
         let mut last_discover = Instant::now();
         let mut confirmed = Instant::now();
+        let mut failures = 0u32;
         loop {
             if *shutdown.borrow() {
                 return true;
             }
-            let as_of = Timestamp::now();
+            let as_of = self.config.clock.now();
             let applied_before = self.stats.applied() + self.stats.rejected();
             let result = self.round(cursor, builder, false).await;
             if self.stats.applied() + self.stats.rejected() != applied_before {
@@ -620,12 +1006,19 @@ impl<B: Backend> Loader<B> {
             match result {
                 Ok(round) => {
                     backoff.reset();
-                    confirmed = Instant::now();
-                    // The stream was read to its end as of `as_of` (taken
-                    // before the read): the snapshot is that fresh.
-                    shared.confirm(as_of);
-                    metrics::gauge!(m::SOURCE_STALENESS_SECONDS).set(0.0);
+                    failures = 0;
+                    if !round.incomplete {
+                        confirmed = Instant::now();
+                        // The stream was read to its end as of `as_of`
+                        // (taken before the read): the snapshot is that
+                        // fresh.
+                        shared.confirm(as_of);
+                        metrics::gauge!(m::SOURCE_STALENESS_SECONDS).set(0.0);
+                        self.set_status(SourceStatus::Live);
+                    }
+                    self.checkpoint(builder, cursor, shared, false);
                     if round.records == 0
+                        && !round.incomplete
                         && wait_or_shutdown(self.config.poll_interval, shutdown).await
                     {
                         return true;
@@ -636,26 +1029,52 @@ impl<B: Backend> Loader<B> {
                     return false;
                 }
                 Err(RoundError::Retry(error)) => {
+                    self.set_status(SourceStatus::Retrying);
+                    failures += 1;
                     metrics::counter!(m::SOURCE_ERRORS, "kind" => kind_of(&error)).increment(1);
                     let delay = backoff.next_delay();
                     tracing::warn!(%error, ?delay, "stream read failed; backing off");
                     metrics::gauge!(m::SOURCE_STALENESS_SECONDS)
                         .set(confirmed.elapsed().as_secs_f64());
+                    self.checkpoint(builder, cursor, shared, false);
                     if wait_or_shutdown(delay, shutdown).await {
                         return true;
+                    }
+                    // Reads that keep failing may mean the table was
+                    // re-created with a new stream: ask the table.
+                    if failures >= self.config.redescribe_after_failures.max(1) {
+                        failures = 0;
+                        if let Err(RoundError::Rebootstrap(why)) = self.check_stream(cursor).await {
+                            tracing::warn!(reason = %why, "stream replaced; bootstrapping again");
+                            return false;
+                        }
                     }
                 }
             }
         }
     }
 
+    fn checkpoint(
+        &mut self,
+        builder: &SnapshotBuilder,
+        cursor: &StreamCursor,
+        shared: &SharedSnapshot,
+        force: bool,
+    ) {
+        let clock = self.config.clock.clone();
+        if let Some(c) = &mut self.checkpointer {
+            c.maybe_write(builder, cursor, shared, &clock, force);
+        }
+    }
+
     /// Checks the table still has this stream, and finds new shards.
     async fn check_stream(&self, cursor: &mut StreamCursor) -> Result<(), RoundError> {
-        match self.backend.stream_arn().await.map_err(classify)? {
+        match self.backend.stream().await.map_err(classify)? {
             None => return Err(RoundError::Rebootstrap("stream disabled".into())),
-            Some(arn) if arn != cursor.arn => {
+            Some(stream) if stream.arn != cursor.arn => {
                 return Err(RoundError::Rebootstrap(format!(
-                    "stream ARN changed to `{arn}`"
+                    "stream ARN changed to `{}`",
+                    stream.arn
                 )));
             }
             Some(_) => {}
@@ -663,36 +1082,70 @@ impl<B: Backend> Loader<B> {
         self.discover(cursor, false).await
     }
 
-    /// The loop of the background task.
+    /// The loop of the background task. With `resume`, catches up first
+    /// (the resumed snapshot is being served); without, bootstraps until it
+    /// succeeds (an empty snapshot is being served).
     async fn run(
-        self,
+        mut self,
         shared: Arc<SharedSnapshot>,
-        mut state: Resume,
+        resume: Option<Resume>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Option<Resume> {
+        let mut state = match resume {
+            Some(mut state) => {
+                self.set_status(SourceStatus::CatchingUp);
+                match self.catch_up(&mut state, &mut shutdown).await {
+                    Ok(true) => {
+                        let as_of = self.config.clock.now();
+                        publish(&mut state.builder, &shared, as_of);
+                        Some(state)
+                    }
+                    Ok(false) => return Some(state),
+                    Err(why) => {
+                        tracing::warn!(reason = %why, "resumed position lost; bootstrapping again");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         loop {
-            if self
+            let mut current = match state.take() {
+                Some(current) => current,
+                None => {
+                    // The current snapshot keeps serving while this runs.
+                    let floor = shared.load().version();
+                    let reason = if floor == 0 {
+                        "startup"
+                    } else {
+                        "position_lost"
+                    };
+                    if floor != 0 {
+                        self.set_status(SourceStatus::CatchingUp);
+                    }
+                    match self.bootstrap(floor, None, reason, &mut shutdown).await {
+                        Ok((builder, cursor)) => {
+                            let mut current = Resume { builder, cursor };
+                            publish(&mut current.builder, &shared, self.config.clock.now());
+                            current
+                        }
+                        Err(_) => return None,
+                    }
+                }
+            };
+            self.set_status(SourceStatus::Live);
+            self.checkpoint(&current.builder, &current.cursor, &shared, true);
+            let stopped = self
                 .follow(
-                    &mut state.builder,
-                    &mut state.cursor,
+                    &mut current.builder,
+                    &mut current.cursor,
                     &shared,
                     &mut shutdown,
                 )
-                .await
-            {
-                return Some(state);
-            }
-            // The current snapshot keeps serving while this runs.
-            let floor = shared.load().version();
-            match self
-                .bootstrap(floor, None, "position_lost", &mut shutdown)
-                .await
-            {
-                Ok((builder, cursor)) => {
-                    state = Resume { builder, cursor };
-                    publish(&mut state.builder, &shared, Timestamp::now());
-                }
-                Err(_) => return None,
+                .await;
+            if stopped {
+                self.checkpoint(&current.builder, &current.cursor, &shared, true);
+                return Some(current);
             }
         }
     }
@@ -760,6 +1213,7 @@ async fn wait_or_shutdown(delay: Duration, shutdown: &mut watch::Receiver<bool>)
 pub struct Source {
     shared: Arc<SharedSnapshot>,
     stats: Arc<LoaderStats>,
+    status: Arc<std::sync::Mutex<SourceStatus>>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Option<Resume>>,
 }
@@ -768,6 +1222,7 @@ impl std::fmt::Debug for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Source")
             .field("version", &self.shared.load().version())
+            .field("status", &self.status())
             .finish()
     }
 }
@@ -775,13 +1230,14 @@ impl std::fmt::Debug for Source {
 impl Source {
     /// Bootstraps (or resumes from `resume` without a scan), publishes the
     /// first snapshot, then follows the stream in a background task.
-    /// Returns once the first snapshot is served.
+    /// Returns once the first snapshot is served; gives up after
+    /// [`LoaderConfig::startup_attempts`] failed bootstraps.
     pub async fn start<B: Backend>(
         loader: Loader<B>,
         resume: Option<Resume>,
     ) -> Result<Self, LoadError> {
         let (tx, mut rx) = watch::channel(false);
-        let mut state = match resume {
+        let state = match resume {
             Some(resume) => resume,
             None => {
                 let attempts = loader.config.startup_attempts.max(1);
@@ -791,17 +1247,75 @@ impl Source {
                 Resume { builder, cursor }
             }
         };
-        let snapshot = state.builder.publish(Timestamp::now());
+        let mut state = state;
+        let snapshot = state.builder.publish(loader.config.clock.now());
         metrics::gauge!(m::SNAPSHOT_VERSION).set(snapshot.version() as f64);
         let shared = Arc::new(SharedSnapshot::new(snapshot));
+        Ok(Self::run(loader, shared, Some(state), tx, rx, false))
+    }
+
+    /// Starts at once and never fails: serves `resumed` (a checkpoint's
+    /// records in a builder not yet published, as fresh as `fresh_as_of`;
+    /// see [`checkpoint::Restored`]) or, without one,
+    /// an empty snapshot (version 0, every decision `not_ready`), while a
+    /// background task catches up from the resumed position or bootstraps,
+    /// retrying with capped, jittered backoff until it succeeds or is shut
+    /// down. A resumed position that is lost (trimmed, another stream)
+    /// ends in a bootstrap while the resumed snapshot keeps serving.
+    pub fn spawn<B: Backend>(loader: Loader<B>, resumed: Option<(Resume, Timestamp)>) -> Self {
+        let (tx, rx) = watch::channel(false);
+        match resumed {
+            Some((mut state, fresh_as_of)) => {
+                let snapshot = state.builder.publish(fresh_as_of);
+                metrics::gauge!(m::SNAPSHOT_VERSION).set(snapshot.version() as f64);
+                let shared = Arc::new(SharedSnapshot::new(snapshot));
+                Self::run(loader, shared, Some(state), tx, rx, true)
+            }
+            None => {
+                let shared = Arc::new(SharedSnapshot::new(Snapshot::empty(Timestamp::UNIX_EPOCH)));
+                Self::run(loader, shared, None, tx, rx, true)
+            }
+        }
+    }
+
+    fn run<B: Backend>(
+        loader: Loader<B>,
+        shared: Arc<SharedSnapshot>,
+        state: Option<Resume>,
+        tx: watch::Sender<bool>,
+        rx: watch::Receiver<bool>,
+        catch_up: bool,
+    ) -> Self {
         let stats = Arc::clone(&loader.stats);
-        let task = tokio::spawn(loader.run(Arc::clone(&shared), state, rx));
-        Ok(Self {
+        let status = Arc::clone(&loader.status);
+        let task = if catch_up {
+            tokio::spawn(loader.run(Arc::clone(&shared), state, rx))
+        } else {
+            // Already caught up (a fresh bootstrap, or a live loader's
+            // hand-over): follow at once.
+            let shared2 = Arc::clone(&shared);
+            tokio::spawn(async move {
+                let mut loader = loader;
+                let mut rx = rx;
+                let mut state = state?;
+                loader.set_status(SourceStatus::Live);
+                if loader
+                    .follow(&mut state.builder, &mut state.cursor, &shared2, &mut rx)
+                    .await
+                {
+                    loader.checkpoint(&state.builder, &state.cursor, &shared2, true);
+                    return Some(state);
+                }
+                loader.run(shared2, None, rx).await
+            })
+        };
+        Self {
             shared,
             stats,
+            status,
             shutdown: tx,
             task,
-        })
+        }
     }
 
     /// The snapshot kept current; decisions load it.
@@ -814,6 +1328,11 @@ impl Source {
         &self.stats
     }
 
+    /// What the source is doing now.
+    pub fn status(&self) -> SourceStatus {
+        self.status.lock().map_or(SourceStatus::Retrying, |s| *s)
+    }
+
     /// The last stream sequence number applied, if any.
     pub fn last_sequence(&self) -> Option<String> {
         self.stats
@@ -823,9 +1342,10 @@ impl Source {
             .and_then(|s| s.clone())
     }
 
-    /// Stops following (a poll in flight finishes first) and hands back
-    /// the position, so a new [`Source`] can resume without a scan. `None`
-    /// if the loader stopped in the middle of a bootstrap.
+    /// Stops following (a poll in flight finishes first), writes a last
+    /// checkpoint if checkpoints are on, and hands back the position, so a
+    /// new [`Source`] can resume without a scan. `None` if the loader
+    /// stopped before it had a position (in the middle of a bootstrap).
     pub async fn shutdown(self) -> Option<Resume> {
         let _ = self.shutdown.send(true);
         self.task.await.ok().flatten()

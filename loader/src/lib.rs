@@ -45,6 +45,7 @@
 mod admin;
 mod aws;
 mod backend;
+pub mod checkpoint;
 pub mod fake;
 mod follower;
 pub mod item;
@@ -54,6 +55,9 @@ pub use admin::{Admin, AdminError, BATCH_LIMIT, Export};
 pub use aws::{AwsBackend, AwsSettings, sdk_config};
 pub use backend::{
     Backend, EventKind, Position, RecordsPage, ScanPage, ShardInfo, SourceError, StreamPage,
-    StreamRecord,
+    StreamRecord, TableStream,
 };
-pub use follower::{LoadError, Loader, LoaderConfig, LoaderStats, Resume, Source, StreamCursor};
+pub use follower::{
+    CheckpointConfig, Clock, LoadError, Loader, LoaderConfig, LoaderStats, Resume, ShardPosition,
+    Source, SourceStatus, StreamCursor,
+};

@@ -22,6 +22,20 @@ pub const BOOTSTRAPS: &str = "accessd_bootstraps_total";
 /// Counter: failed calls to DynamoDB that were retried (label `kind`).
 pub const SOURCE_ERRORS: &str = "accessd_source_errors_total";
 
+/// Counter: stream records that could not be read (unknown event name, no
+/// image, unknown attribute type); each removed its key's record or caused
+/// a new bootstrap.
+pub const RECORDS_UNREADABLE: &str = "accessd_stream_records_unreadable_total";
+/// Gauge: the source's state (label `state`: `starting`, `catching_up`,
+/// `live`, `retrying`); the current state is 1, the others 0.
+pub const SOURCE_STATE: &str = "accessd_source_state";
+/// Counter: checkpoints written (label `result`: `ok` or `error`).
+pub const CHECKPOINTS_WRITTEN: &str = "accessd_checkpoints_written_total";
+/// Gauge: size in bytes of the last checkpoint written.
+pub const CHECKPOINT_BYTES: &str = "accessd_checkpoint_bytes";
+/// Histogram: seconds to encode and write a checkpoint.
+pub const CHECKPOINT_SECONDS: &str = "accessd_checkpoint_write_seconds";
+
 /// Registers descriptions of the metrics above with the installed recorder.
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
@@ -42,4 +56,12 @@ pub fn describe() {
     );
     describe_counter!(BOOTSTRAPS, "bootstraps started, by reason");
     describe_counter!(SOURCE_ERRORS, "retried DynamoDB errors, by kind");
+    describe_counter!(
+        RECORDS_UNREADABLE,
+        "stream records that could not be read; their key's record was removed"
+    );
+    describe_gauge!(SOURCE_STATE, "1 for the source's current state, by state");
+    describe_counter!(CHECKPOINTS_WRITTEN, "checkpoints written, by result");
+    describe_gauge!(CHECKPOINT_BYTES, "size of the last checkpoint written");
+    describe_histogram!(CHECKPOINT_SECONDS, "time to encode and write a checkpoint");
 }

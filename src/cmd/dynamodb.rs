@@ -1,11 +1,18 @@
 //! What the DynamoDB subcommands share: where the table is, and the
 //! DynamoDB source that `accessd serve --dynamodb-table` runs.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use accessd_loader::{AwsBackend, AwsSettings, Loader, LoaderConfig, Source};
+use accessd_engine::Presence;
+use accessd_loader::checkpoint::CheckpointSource;
+use accessd_loader::{
+    AwsBackend, AwsSettings, Backend, CheckpointConfig, LoadError, Loader, LoaderConfig, Resume,
+    Source, StreamCursor,
+};
 use anyhow::Context;
+use jiff::Timestamp;
 
 /// Where the table is. Credentials come from the standard AWS chain
 /// (environment, profile, container or instance role).
@@ -94,22 +101,141 @@ pub(crate) struct ServeArgs {
 }
 
 impl ServeArgs {
-    /// The DynamoDB source, if a table was given.
-    pub(crate) async fn start(&self) -> anyhow::Result<Option<Source>> {
-        let Some(table) = &self.dynamodb_table else {
-            return Ok(None);
-        };
-        let table = TableArgs {
-            table: table.clone(),
+    fn table(&self) -> Option<TableArgs> {
+        Some(TableArgs {
+            table: self.dynamodb_table.clone()?,
             endpoint_url: self.endpoint_url.clone(),
             region: self.region.clone(),
+        })
+    }
+
+    /// Starts the DynamoDB source without waiting for DynamoDB: from the
+    /// checkpoint when there is a usable one (served at once, then caught
+    /// up), else from an empty snapshot (`not_ready`) until the first
+    /// bootstrap succeeds. Retries forever; never exits for an outage.
+    pub(crate) async fn spawn(
+        &self,
+        checkpoint: Option<&Path>,
+        interval: Duration,
+        presence: &Arc<Presence>,
+    ) -> anyhow::Result<Source> {
+        let table = self.table().context("no --dynamodb-table")?;
+        accessd_loader::metrics::describe();
+        let backend = Arc::new(table.backend().await);
+        let config = LoaderConfig {
+            poll_interval: Duration::from_millis(self.stream_poll_ms),
+            ..LoaderConfig::default()
         };
-        let source = start_source(&table, Duration::from_millis(self.stream_poll_ms)).await?;
+        let ckpt_source = CheckpointSource::Table {
+            table: table.table.clone(),
+        };
+        let resumed = match checkpoint {
+            Some(path) => resume_from(path, &ckpt_source, presence),
+            None => None,
+        };
+        if resumed.is_none() {
+            // Nothing to serve yet, so a short look at the table costs
+            // nothing: a misconfigured table is refused now, clearly, while
+            // an unreachable one is waited for.
+            precheck(backend.as_ref(), &table.table).await?;
+        }
+        let mut loader = Loader::new(backend, config);
+        if let Some(path) = checkpoint {
+            loader = loader.with_checkpoints(CheckpointConfig {
+                path: path.to_owned(),
+                interval,
+                source: ckpt_source,
+                presence: Arc::clone(presence),
+            });
+        }
+        let from_checkpoint = resumed.is_some();
+        let source = Source::spawn(loader, resumed);
         tracing::info!(
             table = %table.table,
-            stats = ?source.snapshot().load().stats(),
+            from_checkpoint,
+            version = source.snapshot().load().version(),
             "serving from DynamoDB"
         );
-        Ok(Some(source))
+        Ok(source)
+    }
+}
+
+/// How old a checkpoint's stream position may be and still be resumed:
+/// DynamoDB keeps stream records 24 hours, less a margin.
+const RESUME_MAX_AGE: jiff::SignedDuration = jiff::SignedDuration::from_hours(23);
+
+/// Reads a checkpoint of `expected` into a resume point and restores
+/// presence; `None` (with the reason logged) when there is none or it is
+/// refused, and the caller bootstraps.
+fn resume_from(
+    path: &Path,
+    expected: &CheckpointSource,
+    presence: &Presence,
+) -> Option<(Resume, Timestamp)> {
+    let started = std::time::Instant::now();
+    let checkpoint = match super::site::open_checkpoint(path) {
+        Ok(Some(c)) => c,
+        Ok(None) => return None,
+        Err(error) => {
+            tracing::warn!(%error, path = %path.display(), "checkpoint refused; full bootstrap");
+            return None;
+        }
+    };
+    if let Err(error) = checkpoint.check_source(expected) {
+        tracing::warn!(%error, "checkpoint refused; full bootstrap");
+        return None;
+    }
+    let restored = match checkpoint.restore() {
+        Ok(r) => r,
+        Err(error) => {
+            tracing::warn!(%error, "checkpoint refused; full bootstrap");
+            return None;
+        }
+    };
+    presence.restore(restored.presence);
+    let age = Timestamp::now().duration_since(restored.written_at);
+    let cursor = match restored.cursor {
+        Some(cursor) if age < RESUME_MAX_AGE => cursor,
+        _ => {
+            // The stream no longer holds everything since the checkpoint:
+            // serve it, but bootstrap. A cursor of no stream makes the
+            // loader see "another stream" and do exactly that.
+            tracing::warn!(
+                ?age,
+                "checkpoint older than the stream's retention; serving it while bootstrapping"
+            );
+            StreamCursor::restored(String::new(), Vec::new())
+        }
+    };
+    tracing::info!(
+        version = restored.version,
+        fresh_as_of = %restored.fresh_as_of,
+        ms = started.elapsed().as_millis() as u64,
+        "serving from the checkpoint; catching up with the stream"
+    );
+    Some((Resume::new(restored.builder, cursor), restored.fresh_as_of))
+}
+
+/// One DescribeTable, a few seconds at most: refuses a table without a
+/// stream or with a stream that carries no new images; lets an unreachable
+/// or missing table through (the loader waits for it).
+async fn precheck(backend: &AwsBackend, table: &str) -> anyhow::Result<()> {
+    let answer = tokio::time::timeout(Duration::from_secs(3), backend.stream()).await;
+    match answer {
+        Ok(Ok(None)) => Err(anyhow::anyhow!(LoadError::NoStream))
+            .with_context(|| format!("cannot serve DynamoDB table `{table}`")),
+        Ok(Ok(Some(stream))) if !stream.has_new_images() => {
+            Err(anyhow::anyhow!(LoadError::ViewType(stream.view_type)))
+                .with_context(|| format!("cannot serve DynamoDB table `{table}`"))
+        }
+        Ok(Ok(Some(_))) => Ok(()),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, table, "DynamoDB not answering; not ready until it does");
+            Ok(())
+        }
+        Err(_) => {
+            tracing::warn!(table, "DynamoDB not answering; not ready until it does");
+            Ok(())
+        }
     }
 }

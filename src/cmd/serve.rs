@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use accessd_engine::SharedSnapshot;
+use accessd_engine::{Presence, SharedSnapshot};
 use accessd_protocol::{Limits, TlsCredentials};
 use anyhow::Context;
 use jiff::Timestamp;
@@ -77,6 +77,27 @@ pub(crate) struct Args {
     /// Close a connection after this many seconds without traffic.
     #[arg(long, default_value_t = 30)]
     idle_timeout_secs: u64,
+    /// Keep a checkpoint here (data, stream position, anti-passback
+    /// presence) and start from it: at once, and offline if DynamoDB cannot
+    /// be reached. See docs/operations.md.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Write the checkpoint at most this often (and at shutdown), e.g. 5s.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    checkpoint_interval: Duration,
+    /// Deny every request with `stale_data` (122) once the data has not
+    /// been confirmed current by its source for this long, e.g. 15m. Off by
+    /// default: the data's age travels with every answer either way.
+    #[arg(long, value_parser = parse_duration)]
+    max_staleness: Option<Duration>,
+}
+
+/// Parses a duration such as `5s`, `250ms`, `15m` or `2h`.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let d: jiff::SignedDuration = text
+        .parse()
+        .map_err(|e| format!("`{text}` is not a duration like 5s, 250ms, 15m or 2h: {e}"))?;
+    Duration::try_from(d).map_err(|_| format!("`{text}` must not be negative"))
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -88,15 +109,29 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
 async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     crate::telemetry::init_metrics(args.metrics_addr)?;
     let tls = args.tls.load()?;
+    let presence = Arc::new(Presence::new());
     // DynamoDB when a table is given, else the site file.
-    let source = args.dynamodb.start().await?;
-    let shared = match (&source, &args.site) {
-        (Some(source), _) => Arc::clone(source.snapshot()),
-        (None, Some(site)) => {
-            let snapshot = super::site::load_snapshot(site, Timestamp::now())?;
-            tracing::info!(stats = ?snapshot.stats(), version = snapshot.version(), "site loaded");
-            Arc::new(SharedSnapshot::new(snapshot))
+    let (source, site) = match (&args.dynamodb.dynamodb_table, &args.site) {
+        (Some(_), _) => {
+            let source = args
+                .dynamodb
+                .spawn(
+                    args.checkpoint.as_deref(),
+                    args.checkpoint_interval,
+                    &presence,
+                )
+                .await?;
+            (Some(source), None)
         }
+        (None, Some(path)) => {
+            let site = super::site::load_served(path, args.checkpoint.as_deref(), &presence)?;
+            (None, Some(site))
+        }
+        (None, None) => anyhow::bail!("give --site FILE or --dynamodb-table NAME"),
+    };
+    let shared = match (&source, &site) {
+        (Some(source), _) => Arc::clone(source.snapshot()),
+        (None, Some(site)) => Arc::clone(&site.shared),
         (None, None) => anyhow::bail!("give --site FILE or --dynamodb-table NAME"),
     };
     let limits = Limits {
@@ -106,12 +141,40 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
         ..Limits::default()
     };
     let endpoint = accessd_protocol::bind(args.listen, &tls, &limits)?;
-    tracing::info!(addr = %endpoint.local_addr()?, "serving");
+    tracing::info!(
+        addr = %endpoint.local_addr()?,
+        version = shared.load().version(),
+        max_staleness = ?args.max_staleness,
+        "serving"
+    );
     let gauges = tokio::spawn(snapshot_gauges(shared.clone()));
-    let decider = Arc::new(SnapshotDecider::new(shared));
+    let (stop_site, site_task) = match (&site, &args.checkpoint) {
+        (Some(site), Some(path)) => {
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            let task = tokio::spawn(super::site::keep_checkpoint(
+                site.clone(),
+                path.clone(),
+                args.checkpoint_interval,
+                Arc::clone(&presence),
+                rx,
+            ));
+            (Some(tx), Some(task))
+        }
+        _ => (None, None),
+    };
+    let decider = Arc::new(SnapshotDecider::with_policy(
+        shared,
+        presence,
+        args.max_staleness,
+    ));
     accessd_protocol::run(endpoint, decider, limits, shutdown_signal()).await;
     gauges.abort();
+    if let (Some(stop), Some(task)) = (stop_site, site_task) {
+        let _ = stop.send(true);
+        let _ = task.await;
+    }
     if let Some(source) = source {
+        // Writes the last checkpoint, after the last decision.
         source.shutdown().await;
     }
     tracing::info!("stopped");

@@ -34,6 +34,7 @@ fn config() -> LoaderConfig {
         backoff_base: Duration::from_millis(20),
         backoff_cap: Duration::from_millis(500),
         startup_attempts: 3,
+        ..LoaderConfig::default()
     }
 }
 
@@ -42,7 +43,7 @@ fn card(n: u64) -> CredentialKey {
 }
 
 /// A site where `E1` with card 1 may pass reader `r1` at any time.
-fn site() -> Vec<Record> {
+pub(crate) fn site() -> Vec<Record> {
     use Day::*;
     vec![
         Record::Site(SiteRecord {
@@ -95,7 +96,7 @@ fn site() -> Vec<Record> {
     ]
 }
 
-fn credential(n: u64, status: CredentialStatus) -> Record {
+pub(crate) fn credential(n: u64, status: CredentialStatus) -> Record {
     Record::Credential(CredentialRecord {
         card: card(n),
         holder: "E1".into(),

@@ -13,6 +13,7 @@
 )]
 
 mod cli;
+mod durable;
 mod dynamodb;
 mod quic;
 mod support;

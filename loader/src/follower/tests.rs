@@ -23,6 +23,7 @@ fn config() -> LoaderConfig {
         backoff_base: Duration::from_millis(1),
         backoff_cap: Duration::from_millis(10),
         startup_attempts: 3,
+        ..LoaderConfig::default()
     }
 }
 
@@ -384,4 +385,314 @@ fn backoff_is_capped_and_jittered() {
     assert!(delays[9] >= Duration::from_millis(500));
     b.reset();
     assert!(b.next_delay() <= Duration::from_millis(100));
+}
+
+#[tokio::test]
+async fn an_unreadable_record_removes_its_key_and_never_leaves_a_card_granting() {
+    let fake = loaded_site();
+    let source = start(&fake).await;
+    assert_eq!(verdict(&source, 1), Verdict::Grant);
+    // A revocation this build cannot read (say, a new attribute type): the
+    // card's old, active record must not keep granting.
+    let (pk, sk) = key_strings(&credential(1, "E1", CredentialStatus::Revoked).key());
+    fake.push_unreadable(
+        Some((&pk, &sk)),
+        "attribute `status` has a type this build cannot read",
+    );
+    eventually("unreadable record applied", || {
+        verdict(&source, 1) == Verdict::Deny
+    })
+    .await;
+    assert_eq!(source.stats().rejected(), 1);
+    assert_eq!(source.stats().bootstraps(), 1);
+    source.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unreadable_record_without_a_key_rebuilds_from_a_scan() {
+    let fake = loaded_site();
+    let source = start(&fake).await;
+    // The table says revoked; the stream record saying so has no key.
+    fake.put(item_of(&credential(1, "E1", CredentialStatus::Revoked)).unwrap());
+    fake.push_unreadable(None, "no keys");
+    eventually("bootstrap after a keyless record", || {
+        source.stats().bootstraps() == 2 && verdict(&source, 1) == Verdict::Deny
+    })
+    .await;
+    source.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stream_without_new_images_is_refused_at_start() {
+    for view in ["KEYS_ONLY", "OLD_IMAGE"] {
+        let fake = loaded_site();
+        fake.set_view_type(view);
+        let err = Source::start(Loader::new(Arc::clone(&fake), config()), None)
+            .await
+            .unwrap_err();
+        assert_eq!(err, LoadError::ViewType(view.into()));
+        assert!(err.to_string().contains("NEW_AND_OLD_IMAGES"), "{err}");
+    }
+    let fake = loaded_site();
+    fake.set_view_type("NEW_IMAGE");
+    start(&fake).await.shutdown().await.unwrap();
+}
+
+/// A clock the test moves by hand.
+fn manual_clock(start: Timestamp) -> (Clock, Arc<std::sync::Mutex<Timestamp>>) {
+    let now = Arc::new(std::sync::Mutex::new(start));
+    let read = Arc::clone(&now);
+    (Clock::new(move || *read.lock().unwrap()), now)
+}
+
+#[tokio::test]
+async fn rounds_that_could_not_read_a_shard_do_not_mark_the_data_fresh() {
+    let fake = loaded_site();
+    let t0: Timestamp = "2026-11-30T12:00:00Z".parse().unwrap();
+    let (clock, now) = manual_clock(t0);
+    let source = Source::start(
+        Loader::new(Arc::clone(&fake), LoaderConfig { clock, ..config() }),
+        None,
+    )
+    .await
+    .unwrap();
+    let shared = Arc::clone(source.snapshot());
+    eventually("first confirmation", || {
+        shared.fresh_as_of(&shared.load()) == t0
+    })
+    .await;
+    // Every read fails from here on: expired iterators (a round that
+    // reads nothing) and throttling.
+    let failures = 40;
+    fake.fail_next((0..failures).map(|i| {
+        if i % 2 == 0 {
+            SourceError::ExpiredIterator
+        } else {
+            SourceError::Transient("throttled".into())
+        }
+    }));
+    let t1 = t0 + jiff::SignedDuration::from_secs(60);
+    *now.lock().unwrap() = t1;
+    let mut checked = 0;
+    // While failures are queued, every call since the clock moved failed,
+    // so the data must not have been confirmed at t1. (Freshness is read
+    // before the queue: a queue still non-empty afterwards proves no round
+    // had succeeded when freshness was read.)
+    loop {
+        let fresh = shared.fresh_as_of(&shared.load());
+        if fake.pending_failures() == 0 {
+            break;
+        }
+        assert_eq!(fresh, t0, "confirmed by a round that could not read");
+        checked += 1;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(checked > 0, "the failures were gone before the first check");
+    eventually("recovery confirms again", || {
+        shared.fresh_as_of(&shared.load()) == t1
+    })
+    .await;
+    assert_eq!(verdict(&source, 1), Verdict::Grant);
+    source.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn spawn_without_data_serves_not_ready_until_the_table_answers() {
+    let fake = loaded_site();
+    fake.fail_next((0..20).map(|_| SourceError::Transient("connection refused".into())));
+    let source = Source::spawn(Loader::new(Arc::clone(&fake), config()), None);
+    // Serving at once: version 0 is the empty snapshot (every decision is
+    // `not_ready` in the server).
+    assert_eq!(source.snapshot().load().version(), 0);
+    assert_eq!(source.status(), SourceStatus::Starting);
+    eventually("first bootstrap", || {
+        source.snapshot().load().version() >= 1
+    })
+    .await;
+    assert_eq!(verdict(&source, 1), Verdict::Grant);
+    eventually("live", || source.status() == SourceStatus::Live).await;
+    assert!(
+        source.stats().bootstraps() >= 2,
+        "the failed attempts count too"
+    );
+    source.shutdown().await.unwrap();
+}
+
+/// Stops a source and writes a checkpoint of where it stopped; reads it
+/// back as a resume point, as `serve` does at start.
+async fn checkpoint_of(source: Source, path: &std::path::Path) -> (Resume, Timestamp) {
+    let shared = Arc::clone(source.snapshot());
+    let resume = source.shutdown().await.unwrap();
+    let fresh = shared.fresh_as_of(&shared.load());
+    crate::checkpoint::write(
+        path,
+        &CheckpointData {
+            source: CheckpointSource::Table { table: "t".into() },
+            builder: resume.builder(),
+            fresh_as_of: fresh,
+            cursor: Some(resume.cursor()),
+            presence: Vec::new(),
+            now: Timestamp::now(),
+        },
+    )
+    .unwrap();
+    let restored = crate::checkpoint::Checkpoint::open(path)
+        .unwrap()
+        .restore()
+        .unwrap();
+    assert_eq!(restored.fresh_as_of, fresh);
+    let cursor = restored.cursor.unwrap();
+    (Resume::new(restored.builder, cursor), restored.fresh_as_of)
+}
+
+fn temp_file(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("accessd-follow-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("state.ckpt")
+}
+
+#[tokio::test]
+async fn a_checkpoint_serves_at_once_offline_and_catches_up_without_a_scan() {
+    let fake = loaded_site();
+    let source = start(&fake).await;
+    put(&fake, &credential(2, "E1", CredentialStatus::Active));
+    eventually("write", || verdict(&source, 2) == Verdict::Grant).await;
+    let version = source.snapshot().load().version();
+    let path = temp_file("resume");
+    let (resume, fresh) = checkpoint_of(source, &path).await;
+
+    // Written while accessd is down: a revocation and a new card.
+    put(&fake, &credential(2, "E1", CredentialStatus::Revoked));
+    put(&fake, &credential(3, "E1", CredentialStatus::Active));
+    // DynamoDB is unreachable at start.
+    fake.fail_next((0..15).map(|_| SourceError::Transient("unreachable".into())));
+    let source = Source::spawn(
+        Loader::new(Arc::clone(&fake), config()),
+        Some((resume, fresh)),
+    );
+    // The checkpoint serves at once, with its own version and freshness.
+    let shared = Arc::clone(source.snapshot());
+    assert_eq!(shared.load().version(), version);
+    assert_eq!(shared.fresh_as_of(&shared.load()), fresh);
+    assert_eq!(verdict(&source, 2), Verdict::Grant);
+    eventually("caught up", || {
+        verdict(&source, 2) == Verdict::Deny && verdict(&source, 3) == Verdict::Grant
+    })
+    .await;
+    assert!(shared.load().version() > version);
+    assert_eq!(source.stats().bootstraps(), 0, "resumed without a scan");
+    source.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_checkpoint_whose_position_was_trimmed_bootstraps_while_serving() {
+    let fake = loaded_site();
+    let source = start(&fake).await;
+    put(&fake, &credential(2, "E1", CredentialStatus::Active));
+    eventually("write", || verdict(&source, 2) == Verdict::Grant).await;
+    let path = temp_file("trimmed");
+    let (resume, fresh) = checkpoint_of(source, &path).await;
+    put(&fake, &credential(2, "E1", CredentialStatus::Revoked));
+    fake.trim_all();
+    let source = Source::spawn(
+        Loader::new(Arc::clone(&fake), config()),
+        Some((resume, fresh)),
+    );
+    eventually("bootstrap after the trim", || {
+        source.stats().bootstraps() == 1 && verdict(&source, 2) == Verdict::Deny
+    })
+    .await;
+    source.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_checkpoint_of_another_stream_bootstraps_while_serving() {
+    let fake = loaded_site();
+    let source = start(&fake).await;
+    let path = temp_file("other-stream");
+    let (resume, fresh) = checkpoint_of(source, &path).await;
+    // The table was re-created: a new stream, and the card revoked.
+    fake.new_stream();
+    fake.put(item_of(&credential(1, "E1", CredentialStatus::Revoked)).unwrap());
+    let source = Source::spawn(
+        Loader::new(Arc::clone(&fake), config()),
+        Some((resume, fresh)),
+    );
+    eventually("bootstrap on the new stream", || {
+        source.stats().bootstraps() == 1 && verdict(&source, 1) == Verdict::Deny
+    })
+    .await;
+    source.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_follower_writes_checkpoints_and_one_at_shutdown() {
+    let fake = loaded_site();
+    let path = temp_file("writes");
+    let presence = Arc::new(Presence::new());
+    let loader = Loader::new(Arc::clone(&fake), config()).with_checkpoints(CheckpointConfig {
+        path: path.clone(),
+        interval: Duration::from_millis(1),
+        source: CheckpointSource::Table { table: "t".into() },
+        presence: Arc::clone(&presence),
+    });
+    let source = Source::spawn(loader, None);
+    eventually("first checkpoint", || path.exists()).await;
+    put(&fake, &credential(2, "E1", CredentialStatus::Active));
+    eventually("write", || verdict(&source, 2) == Verdict::Grant).await;
+    let version = source.snapshot().load().version();
+    source.shutdown().await.unwrap();
+    let checkpoint = crate::checkpoint::Checkpoint::open(&path).unwrap();
+    let info = checkpoint.info();
+    assert_eq!(info.snapshot_version, version);
+    assert_eq!(info.credentials, 2);
+    assert!(info.shards.iter().any(|s| s.last_sequence.is_some()));
+}
+
+#[tokio::test]
+async fn a_round_with_an_expired_iterator_is_incomplete() {
+    let fake = loaded_site();
+    let loader = Loader::new(Arc::clone(&fake), config());
+    let Ok((mut builder, mut cursor)) = loader.bootstrap_once(0).await else {
+        panic!("bootstrap failed");
+    };
+    // A whole round: complete.
+    put(&fake, &credential(2, "E1", CredentialStatus::Active));
+    let round = loader.round(&mut cursor, &mut builder, false).await;
+    assert!(matches!(
+        round,
+        Ok(Round {
+            incomplete: false,
+            records: 1,
+            ..
+        })
+    ));
+    put(&fake, &credential(3, "E1", CredentialStatus::Active));
+    // Its held iterator expired: the shard was not read, so the round does
+    // not prove the data current.
+    fake.expire_iterators();
+    let round = loader.round(&mut cursor, &mut builder, false).await;
+    assert!(
+        matches!(
+            round,
+            Ok(Round {
+                incomplete: true,
+                records: 0,
+                ..
+            })
+        ),
+        "{:?}",
+        round.as_ref().ok()
+    );
+    // Renewed after the last sequence number, the next round reads it.
+    let round = loader.round(&mut cursor, &mut builder, false).await;
+    assert!(matches!(
+        round,
+        Ok(Round {
+            incomplete: false,
+            records: 1,
+            ..
+        })
+    ));
 }

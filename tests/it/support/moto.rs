@@ -29,12 +29,19 @@ fn moto_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server")
 }
 
-fn free_port() -> u16 {
+/// A loopback TCP port nothing listens on right now.
+pub(crate) fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
     listener.local_addr().expect("local address").port()
 }
 
 fn start() -> Moto {
+    start_on(free_port())
+}
+
+/// A private moto server on `port` (for tests that stop and restart
+/// DynamoDB); stopped when dropped or at exit.
+pub(crate) fn start_on(port: u16) -> Moto {
     let path = moto_path();
     assert!(
         path.is_file(),
@@ -43,7 +50,6 @@ fn start() -> Moto {
          root, or set ACCESSD_MOTO_SERVER to its path",
         path.display()
     );
-    let port = free_port();
     let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("moto-{port}.log"));
     // The guard shell runs moto and kills it when its stdin closes.
     let script = r#"
@@ -99,11 +105,16 @@ pub(crate) fn moto() -> &'static Moto {
 
 impl Moto {
     /// Stops the server now (the guard also does it at exit).
-    #[allow(dead_code, reason = "tests may stop it explicitly")]
     pub(crate) fn stop(&self) {
         if let Ok(mut guard) = self._guard.lock() {
             let _ = guard.1.write_all(b"stop\n");
             let _ = guard.0.wait();
         }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

@@ -34,6 +34,9 @@ enum Command {
     Seed(cmd::seed::Args),
     /// Benchmarks of the DynamoDB source: propagation, bootstrap, builder.
     BenchDynamodb(cmd::dynamodb_bench::Args),
+    /// Benchmarks of checkpoints: size, write, restore, cold start of
+    /// `serve` from one, bootstrap memory.
+    BenchCheckpoint(cmd::checkpoint_bench::Args),
     /// Serve decisions over QUIC (mutual TLS) from a site file.
     Serve(cmd::serve::Args),
     /// Inspect or verify a checkpoint file.
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::Admin(args) => cmd::admin::run(args),
         Command::Seed(args) => cmd::seed::run(args),
         Command::BenchDynamodb(args) => cmd::dynamodb_bench::run(args),
+        Command::BenchCheckpoint(args) => cmd::checkpoint_bench::run(args),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Check(args) => cmd::check::run(args),
         Command::Checkpoint(args) => cmd::checkpoint::run(args),

@@ -5,6 +5,7 @@
 //! on demand. Sequence numbers have gaps on purpose, like AWS's.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use jiff::Timestamp;
@@ -82,6 +83,26 @@ impl FakeBackend {
         };
         fake.new_stream();
         fake
+    }
+
+    /// An empty table whose GetRecords pages hold `records` records and
+    /// whose scan pages hold `items` items (for benchmarks: the defaults
+    /// are tiny to exercise paging).
+    pub fn with_pages(records: usize, items: usize) -> Self {
+        Self {
+            page: records.max(1),
+            scan_page: items.max(1),
+            ..Self::new()
+        }
+    }
+
+    /// Fills the table without writing stream records, as if the items
+    /// had been written before the stream was enabled.
+    pub fn load(&self, items: impl IntoIterator<Item = Item>) {
+        let mut s = self.lock();
+        for item in items {
+            s.table.insert(key_of(&item), item);
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -290,10 +311,12 @@ impl Backend for FakeBackend {
         self.fail()?;
         let s = self.lock();
         let after = start.as_ref().map(key_of);
-        let items: Vec<(&(String, String), &Item)> = s
-            .table
-            .iter()
-            .filter(|(k, _)| after.as_ref().is_none_or(|a| *k > a))
+        // A range, not a filter from the start: pages stay O(page).
+        let range = match after {
+            Some(a) => s.table.range((Bound::Excluded(a), Bound::Unbounded)),
+            None => s.table.range::<(String, String), _>(..),
+        };
+        let items: Vec<(&(String, String), &Item)> = range
             .filter(|(k, _)| hash(&format!("{}|{}", k.0, k.1)) % segments.max(1) == segment)
             .take(self.scan_page)
             .collect();

@@ -1,0 +1,242 @@
+//! `accessd bench-checkpoint`: checkpoint size and write time, verify and
+//! restore time, and a cold start of `accessd serve` from the checkpoint
+//! (process start included) to its first answered decision, with the
+//! server's resident memory; then the peak memory of a bootstrap against
+//! the in-memory fake table. Figures go to docs/benchmarks.md.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use accessd_engine::synth::{SynthParams, site};
+use accessd_engine::{Change, Request, SnapshotBuilder};
+use accessd_loader::checkpoint::{self, Checkpoint, CheckpointData, CheckpointSource};
+use accessd_loader::fake::FakeBackend;
+use accessd_loader::{Loader, LoaderConfig, Source, item};
+use accessd_protocol::{Client, TlsCredentials};
+use anyhow::Context;
+use jiff::Timestamp;
+
+/// Arguments of `accessd bench-checkpoint`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Args {
+    /// Cardholders in the synthetic site (each with ~1.05 credentials).
+    #[arg(long, default_value_t = 1_000_000)]
+    holders: usize,
+    /// Where to write the checkpoint and certificates.
+    #[arg(long, default_value = "target/bench-checkpoint")]
+    dir: PathBuf,
+    /// Also measure a bootstrap against the in-memory fake table.
+    #[arg(long)]
+    bootstrap: bool,
+}
+
+/// Resident memory now and at its peak, in MiB, from /proc.
+fn rss_mib(pid: &str) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Resets the peak resident memory of this process (Linux).
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("cannot create `{}`", args.dir.display()))?;
+    let params = SynthParams {
+        holders: args.holders,
+        doors: 2000,
+        levels: 300,
+        pin_every: 0,
+        now: Timestamp::now(),
+        ..SynthParams::default()
+    };
+    let records = site(&params);
+    let mut builder = SnapshotBuilder::new();
+    let refused = builder.apply_all(records.into_iter().map(Change::Upsert));
+    anyhow::ensure!(refused.is_empty(), "synthetic records refused");
+    let snapshot = builder.publish(Timestamp::now());
+    let credentials = snapshot.stats().credentials;
+    let card = *snapshot.credential_keys().next().context("no credential")?;
+    let reader = snapshot
+        .reader_ids()
+        .next()
+        .context("no reader")?
+        .to_owned();
+    drop(snapshot);
+    println!("site: {} holders, {credentials} credentials", args.holders);
+
+    let path = args.dir.join("state.ckpt");
+    let table = "bench-offline";
+    let started = Instant::now();
+    let bytes = checkpoint::write(
+        &path,
+        &CheckpointData {
+            source: CheckpointSource::Table {
+                table: table.to_owned(),
+            },
+            builder: &builder,
+            fresh_as_of: Timestamp::now(),
+            cursor: None,
+            presence: Vec::new(),
+            now: Timestamp::now(),
+        },
+    )?;
+    let write_s = started.elapsed().as_secs_f64();
+    drop(builder);
+    println!(
+        "checkpoint: {:.1} MiB ({:.0} B/credential), encoded and written (fsync) in {:.0} ms",
+        bytes as f64 / 1048576.0,
+        bytes as f64 / credentials as f64,
+        write_s * 1000.0
+    );
+
+    let started = Instant::now();
+    let opened = Checkpoint::open(&path)?;
+    let open_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let started = Instant::now();
+    let mut restored = opened.restore()?;
+    let restore_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let started = Instant::now();
+    let again = restored.builder.publish(Timestamp::now());
+    let publish_ms = started.elapsed().as_secs_f64() * 1000.0;
+    anyhow::ensure!(
+        again.stats().credentials == credentials,
+        "restore lost credentials"
+    );
+    println!(
+        "in process: open + verify {open_ms:.0} ms, restore records {restore_ms:.0} ms, publish {publish_ms:.0} ms"
+    );
+    drop((again, restored, opened));
+
+    let runtime = super::dynamodb::runtime()?;
+    runtime.block_on(cold_start(&args.dir, &path, table, &reader, card))?;
+    if args.bootstrap {
+        runtime.block_on(bootstrap(&params))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Starts `accessd serve` offline (its DynamoDB endpoint refuses
+/// connections) from the checkpoint and times the first answered decision.
+async fn cold_start(
+    dir: &Path,
+    path: &Path,
+    table: &str,
+    reader: &str,
+    card: accessd_engine::CredentialKey,
+) -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?;
+    if !dir.join("ca.pem").exists() {
+        let status = Command::new(&exe)
+            .args(["certs", "--out"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .status()?;
+        anyhow::ensure!(status.success(), "accessd certs failed");
+    }
+    let tls = TlsCredentials::from_pem_files(
+        &dir.join("ca.pem"),
+        &dir.join("gateway.pem"),
+        &dir.join("gateway.key"),
+    )?;
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let started = Instant::now();
+    let mut child = Command::new(&exe)
+        .arg("serve")
+        .args(["--dynamodb-table", table, "--region", "us-east-1"])
+        .args(["--endpoint-url", "http://127.0.0.1:9"])
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--ca")
+        .arg(dir.join("ca.pem"))
+        .arg("--cert")
+        .arg(dir.join("server.pem"))
+        .arg("--key")
+        .arg(dir.join("server.key"))
+        .arg("--checkpoint")
+        .arg(path)
+        .env("AWS_ACCESS_KEY_ID", "bench")
+        .env("AWS_SECRET_ACCESS_KEY", "bench")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let pid = child.id().to_string();
+    let request = Request {
+        reader,
+        credential: card,
+        pin: None,
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let first = loop {
+        anyhow::ensure!(Instant::now() < deadline, "no answer within 120 s");
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("serve exited: {status}");
+        }
+        let attempt = tokio::time::timeout(Duration::from_millis(500), async {
+            let client = Client::connect(addr, "localhost", &tls).await.ok()?;
+            client.decide(&request).await.ok()
+        })
+        .await;
+        if let Ok(Some(answer)) = attempt
+            && answer.snapshot_version > 0
+        {
+            break (started.elapsed(), answer);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    let (rss, peak) = rss_mib(&pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    println!(
+        "cold start (process start to first decision, offline, from the checkpoint): {:.0} ms; \
+         server resident {rss:.0} MiB, peak {peak:.0} MiB (version {}, reason {})",
+        first.0.as_secs_f64() * 1000.0,
+        first.1.snapshot_version,
+        first.1.reason
+    );
+    Ok(())
+}
+
+/// A bootstrap against the fake table: the table is filled first, then the
+/// peak is reset, so the peak measured is the bootstrap's own (scan pages
+/// in flight plus the snapshot being built).
+async fn bootstrap(params: &SynthParams) -> anyhow::Result<()> {
+    let fake = Arc::new(FakeBackend::with_pages(1000, 4000));
+    let items: Result<Vec<_>, _> = site(params).iter().map(item::item_of).collect();
+    fake.load(items?);
+    let (before, _) = rss_mib("self");
+    reset_peak();
+    let started = Instant::now();
+    let source = Source::start(
+        Loader::new(Arc::clone(&fake), LoaderConfig::default()),
+        None,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let (after, peak) = rss_mib("self");
+    println!(
+        "bootstrap from the fake table: {seconds:.2} s; resident {before:.0} MiB with the table loaded, \
+         {after:.0} MiB after, peak {peak:.0} MiB: the bootstrap added {:.0} MiB at its peak, {:.0} MiB kept",
+        peak - before,
+        after - before
+    );
+    source.shutdown().await;
+    Ok(())
+}

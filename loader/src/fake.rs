@@ -39,6 +39,8 @@ struct State {
     get_records_calls: usize,
     iterator_requests: Vec<(String, Position)>,
     view_type: Option<String>,
+    /// Per shard id, GetRecords calls still to fail.
+    failing_shards: BTreeMap<String, usize>,
 }
 
 /// The fake table and stream. All methods take `&self`; tests drive it
@@ -258,6 +260,25 @@ impl FakeBackend {
         self.lock().failures.extend(errors);
     }
 
+    /// Makes the next `times` GetRecords calls on shard `id` fail as
+    /// throttled, while the other shards answer.
+    pub fn fail_shard(&self, id: &str, times: usize) {
+        self.lock().failing_shards.insert(id.to_owned(), times);
+    }
+
+    /// GetRecords calls still to fail on shard `id`.
+    pub fn shard_failures_left(&self, id: &str) -> usize {
+        self.lock().failing_shards.get(id).copied().unwrap_or(0)
+    }
+
+    /// The open shard a write of partition key `pk` goes to now.
+    pub fn shard_for(&self, pk: &str) -> Option<String> {
+        let s = self.lock();
+        let open: Vec<&FakeShard> = s.shards.iter().filter(|sh| !sh.closed).collect();
+        open.get(hash(pk) as usize % open.len().max(1))
+            .map(|sh| sh.id.clone())
+    }
+
     /// Failures queued by [`fail_next`](Self::fail_next) not yet returned.
     pub fn pending_failures(&self) -> usize {
         self.lock().failures.len()
@@ -411,6 +432,12 @@ impl Backend for FakeBackend {
         };
         if generation < s.generation {
             return Err(SourceError::ExpiredIterator);
+        }
+        if let Some(left) = s.failing_shards.get_mut(shard)
+            && *left > 0
+        {
+            *left -= 1;
+            return Err(SourceError::Transient(format!("shard `{shard}` throttled")));
         }
         let sh = s
             .shards

@@ -362,6 +362,11 @@ impl SourceStatus {
     }
 }
 
+/// Shard reads a round makes at once. DynamoDB allows about five
+/// GetRecords a second per shard, so this bounds the requests in flight,
+/// not the rate per shard.
+const SHARD_READS: usize = 16;
+
 /// Why a poll round stopped.
 enum RoundError {
     /// Retry after a backoff.
@@ -590,6 +595,12 @@ impl<B: Backend> Loader<B> {
     /// Reads every readable shard once and applies what it finds.
     /// `catching_up` is true during a bootstrap or a resume, before
     /// anything is published.
+    ///
+    /// Shards are read concurrently (at most [`SHARD_READS`] at once), so a
+    /// round takes as long as its slowest read, not the sum of them; a
+    /// shard whose read fails keeps its iterator for the next round while
+    /// what the others read is applied (the round is then incomplete and
+    /// confirms nothing). Only when every read failed does the round fail.
     async fn round(
         &self,
         cursor: &mut StreamCursor,
@@ -598,24 +609,60 @@ impl<B: Backend> Loader<B> {
     ) -> Result<Round, RoundError> {
         let mut round = Round::default();
         let mut lag = None;
-        for id in cursor.readable() {
+        let readable = cursor.readable();
+        let mut reads = JoinSet::new();
+        let mut results = Vec::with_capacity(readable.len());
+        for id in readable {
             let Some(shard) = cursor.shards.get_mut(&id) else {
                 continue;
             };
-            let iterator = match shard.iterator.take() {
-                Some(it) => it,
-                None => {
-                    let position = shard
-                        .last_sequence
-                        .clone()
-                        .map_or_else(|| shard.start.clone(), Position::After);
-                    self.backend
-                        .shard_iterator(&cursor.arn, &id, &position)
-                        .await
-                        .map_err(classify)?
+            let held = shard.iterator.take();
+            let position = shard
+                .last_sequence
+                .clone()
+                .map_or_else(|| shard.start.clone(), Position::After);
+            let backend = Arc::clone(&self.backend);
+            let arn = cursor.arn.clone();
+            if reads.len() >= SHARD_READS {
+                if let Some(done) = reads.join_next().await {
+                    results.push(done);
                 }
+            }
+            reads.spawn(async move {
+                let iterator = match held {
+                    Some(it) => it,
+                    None => match backend.shard_iterator(&arn, &id, &position).await {
+                        Ok(it) => it,
+                        Err(e) => return (id, None, Err(e)),
+                    },
+                };
+                let page = backend.get_records(&iterator).await;
+                (id, Some(iterator), page)
+            });
+        }
+        while let Some(done) = reads.join_next().await {
+            results.push(done);
+        }
+        // Applied in shard order, so a round's outcome does not depend on
+        // which read finished first.
+        let mut results: Vec<_> = results
+            .into_iter()
+            .filter_map(|r| match r {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::error!(error = %e, "shard read task failed");
+                    None
+                }
+            })
+            .collect();
+        results.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut failure: Option<RoundError> = None;
+        let mut succeeded = 0usize;
+        for (id, iterator, page) in results {
+            let Some(shard) = cursor.shards.get_mut(&id) else {
+                continue;
             };
-            let page = match self.backend.get_records(&iterator).await {
+            let page = match page {
                 Ok(page) => page,
                 Err(SourceError::ExpiredIterator) => {
                     round.incomplete = true;
@@ -637,10 +684,16 @@ impl<B: Backend> Loader<B> {
                 }
                 Err(e) => {
                     // Keep the iterator: a retry reads the same records.
-                    shard.iterator = Some(iterator);
-                    return Err(classify(e));
+                    shard.iterator = iterator;
+                    round.incomplete = true;
+                    match classify(e) {
+                        lost @ RoundError::Rebootstrap(_) => return Err(lost),
+                        retry => failure = Some(retry),
+                    }
+                    continue;
                 }
             };
+            succeeded += 1;
             for record in &page.records {
                 if let Some(why) = &record.unreadable {
                     if !self.apply_unreadable(builder, record, why, &id) {
@@ -674,6 +727,18 @@ impl<B: Backend> Loader<B> {
                     shard.finished = true;
                     round.closed_shard = true;
                 }
+            }
+        }
+        if let Some(failure) = failure {
+            // Catching up, the caller retries the whole drain (what was
+            // read stays applied, positions advanced); following, what the
+            // other shards read is published now.
+            if catching_up || (succeeded == 0 && round.records == 0) {
+                return Err(failure);
+            }
+            if let RoundError::Retry(error) = &failure {
+                metrics::counter!(m::SOURCE_ERRORS, "kind" => kind_of(error)).increment(1);
+                tracing::warn!(%error, "a shard read failed; the others were applied");
             }
         }
         let lag_s = lag.map_or(0.0, |created| {
@@ -1005,9 +1070,9 @@ impl<B: Backend> Loader<B> {
             };
             match result {
                 Ok(round) => {
-                    backoff.reset();
                     failures = 0;
                     if !round.incomplete {
+                        backoff.reset();
                         confirmed = Instant::now();
                         // The stream was read to its end as of `as_of`
                         // (taken before the read): the snapshot is that
@@ -1017,9 +1082,18 @@ impl<B: Backend> Loader<B> {
                         self.set_status(SourceStatus::Live);
                     }
                     self.checkpoint(builder, cursor, shared, false);
-                    if round.records == 0
-                        && !round.incomplete
-                        && wait_or_shutdown(self.config.poll_interval, shutdown).await
+                    // A shard that could not be read is retried after a
+                    // backoff, not at once; an idle stream after a poll
+                    // interval; a busy one at once.
+                    let pause = if round.incomplete {
+                        Some(backoff.next_delay())
+                    } else if round.records == 0 {
+                        Some(self.config.poll_interval)
+                    } else {
+                        None
+                    };
+                    if let Some(pause) = pause
+                        && wait_or_shutdown(pause, shutdown).await
                     {
                         return true;
                     }

@@ -696,3 +696,59 @@ async fn a_round_with_an_expired_iterator_is_incomplete() {
         })
     ));
 }
+
+#[tokio::test]
+async fn a_failing_shard_does_not_hold_up_the_others() {
+    let fake = loaded_site();
+    let source = start(&fake).await;
+    fake.split();
+    // Find cards whose writes land on each of the two new shards.
+    eventually("children discovered", || fake.shard_for("x").is_some()).await;
+    let pk = |n: u64| {
+        let (pk, _) = key_strings(&credential(n, "E1", CredentialStatus::Active).key());
+        pk
+    };
+    let mut by_shard: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for n in 10..60 {
+        by_shard
+            .entry(fake.shard_for(&pk(n)).unwrap())
+            .or_default()
+            .push(n);
+    }
+    assert_eq!(by_shard.len(), 2, "{by_shard:?}");
+    let (slow, slow_cards) = by_shard.pop_first().unwrap();
+    let (_, fast_cards) = by_shard.pop_first().unwrap();
+    // The closed parent is drained first; then one child keeps failing.
+    put(
+        &fake,
+        &credential(fast_cards[0], "E1", CredentialStatus::Active),
+    );
+    eventually("parent drained", || {
+        verdict(&source, fast_cards[0]) == Verdict::Grant
+    })
+    .await;
+    fake.fail_shard(&slow, 1_000_000);
+    for &n in fast_cards.iter().chain(&slow_cards) {
+        put(&fake, &credential(n, "E1", CredentialStatus::Active));
+    }
+    eventually("the healthy shard's writes", || {
+        fast_cards
+            .iter()
+            .all(|&n| verdict(&source, n) == Verdict::Grant)
+    })
+    .await;
+    assert!(fake.shard_failures_left(&slow) > 0);
+    assert!(
+        slow_cards
+            .iter()
+            .all(|&n| verdict(&source, n) == Verdict::Deny)
+    );
+    fake.fail_shard(&slow, 0);
+    eventually("the recovered shard's writes", || {
+        slow_cards
+            .iter()
+            .all(|&n| verdict(&source, n) == Verdict::Grant)
+    })
+    .await;
+    source.shutdown().await.unwrap();
+}

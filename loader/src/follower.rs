@@ -623,10 +623,10 @@ impl<B: Backend> Loader<B> {
                 .map_or_else(|| shard.start.clone(), Position::After);
             let backend = Arc::clone(&self.backend);
             let arn = cursor.arn.clone();
-            if reads.len() >= SHARD_READS {
-                if let Some(done) = reads.join_next().await {
-                    results.push(done);
-                }
+            if reads.len() >= SHARD_READS
+                && let Some(done) = reads.join_next().await
+            {
+                results.push(done);
             }
             reads.spawn(async move {
                 let iterator = match held {

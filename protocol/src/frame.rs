@@ -282,9 +282,17 @@ pub fn decode(buf: &[u8]) -> Result<(Frame<'_>, usize), DecodeError> {
             needed: total - buf.len(),
         });
     };
-    // Best effort: the request id, for error frames about this frame.
-    let request_id = match (body.first_chunk::<4>(), type_byte) {
-        (Some(id), 1 | 2 | 5) => u32::from_be_bytes(*id),
+    // Best effort: the request id, for error frames about this frame. It
+    // opens the body of a REQUEST and a RESPONSE, but follows the 2-byte
+    // code in an ERROR.
+    let id_at = |offset: usize| {
+        body.get(offset..)
+            .and_then(<[u8]>::first_chunk::<4>)
+            .map_or(0, |id| u32::from_be_bytes(*id))
+    };
+    let request_id = match type_byte {
+        1 | 2 => id_at(0),
+        5 => id_at(2),
         _ => 0,
     };
     let Some(frame_type) = FrameType::from_u8(type_byte) else {
@@ -777,6 +785,27 @@ mod tests {
         assert_eq!(inv.request_id, 9);
         assert_eq!(inv.skip, Some(out.len()));
         assert_eq!(inv.code(), ErrorCode::MALFORMED);
+    }
+
+    #[test]
+    fn a_bad_error_frame_is_refused_with_its_own_request_id() {
+        // Regression (issue 12): the id follows the 2-byte code, so it was
+        // read from the wrong offset.
+        let mut out = Vec::new();
+        encode_error(&mut out, ErrorCode::MALFORMED, 0x0102_0304, "x");
+        out.push(0); // one byte past the text
+        let len = u16::try_from(out.len() - HEADER_LEN).unwrap();
+        out[2..4].copy_from_slice(&len.to_be_bytes());
+        let DecodeError::Invalid(inv) = decode(&out).unwrap_err() else {
+            panic!()
+        };
+        assert_eq!(inv.problem, Problem::TrailingBytes(1));
+        assert_eq!(inv.request_id, 0x0102_0304);
+        // A body too short to hold the id yields 0, not a panic.
+        let DecodeError::Invalid(inv) = decode(&[VERSION, 5, 0, 3, 0, 1, 9]).unwrap_err() else {
+            panic!()
+        };
+        assert_eq!(inv.request_id, 0);
     }
 
     #[test]

@@ -392,6 +392,11 @@ impl<'a> Cursor<'a> {
 
 fn parse_request<'a>(cur: &mut Cursor<'a>) -> Result<RequestFrame<'a>, Problem> {
     let request_id = cur.u32("request_id")?;
+    // 0 is reserved for errors about a stream rather than a request, so a
+    // request may not carry it (else an ERROR about it would be ambiguous).
+    if request_id == 0 {
+        return Err(Problem::ZeroRequestId);
+    }
     let flags = cur.u8("flags")?;
     if flags & !(FLAG_PIN | FLAG_READER_TIME) != 0 {
         return Err(Problem::ReservedFlags(flags));
@@ -517,6 +522,9 @@ fn finish_frame(out: &mut Vec<u8>, body_start: usize) -> Result<(), EncodeError>
 }
 
 fn check_request(r: &RequestFrame<'_>) -> Result<(), EncodeError> {
+    if r.request_id == 0 {
+        return Err(EncodeError::ZeroRequestId);
+    }
     if r.reader.is_empty() || r.reader.len() > MAX_READER_ID_LEN {
         return Err(EncodeError::BadReaderId(r.reader.to_owned()));
     }
@@ -809,6 +817,35 @@ mod tests {
     }
 
     #[test]
+    fn request_id_0_is_malformed_alone_and_in_a_batch() {
+        // Regression (issue 12): the spec reserves id 0, the decoder took it.
+        let mut one = Vec::new();
+        encode_request(&mut one, &req(5)).unwrap();
+        one[4..8].copy_from_slice(&[0; 4]);
+        let DecodeError::Invalid(inv) = decode(&one).unwrap_err() else {
+            panic!()
+        };
+        assert_eq!(
+            (inv.problem.clone(), inv.request_id, inv.skip),
+            (Problem::ZeroRequestId, 0, Some(one.len()))
+        );
+        assert_eq!(inv.code(), ErrorCode::MALFORMED);
+        let mut batch = Vec::new();
+        encode_batch_request(&mut batch, &[req(5), req(6)]).unwrap();
+        // The second item's id starts after the header, the count and the
+        // first item.
+        let second = HEADER_LEN + 2 + (one.len() - HEADER_LEN);
+        batch[second..second + 4].copy_from_slice(&[0; 4]);
+        let DecodeError::Invalid(inv) = decode(&batch).unwrap_err() else {
+            panic!()
+        };
+        assert_eq!(
+            (inv.problem, inv.request_id, inv.skip),
+            (Problem::ZeroRequestId, 0, Some(batch.len()))
+        );
+    }
+
+    #[test]
     fn encoder_refuses_what_the_decoder_would() {
         let mut out = Vec::new();
         let long = "r".repeat(65);
@@ -819,6 +856,14 @@ mod tests {
         r.pin = Some(b"12a4");
         assert!(encode_request(&mut out, &r).is_err());
         assert!(encode_batch_request(&mut out, &[]).is_err());
+        assert_eq!(
+            encode_request(&mut out, &req(0)),
+            Err(EncodeError::ZeroRequestId)
+        );
+        assert_eq!(
+            encode_batch_request(&mut out, &[req(1), req(0)]),
+            Err(EncodeError::ZeroRequestId)
+        );
         assert!(out.is_empty());
     }
 

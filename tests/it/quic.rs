@@ -367,6 +367,48 @@ async fn malformed_frames_get_error_frames_and_the_stream_goes_on() {
     server.shutdown().await;
 }
 
+/// Regression (issue 12): PROTOCOL.md reserves request id 0, and the
+/// server answered such a request like any other.
+#[tokio::test]
+async fn issue_12_request_id_0_is_refused_as_malformed_alone_and_in_a_batch() {
+    let (server, _) = example_server().await;
+    let client = server.gateway().await;
+    // The encoder refuses id 0, so patch it into good frames.
+    let mut zero = good_request(1);
+    zero[4..8].copy_from_slice(&[0; 4]);
+    let mut batch = Vec::new();
+    let item = |id| RequestFrame {
+        request_id: id,
+        reader: "lobby-in",
+        credential: card("h10301:12:1001"),
+        pin: None,
+        reader_time_ms: None,
+    };
+    accessd_protocol::encode_batch_request(&mut batch, &[item(21), item(22)]).unwrap();
+    // The second item's id: after the header, the count and the first item
+    // (a 29-byte card request body).
+    batch[4 + 2 + 29..4 + 2 + 29 + 4].copy_from_slice(&[0; 4]);
+    let mut bytes = zero;
+    bytes.extend(good_request(2));
+    bytes.extend(batch);
+    bytes.extend(good_request(3));
+    let (seen, end) = exchange(&client, &bytes).await;
+    assert!(end.is_none(), "stream ended cleanly: {end:?}");
+    assert_eq!(
+        seen,
+        Seen {
+            errors: vec![(ErrorCode::MALFORMED, 0), (ErrorCode::MALFORMED, 0)],
+            responses: vec![2, 3],
+        }
+    );
+    assert_eq!(
+        server.decider.calls(),
+        2,
+        "no item of the refused batch was decided"
+    );
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn lost_framing_closes_only_that_connection_with_protocol_error() {
     let (server, _) = example_server().await;

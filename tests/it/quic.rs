@@ -409,6 +409,78 @@ async fn issue_12_request_id_0_is_refused_as_malformed_alone_and_in_a_batch() {
     server.shutdown().await;
 }
 
+const PROTOCOL_MD: &str = include_str!("../../protocol/PROTOCOL.md");
+
+/// The bytes of the ```hex vector=NAME block of `PROTOCOL.md`.
+fn vector(name: &str) -> Vec<u8> {
+    let start = format!("```hex vector={name}\n");
+    let at = PROTOCOL_MD.find(&start).expect("the vector exists") + start.len();
+    let end = PROTOCOL_MD[at..].find("```").unwrap() + at;
+    let hex: String = PROTOCOL_MD[at..end]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn answers_of(bytes: &[u8]) -> Vec<accessd_protocol::ResponseFrame> {
+    match accessd_protocol::decode(bytes).unwrap().0 {
+        Frame::Response(r) => vec![r],
+        Frame::BatchResponse(b) => b.iter().collect(),
+        other => panic!("not a response: {other:?}"),
+    }
+}
+
+/// Regression (issue 12): the vectors' prose must describe what the
+/// example site really answers, so a firmware author can replay them
+/// against `accessd serve --site docs/examples/site.toml`.
+#[tokio::test]
+async fn issue_12_protocol_vectors_are_what_the_example_site_answers() {
+    let (server, _) = example_server().await;
+    let client = server.gateway().await;
+    let mut pipe = client.pipeline().await.unwrap();
+    pipe.queue_raw(&vector("request-card"));
+    pipe.queue_raw(&vector("batch-request"));
+    pipe.flush().await.unwrap();
+    pipe.finish();
+    let mut got = Vec::new();
+    while pipe
+        .read(|f| match f {
+            Frame::Response(r) => got.push(vec![r]),
+            Frame::BatchResponse(b) => got.push(b.iter().collect()),
+            other => panic!("unexpected {other:?}"),
+        })
+        .await
+        .unwrap()
+    {}
+    let want = [
+        answers_of(&vector("response-grant")),
+        answers_of(&vector("batch-response")),
+    ];
+    assert_eq!(got.len(), want.len());
+    for (got, want) in got.iter().zip(&want) {
+        // Version and age are the server's own; the rest is the decision.
+        let key =
+            |r: &accessd_protocol::ResponseFrame| (r.request_id, r.verdict, r.reason, r.unlock_ms);
+        assert_eq!(
+            got.iter().map(key).collect::<Vec<_>>(),
+            want.iter().map(key).collect::<Vec<_>>()
+        );
+    }
+    // The reader time of `request-uid-pin-time` and the date its prose gives.
+    let bytes = vector("request-uid-pin-time");
+    let Frame::Request(r) = accessd_protocol::decode(&bytes).unwrap().0 else {
+        panic!("not a request")
+    };
+    let t = Timestamp::from_millisecond(r.reader_time_ms.unwrap()).unwrap();
+    let prose = format!("({})", t.strftime("%Y-%m-%dT%H:%M:%SZ"));
+    assert!(PROTOCOL_MD.contains(&prose), "PROTOCOL.md says {prose}");
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn lost_framing_closes_only_that_connection_with_protocol_error() {
     let (server, _) = example_server().await;

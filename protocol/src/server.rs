@@ -172,6 +172,7 @@ pub async fn run<D: Decider>(
                     decider: decider.clone(),
                     stop: stop_rx.clone(),
                     drain: limits.drain_timeout,
+                    max_streams: limits.max_streams_per_connection,
                 };
                 conns.spawn(async move {
                     serve_connection(incoming, ctx).await;
@@ -203,6 +204,27 @@ struct ConnCtx<D> {
     decider: Arc<D>,
     stop: watch::Receiver<bool>,
     drain: Duration,
+    max_streams: u32,
+}
+
+/// The stream limit below which quinn announces returned stream credit at
+/// once: it sends `MAX_STREAMS` only when more than `limit / 8` streams'
+/// worth of credit is waiting, so from 8 streams up it waits for two
+/// closes (quinn-proto `StreamsState::queue_max_stream_id`).
+const QUINN_IMMEDIATE_CREDIT_LIMIT: u32 = 7;
+
+/// Makes quinn announce the credit of a stream that just closed now, not
+/// after the next one closes, as `PROTOCOL.md` promises ("opening a ninth
+/// waits until one closes"): lowering the target limit makes the waiting
+/// update significant (quinn then queues `MAX_STREAMS`), and restoring it
+/// keeps the limit. The peer's credit never shrinks (QUIC credit only
+/// grows), and a stream freed between the two calls gets its credit when
+/// the limit is restored.
+fn return_stream_credit(conn: &Connection, limit: u32) {
+    if limit > QUINN_IMMEDIATE_CREDIT_LIMIT {
+        conn.set_max_concurrent_bi_streams(VarInt::from_u32(QUINN_IMMEDIATE_CREDIT_LIMIT));
+        conn.set_max_concurrent_bi_streams(VarInt::from_u32(limit));
+    }
 }
 
 /// Decrements the active-connections gauge however the task ends.
@@ -286,7 +308,11 @@ async fn serve_connection<D: Decider>(incoming: quinn::Incoming, mut ctx: ConnCt
                     return;
                 }
             },
-            Some(_) = streams.join_next(), if !streams.is_empty() => {}
+            Some(_) = streams.join_next(), if !streams.is_empty() => {
+                // The stream task waited until the client had every
+                // answer, so quinn has freed the stream by now.
+                return_stream_credit(&conn, ctx.max_streams);
+            }
         }
     }
     while streams.join_next().await.is_some() {}

@@ -867,3 +867,70 @@ async fn issue_12_a_foreign_alpn_is_refused_with_no_application_protocol() {
     }
     server.shutdown().await;
 }
+
+/// Sends one good request on `pipe` and returns the request ids answered:
+/// the first answer, or with `finish` every answer until the server ends
+/// the stream.
+async fn ask(pipe: &mut accessd_protocol::Pipeline, id: u32, finish: bool) -> Vec<u32> {
+    pipe.queue_raw(&good_request(id));
+    pipe.flush().await.unwrap();
+    if finish {
+        pipe.finish();
+    }
+    let mut ids = Vec::new();
+    while ids.is_empty() || finish {
+        let more = pipe
+            .read(|f| match f {
+                Frame::Response(r) => ids.push(r.request_id),
+                other => panic!("unexpected {other:?}"),
+            })
+            .await
+            .unwrap();
+        if !more {
+            break;
+        }
+    }
+    ids
+}
+
+/// Regression (issue 12): with quinn's defaults the credit of a closed
+/// stream came back only once a second stream closed, so with seven
+/// long-lived streams open a client could not open a short-lived one.
+#[tokio::test]
+async fn issue_12_a_ninth_stream_opens_once_one_of_eight_closes() {
+    let (server, _) = example_server().await;
+    assert_eq!(Limits::default().max_streams_per_connection, 8);
+    let client = server.gateway().await;
+    // The client's own request stream is the first of eight.
+    client.ping().await.unwrap();
+    let mut open = Vec::new();
+    for id in 1..=7 {
+        let mut pipe = client.pipeline().await.unwrap();
+        assert_eq!(ask(&mut pipe, id, false).await, vec![id]);
+        open.push(pipe);
+    }
+    // Eight are open: a ninth must wait.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), client.pipeline())
+            .await
+            .is_err(),
+        "the server allows more than 8 streams"
+    );
+    // Close one of them; the other seven stay open.
+    let mut closing = open.pop().unwrap();
+    assert_eq!(ask(&mut closing, 100, true).await, vec![100]);
+    drop(closing);
+    let mut ninth = tokio::time::timeout(Duration::from_secs(5), client.pipeline())
+        .await
+        .expect("a ninth stream opens once one of eight has closed")
+        .unwrap();
+    assert_eq!(ask(&mut ninth, 9, false).await, vec![9]);
+    // The seven long-lived streams (the client's own and six pipelines)
+    // still work.
+    client.ping().await.unwrap();
+    for (i, pipe) in open.iter_mut().enumerate() {
+        let id = 200 + i as u32;
+        assert_eq!(ask(pipe, id, false).await, vec![id]);
+    }
+    server.shutdown().await;
+}

@@ -8,8 +8,13 @@
 //! ([`DecodeError::Invalid`]); it never panics and never allocates.
 
 mod err;
+// Only the QUIC server and client read streams.
+#[cfg(any(feature = "net", test))]
+mod reader;
 
 pub use err::{DecodeError, EncodeError, ErrorCode, InvalidFrame, Problem};
+#[cfg(feature = "net")]
+pub(crate) use reader::FrameReader;
 
 use accessd_engine::{CardFormat, CredentialKey, Uid, Verdict};
 
@@ -319,24 +324,6 @@ pub fn decode(buf: &[u8]) -> Result<(Frame<'_>, usize), DecodeError> {
         ));
     }
     Ok((frame, total))
-}
-
-/// Moves from `fresh` into `partial` only the bytes the frame started in
-/// `partial` still lacks, so that a frame split across two reads costs a
-/// copy of that frame, not of the whole read behind it.
-#[cfg_attr(
-    not(feature = "net"),
-    expect(dead_code, reason = "used by the QUIC reader paths")
-)]
-pub(crate) fn complete_partial(partial: &mut Vec<u8>, fresh: &mut &[u8]) {
-    while !partial.is_empty() && !fresh.is_empty() {
-        let Err(DecodeError::Incomplete { needed }) = decode(partial) else {
-            return;
-        };
-        let (head, tail) = fresh.split_at(needed.min(fresh.len()));
-        partial.extend_from_slice(head);
-        *fresh = tail;
-    }
 }
 
 fn invalid(problem: Problem, request_id: u32, skip: Option<usize>) -> DecodeError {

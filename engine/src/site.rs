@@ -10,11 +10,13 @@
 //! ids, references to records that do not exist, bad time zones, empty or
 //! overlapping schedule intervals and inverted validity windows.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::model::{
     AccessLevelRecord, AreaRecord, AssignmentRecord, CardholderRecord, CredentialRecord,
@@ -41,7 +43,12 @@ pub const SECTIONS: [&str; 11] = [
 /// One problem in a site file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SiteProblem {
-    /// Where: `line L` and/or `section[index] (id)`.
+    /// The line (from 1) the problem is on, from the TOML parser's spans:
+    /// the offending value's when the problem is in one field, else the
+    /// record's first line (its `[[section]]` header, or its `{` inline).
+    pub line: usize,
+    /// Where: `line L`, then `section[index] `id`` when the problem is in
+    /// a record.
     pub location: String,
     /// What is wrong.
     pub message: String,
@@ -77,71 +84,96 @@ pub struct SiteFile {
     pub records: Vec<Record>,
 }
 
+/// The line (from 1) of a byte offset into `text`. Offsets come from the
+/// TOML parser's spans; this only turns one into a line number.
 fn line_of(text: &str, offset: usize) -> usize {
     text.get(..offset).map_or(0, |t| t.matches('\n').count()) + 1
 }
 
 struct Checker<'a> {
     text: &'a str,
+    /// The first line of every record, by section and index.
+    record_lines: HashMap<&'static str, Vec<usize>>,
     problems: Vec<SiteProblem>,
 }
 
 impl Checker<'_> {
-    /// The line of the `index`-th `[[section]]` header, when the file uses
-    /// headers for that section.
-    fn header_line(&self, section: &str, index: usize) -> Option<usize> {
-        let header = format!("[[{section}]]");
-        let mut offset = 0;
-        let mut n = 0;
-        for line in self.text.split_inclusive('\n') {
-            if line.trim() == header {
-                if n == index {
-                    return Some(line_of(self.text, offset));
-                }
-                n += 1;
-            }
-            offset += line.len();
+    fn push(&mut self, line: usize, place: &str, message: String) {
+        let location = if place.is_empty() {
+            format!("line {line}")
+        } else {
+            format!("line {line}, {place}")
+        };
+        self.problems.push(SiteProblem {
+            line,
+            location,
+            message,
+        });
+    }
+
+    /// A problem with the `index`-th record of `section`, on `line` or, if
+    /// `None`, on the record's first line.
+    fn problem_at(
+        &mut self,
+        section: &str,
+        index: usize,
+        line: Option<usize>,
+        id: &str,
+        message: String,
+    ) {
+        let line = line
+            .or_else(|| {
+                self.record_lines
+                    .get(section)
+                    .and_then(|lines| lines.get(index))
+                    .copied()
+            })
+            .unwrap_or(1);
+        let mut place = format!("{section}[{index}]");
+        if !id.is_empty() {
+            place.push_str(&format!(" `{id}`"));
         }
-        None
+        self.push(line, &place, message);
     }
 
     fn problem(&mut self, section: &str, index: usize, id: &str, message: String) {
-        let mut location = match self.header_line(section, index) {
-            Some(line) => format!("line {line}, {section}[{index}]"),
-            None => format!("{section}[{index}]"),
-        };
-        if !id.is_empty() {
-            location.push_str(&format!(" `{id}`"));
-        }
-        self.problems.push(SiteProblem { location, message });
+        self.problem_at(section, index, None, id, message);
     }
 
     fn section<T: DeserializeOwned>(
         &mut self,
-        table: &toml::Table,
-        name: &str,
+        table: &DeTable<'_>,
+        name: &'static str,
         id_of: impl Fn(&T) -> String,
     ) -> Vec<(usize, T)> {
-        let Some(value) = table.get(name) else {
+        let Some((key, value)) = table.iter().find(|(k, _)| k.get_ref() == name) else {
             return Vec::new();
         };
-        let Some(items) = value.as_array() else {
-            self.problems.push(SiteProblem {
-                location: format!("`{name}`"),
-                message: format!("must be an array of tables (`[[{name}]]`)"),
-            });
+        let DeValue::Array(items) = value.get_ref() else {
+            let line = line_of(self.text, key.span().start);
+            self.push(
+                line,
+                &format!("`{name}`"),
+                format!("must be an array of tables (`[[{name}]]`)"),
+            );
             return Vec::new();
         };
+        let lines = items
+            .iter()
+            .map(|item| line_of(self.text, item.span().start))
+            .collect();
+        self.record_lines.insert(name, lines);
         let mut out = Vec::new();
         let mut seen = HashSet::new();
         for (index, item) in items.iter().enumerate() {
             let raw_id = item
+                .get_ref()
                 .get("id")
-                .or_else(|| item.get("card"))
-                .and_then(|v| v.as_str())
+                .or_else(|| item.get_ref().get("card"))
+                .and_then(|v| v.get_ref().as_str())
                 .unwrap_or_default()
                 .to_owned();
-            match item.clone().try_into::<T>() {
+            match T::deserialize(ValueDeserializer::from(item.clone())) {
                 Ok(record) => {
                     let id = id_of(&record);
                     if !seen.insert(id.clone()) {
@@ -151,8 +183,11 @@ impl Checker<'_> {
                     out.push((index, record));
                 }
                 Err(e) => {
+                    // The parser's span of the offending value, when it has
+                    // one, is more precise than the record's first line.
+                    let line = e.span().map(|span| line_of(self.text, span.start));
                     let message = e.message().trim().to_owned();
-                    self.problem(name, index, &raw_id, message);
+                    self.problem_at(name, index, line, &raw_id, message);
                 }
             }
         }
@@ -202,29 +237,30 @@ impl SiteFile {
     pub fn parse(text: &str) -> Result<Self, SiteError> {
         let mut c = Checker {
             text,
+            record_lines: HashMap::new(),
             problems: Vec::new(),
         };
-        let table: toml::Table = match toml::from_str(text) {
-            Ok(t) => t,
+        // Parsed with spans, so that every problem found later can name its
+        // line.
+        let table: DeTable<'_> = match DeTable::parse(text) {
+            Ok(t) => t.into_inner(),
             Err(e) => {
-                let location = match e.span() {
-                    Some(span) => format!("line {}", line_of(text, span.start)),
-                    None => "the file".to_owned(),
-                };
+                let line = e.span().map_or(1, |span| line_of(text, span.start));
+                c.push(line, "", e.message().trim().to_owned());
                 return Err(SiteError {
-                    problems: vec![SiteProblem {
-                        location,
-                        message: e.message().trim().to_owned(),
-                    }],
+                    problems: c.problems,
                 });
             }
         };
-        for key in table.keys() {
-            if !SECTIONS.contains(&key.as_str()) {
-                c.problems.push(SiteProblem {
-                    location: format!("`{key}`"),
-                    message: format!("unknown section; expected one of {}", SECTIONS.join(", ")),
-                });
+        for (key, _) in table.iter() {
+            let key: &Spanned<_> = key;
+            if !SECTIONS.contains(&key.get_ref().as_ref()) {
+                let line = line_of(text, key.span().start);
+                c.push(
+                    line,
+                    &format!("`{}`", key.get_ref()),
+                    format!("unknown section; expected one of {}", SECTIONS.join(", ")),
+                );
             }
         }
 
@@ -353,16 +389,9 @@ impl SiteFile {
         if c.problems.is_empty() {
             Ok(Self { records })
         } else {
-            // File order: by line where known (a stable sort keeps the order
-            // of several problems on one record).
-            let line = |p: &SiteProblem| {
-                p.location
-                    .strip_prefix("line ")
-                    .and_then(|rest| rest.split(',').next())
-                    .and_then(|n| n.parse::<usize>().ok())
-                    .unwrap_or(0)
-            };
-            c.problems.sort_by_key(line);
+            // File order (a stable sort keeps the order of several problems
+            // on one line).
+            c.problems.sort_by_key(|p| p.line);
             Err(SiteError {
                 problems: c.problems,
             })

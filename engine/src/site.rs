@@ -90,32 +90,41 @@ fn line_of(text: &str, offset: usize) -> usize {
     text.get(..offset).map_or(0, |t| t.matches('\n').count()) + 1
 }
 
+/// A record of a site file: its section and its index there.
+type RecordAt = (&'static str, usize);
+
 struct Checker<'a> {
     text: &'a str,
     /// The first line of every record, by section and index.
     record_lines: HashMap<&'static str, Vec<usize>>,
-    problems: Vec<SiteProblem>,
+    /// Each problem, with the record it is about when it is about one.
+    problems: Vec<(SiteProblem, Option<RecordAt>)>,
 }
 
 impl Checker<'_> {
     fn push(&mut self, line: usize, place: &str, message: String) {
+        self.push_about(line, place, message, None);
+    }
+
+    fn push_about(&mut self, line: usize, place: &str, message: String, about: Option<RecordAt>) {
         let location = if place.is_empty() {
             format!("line {line}")
         } else {
             format!("line {line}, {place}")
         };
-        self.problems.push(SiteProblem {
+        let problem = SiteProblem {
             line,
             location,
             message,
-        });
+        };
+        self.problems.push((problem, about));
     }
 
     /// A problem with the `index`-th record of `section`, on `line` or, if
     /// `None`, on the record's first line.
     fn problem_at(
         &mut self,
-        section: &str,
+        section: &'static str,
         index: usize,
         line: Option<usize>,
         id: &str,
@@ -133,10 +142,10 @@ impl Checker<'_> {
         if !id.is_empty() {
             place.push_str(&format!(" `{id}`"));
         }
-        self.push(line, &place, message);
+        self.push_about(line, &place, message, Some((section, index)));
     }
 
-    fn problem(&mut self, section: &str, index: usize, id: &str, message: String) {
+    fn problem(&mut self, section: &'static str, index: usize, id: &str, message: String) {
         self.problem_at(section, index, None, id, message);
     }
 
@@ -196,7 +205,7 @@ impl Checker<'_> {
 
     fn refs<'r>(
         &mut self,
-        section: &str,
+        section: &'static str,
         index: usize,
         id: &str,
         what: &str,
@@ -235,6 +244,78 @@ fn record_id(record: &Record) -> String {
 impl SiteFile {
     /// Parses and checks a site file's text.
     pub fn parse(text: &str) -> Result<Self, SiteError> {
+        Self::check(text).map_err(|problems| SiteError {
+            problems: problems.into_iter().map(|(p, _)| p).collect(),
+        })
+    }
+
+    /// Splits `records` into a valid site file and the records that cannot
+    /// be in one, each with why (its problems, joined by `; `). A record
+    /// that refers to a record left out is left out too, since a site file
+    /// must not name what it does not hold: a site with a bad time zone
+    /// takes its doors along, and their readers. This is how an export
+    /// keeps everything that is good in a table.
+    pub fn keep_valid(records: Vec<Record>) -> (Self, Vec<(Record, String)>) {
+        let mut kept = records;
+        let mut left_out = Vec::new();
+        // Each round leaves out at least one record, so this ends.
+        loop {
+            let problems = match Self::to_toml(&kept) {
+                Ok(text) => match Self::check(&text) {
+                    Ok(site) => return (site, left_out),
+                    Err(problems) => problems,
+                },
+                Err(e) => vec![(
+                    SiteProblem {
+                        line: 1,
+                        location: "line 1".to_owned(),
+                        message: format!("cannot be written as TOML: {e}"),
+                    },
+                    None,
+                )],
+            };
+            let mut why: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+            for (problem, about) in &problems {
+                let Some((section, index)) = *about else {
+                    continue;
+                };
+                // `to_toml` writes each section's records in their order.
+                let position = kept
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| section_of(r) == section)
+                    .nth(index)
+                    .map(|(position, _)| position);
+                if let Some(position) = position {
+                    why.entry(position)
+                        .or_default()
+                        .push(problem.message.clone());
+                }
+            }
+            if why.is_empty() {
+                // Problems with no record to blame: nothing can be kept.
+                let message = problems
+                    .iter()
+                    .map(|(p, _)| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                left_out.extend(kept.into_iter().map(|r| (r, message.clone())));
+                return (Self::default(), left_out);
+            }
+            let mut still = Vec::with_capacity(kept.len());
+            for (position, record) in kept.into_iter().enumerate() {
+                match why.remove(&position) {
+                    Some(messages) => left_out.push((record, messages.join("; "))),
+                    None => still.push(record),
+                }
+            }
+            kept = still;
+        }
+    }
+
+    /// Parses and checks a site file's text; on failure, every problem in
+    /// file order with the record it is about.
+    fn check(text: &str) -> Result<Self, Vec<(SiteProblem, Option<RecordAt>)>> {
         let mut c = Checker {
             text,
             record_lines: HashMap::new(),
@@ -247,9 +328,7 @@ impl SiteFile {
             Err(e) => {
                 let line = e.span().map_or(1, |span| line_of(text, span.start));
                 c.push(line, "", e.message().trim().to_owned());
-                return Err(SiteError {
-                    problems: c.problems,
-                });
+                return Err(c.problems);
             }
         };
         for (key, _) in table.iter() {
@@ -346,12 +425,13 @@ impl SiteFile {
         }
 
         let mut records = Vec::new();
-        let mut push = |c: &mut Checker<'_>, section: &str, index: usize, record: Record| {
-            if let Err(e) = validate(&record) {
-                c.problem(section, index, &record_id(&record), e.to_string());
-            }
-            records.push(record);
-        };
+        let mut push =
+            |c: &mut Checker<'_>, section: &'static str, index: usize, record: Record| {
+                if let Err(e) = validate(&record) {
+                    c.problem(section, index, &record_id(&record), e.to_string());
+                }
+                records.push(record);
+            };
         for (i, r) in sites {
             push(&mut c, "sites", i, Record::Site(r));
         }
@@ -391,10 +471,8 @@ impl SiteFile {
         } else {
             // File order (a stable sort keeps the order of several problems
             // on one line).
-            c.problems.sort_by_key(|p| p.line);
-            Err(SiteError {
-                problems: c.problems,
-            })
+            c.problems.sort_by_key(|(p, _)| p.line);
+            Err(c.problems)
         }
     }
 
@@ -449,21 +527,25 @@ impl SiteFile {
     pub fn counts(&self) -> BTreeMap<&'static str, usize> {
         let mut counts = BTreeMap::new();
         for record in &self.records {
-            let section = match record {
-                Record::Site(_) => "sites",
-                Record::Area(_) => "areas",
-                Record::Door(_) => "doors",
-                Record::Reader(_) => "readers",
-                Record::DoorGroup(_) => "door_groups",
-                Record::HolidaySet(_) => "holiday_sets",
-                Record::Schedule(_) => "schedules",
-                Record::AccessLevel(_) => "access_levels",
-                Record::Cardholder(_) => "cardholders",
-                Record::Credential(_) => "credentials",
-                Record::Assignment(_) => "assignments",
-            };
-            *counts.entry(section).or_insert(0) += 1;
+            *counts.entry(section_of(record)).or_insert(0) += 1;
         }
         counts
+    }
+}
+
+/// The section a record is written in.
+fn section_of(record: &Record) -> &'static str {
+    match record {
+        Record::Site(_) => "sites",
+        Record::Area(_) => "areas",
+        Record::Door(_) => "doors",
+        Record::Reader(_) => "readers",
+        Record::DoorGroup(_) => "door_groups",
+        Record::HolidaySet(_) => "holiday_sets",
+        Record::Schedule(_) => "schedules",
+        Record::AccessLevel(_) => "access_levels",
+        Record::Cardholder(_) => "cardholders",
+        Record::Credential(_) => "credentials",
+        Record::Assignment(_) => "assignments",
     }
 }

@@ -243,3 +243,60 @@ fn inline_records_and_non_array_sections_have_their_line() {
         "{err}"
     );
 }
+
+/// What `accessd admin export` relies on (issue 12): one bad record never
+/// blocks the rest; what refers to a left-out record goes too, so what is
+/// kept is always a valid site file.
+#[test]
+fn keep_valid_leaves_out_bad_records_and_what_names_them() {
+    use accessd_engine::{
+        CredentialRecord, CredentialStatus, DoorRecord, Record, RecordKey, SiteRecord,
+    };
+    let good = SiteFile::parse(EXAMPLE).unwrap();
+    let mut records = good.records.clone();
+    records.push(Record::Site(SiteRecord {
+        id: "mars".into(),
+        time_zone: "Mars/Olympus_Mons".into(),
+        lockdown: false,
+    }));
+    records.push(Record::Door(DoorRecord {
+        id: "airlock".into(),
+        site: "mars".into(),
+        mode: Default::default(),
+        unlock_ms: 1000,
+        area: None,
+    }));
+    records.push(Record::Credential(CredentialRecord {
+        card: "h10301:12:4242".parse().unwrap(),
+        holder: "deleted-holder".into(),
+        status: CredentialStatus::Active,
+        valid_from: None,
+        valid_until: None,
+        pin: None,
+    }));
+    let (site, left_out) = SiteFile::keep_valid(records);
+    assert_eq!(site, good, "everything good is kept");
+    let mut left: Vec<(RecordKey, String)> = left_out
+        .into_iter()
+        .map(|(r, why)| (r.key(), why))
+        .collect();
+    left.sort();
+    let want = [
+        (RecordKey::Site("mars".into()), "unknown time zone"),
+        (RecordKey::Door("airlock".into()), "unknown site `mars`"),
+        (
+            RecordKey::Credential("h10301:12:4242".parse().unwrap()),
+            "unknown cardholder `deleted-holder`",
+        ),
+    ];
+    let mut want_keys: Vec<RecordKey> = want.iter().map(|(k, _)| k.clone()).collect();
+    want_keys.sort();
+    assert_eq!(
+        left.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+        want_keys
+    );
+    for (key, message) in want {
+        let (_, why) = left.iter().find(|(k, _)| *k == key).unwrap();
+        assert!(why.contains(message), "{key:?}: {why}");
+    }
+}

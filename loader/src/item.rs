@@ -924,6 +924,23 @@ mod tests {
     }
 
     #[test]
+    fn card_numbers_out_of_range_for_their_format_are_refused() {
+        let i = item(&[
+            ("pk", s("card#h10301:1:70000")),
+            ("sk", s("card")),
+            ("type", s("credential")),
+            ("card", s("h10301:1:70000")),
+            ("holder", s("E1")),
+        ]);
+        let err = record_of(&i).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "item pk=`card#h10301:1:70000` sk=`card`: attribute `pk`: \
+             h10301 card number `70000` is out of range: the format encodes 0 to 65535"
+        );
+    }
+
+    #[test]
     fn a_bad_new_image_removes_the_old_record() {
         let keys = item(&[("pk", s("card#h10301:1:2")), ("sk", s("card"))]);
         let mut image = keys.clone();

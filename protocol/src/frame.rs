@@ -833,6 +833,25 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_pin_is_malformed() {
+        // docs/decisions.md: on the wire an entered PIN has 1 to 16 digits;
+        // "no PIN" is the flag cleared, not a PIN of length 0.
+        let mut r = req(3);
+        r.reader_time_ms = None;
+        let mut out = Vec::new();
+        encode_request(&mut out, &r).unwrap();
+        // The PIN is the last field: cut its digits, set its length to 0.
+        out.truncate(out.len() - 4);
+        *out.last_mut().unwrap() = 0;
+        let len = u16::try_from(out.len() - HEADER_LEN).unwrap();
+        out[2..4].copy_from_slice(&len.to_be_bytes());
+        let DecodeError::Invalid(inv) = decode(&out).unwrap_err() else {
+            panic!()
+        };
+        assert_eq!((inv.problem, inv.request_id), (Problem::BadPin, 3));
+    }
+
+    #[test]
     fn encoder_refuses_what_the_decoder_would() {
         let mut out = Vec::new();
         let long = "r".repeat(65);

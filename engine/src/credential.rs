@@ -41,6 +41,25 @@ impl CardFormat {
         ("corp1000_48", Self::CORP1000_48),
     ];
 
+    /// The largest facility code and card number the format can encode,
+    /// for the well-known formats (their bit layouts); `None` for any other
+    /// format, whose numbers are taken as they come.
+    pub fn limits(self) -> Option<(u32, u64)> {
+        match self {
+            // 26-bit: 8-bit facility, 16-bit number.
+            Self::H10301 => Some((u8::MAX.into(), u16::MAX.into())),
+            // 37-bit: 35-bit number, no facility.
+            Self::H10302 => Some((0, (1 << 35) - 1)),
+            // 37-bit: 16-bit facility, 19-bit number.
+            Self::H10304 => Some((u16::MAX.into(), (1 << 19) - 1)),
+            // 35-bit: 12-bit company id, 20-bit number.
+            Self::CORP1000_35 => Some(((1 << 12) - 1, (1 << 20) - 1)),
+            // 48-bit: 22-bit company id, 23-bit number.
+            Self::CORP1000_48 => Some(((1 << 22) - 1, (1 << 23) - 1)),
+            _ => None,
+        }
+    }
+
     /// The format's name, if it is a well-known one.
     pub fn name(self) -> Option<&'static str> {
         Self::NAMES
@@ -168,6 +187,20 @@ pub enum CredentialParseError {
     /// The UID is not 1 to 16 bytes of hex.
     #[error("uid `{0}` must be 1 to 16 bytes written as hex digits")]
     Uid(String),
+    /// The facility code or card number does not fit the format's bits
+    /// (an H10301 number above 65535, say): no card of that format can
+    /// carry it, so it is a typo. Fix the number or the format.
+    #[error("{format} {field} `{value}` is out of range: the format encodes 0 to {max}")]
+    OutOfRange {
+        /// The card format.
+        format: CardFormat,
+        /// `facility code` or `card number`.
+        field: &'static str,
+        /// The number given.
+        value: u64,
+        /// The largest the format encodes.
+        max: u64,
+    },
 }
 
 impl FromStr for CredentialKey {
@@ -192,13 +225,30 @@ impl FromStr for CredentialKey {
         let (Some(third), None) = (parts.next(), parts.next()) else {
             return Err(CredentialParseError::Shape(s.to_owned()));
         };
-        let format = first.parse()?;
-        let facility = second
+        let format: CardFormat = first.parse()?;
+        let facility: u32 = second
             .parse()
             .map_err(|_| CredentialParseError::Number(second.to_owned()))?;
-        let number = third
+        let number: u64 = third
             .parse()
             .map_err(|_| CredentialParseError::Number(third.to_owned()))?;
+        // Checked on the text form only (site files, DynamoDB items, the
+        // CLI), where a number out of range is a typo. A reader may send
+        // any number on the wire: no enrolled card matches it.
+        if let Some((max_facility, max_number)) = format.limits() {
+            let out = |field, value, max| CredentialParseError::OutOfRange {
+                format,
+                field,
+                value,
+                max,
+            };
+            if facility > max_facility {
+                return Err(out("facility code", facility.into(), max_facility.into()));
+            }
+            if number > max_number {
+                return Err(out("card number", number, max_number));
+            }
+        }
         Ok(Self::card(format, facility, number))
     }
 }
@@ -256,5 +306,39 @@ mod tests {
         assert!(matches!("uid:".parse::<CredentialKey>(), Err(E::Uid(_))));
         let long = format!("uid:{}", "00".repeat(17));
         assert!(matches!(long.parse::<CredentialKey>(), Err(E::Uid(_))));
+    }
+
+    #[test]
+    fn numbers_must_fit_their_format() {
+        use CredentialParseError as E;
+        for (ok, bad) in [
+            ("h10301:255:65535", "h10301:256:1"),
+            ("h10301:255:65535", "h10301:1:65536"),
+            ("h10302:0:34359738367", "h10302:1:1"),
+            ("h10302:0:34359738367", "h10302:0:34359738368"),
+            ("h10304:65535:524287", "h10304:65536:1"),
+            ("h10304:65535:524287", "h10304:1:524288"),
+            ("corp1000_35:4095:1048575", "corp1000_35:4096:1"),
+            ("corp1000_35:4095:1048575", "corp1000_35:1:1048576"),
+            ("corp1000_48:4194303:8388607", "corp1000_48:4194304:1"),
+            ("corp1000_48:4194303:8388607", "corp1000_48:1:8388608"),
+        ] {
+            assert!(ok.parse::<CredentialKey>().is_ok(), "{ok}");
+            let err = bad.parse::<CredentialKey>().unwrap_err();
+            assert!(matches!(err, E::OutOfRange { .. }), "{bad}: {err}");
+        }
+        // Other formats take any number.
+        assert!(
+            "fmt900:4294967295:18446744073709551615"
+                .parse::<CredentialKey>()
+                .is_ok()
+        );
+        assert_eq!(
+            "h10301:1:70000"
+                .parse::<CredentialKey>()
+                .unwrap_err()
+                .to_string(),
+            "h10301 card number `70000` is out of range: the format encodes 0 to 65535"
+        );
     }
 }

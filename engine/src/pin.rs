@@ -13,6 +13,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 /// Shortest PIN accepted.
 pub const MIN_PIN_DIGITS: usize = 4;
@@ -63,11 +64,9 @@ impl PinHash {
             return false;
         }
         let candidate = digest(&self.salt, pin);
-        let diff = candidate
-            .iter()
-            .zip(self.digest.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        std::hint::black_box(diff) == 0
+        // `subtle` keeps the comparison branch-free and out of the
+        // optimiser's reach, which a hand-written fold cannot promise.
+        candidate.ct_eq(&self.digest).into()
     }
 }
 

@@ -10,11 +10,13 @@
 //! ids, references to records that do not exist, bad time zones, empty or
 //! overlapping schedule intervals and inverted validity windows.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::model::{
     AccessLevelRecord, AreaRecord, AssignmentRecord, CardholderRecord, CredentialRecord,
@@ -41,7 +43,12 @@ pub const SECTIONS: [&str; 11] = [
 /// One problem in a site file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SiteProblem {
-    /// Where: `line L` and/or `section[index] (id)`.
+    /// The line (from 1) the problem is on, from the TOML parser's spans:
+    /// the offending value's when the problem is in one field, else the
+    /// record's first line (its `[[section]]` header, or its `{` inline).
+    pub line: usize,
+    /// Where: `line L`, then `section[index] `id`` when the problem is in
+    /// a record.
     pub location: String,
     /// What is wrong.
     pub message: String,
@@ -77,71 +84,105 @@ pub struct SiteFile {
     pub records: Vec<Record>,
 }
 
+/// The line (from 1) of a byte offset into `text`. Offsets come from the
+/// TOML parser's spans; this only turns one into a line number.
 fn line_of(text: &str, offset: usize) -> usize {
     text.get(..offset).map_or(0, |t| t.matches('\n').count()) + 1
 }
 
+/// A record of a site file: its section and its index there.
+type RecordAt = (&'static str, usize);
+
 struct Checker<'a> {
     text: &'a str,
-    problems: Vec<SiteProblem>,
+    /// The first line of every record, by section and index.
+    record_lines: HashMap<&'static str, Vec<usize>>,
+    /// Each problem, with the record it is about when it is about one.
+    problems: Vec<(SiteProblem, Option<RecordAt>)>,
 }
 
 impl Checker<'_> {
-    /// The line of the `index`-th `[[section]]` header, when the file uses
-    /// headers for that section.
-    fn header_line(&self, section: &str, index: usize) -> Option<usize> {
-        let header = format!("[[{section}]]");
-        let mut offset = 0;
-        let mut n = 0;
-        for line in self.text.split_inclusive('\n') {
-            if line.trim() == header {
-                if n == index {
-                    return Some(line_of(self.text, offset));
-                }
-                n += 1;
-            }
-            offset += line.len();
-        }
-        None
+    fn push(&mut self, line: usize, place: &str, message: String) {
+        self.push_about(line, place, message, None);
     }
 
-    fn problem(&mut self, section: &str, index: usize, id: &str, message: String) {
-        let mut location = match self.header_line(section, index) {
-            Some(line) => format!("line {line}, {section}[{index}]"),
-            None => format!("{section}[{index}]"),
+    fn push_about(&mut self, line: usize, place: &str, message: String, about: Option<RecordAt>) {
+        let location = if place.is_empty() {
+            format!("line {line}")
+        } else {
+            format!("line {line}, {place}")
         };
+        let problem = SiteProblem {
+            line,
+            location,
+            message,
+        };
+        self.problems.push((problem, about));
+    }
+
+    /// A problem with the `index`-th record of `section`, on `line` or, if
+    /// `None`, on the record's first line.
+    fn problem_at(
+        &mut self,
+        section: &'static str,
+        index: usize,
+        line: Option<usize>,
+        id: &str,
+        message: String,
+    ) {
+        let line = line
+            .or_else(|| {
+                self.record_lines
+                    .get(section)
+                    .and_then(|lines| lines.get(index))
+                    .copied()
+            })
+            .unwrap_or(1);
+        let mut place = format!("{section}[{index}]");
         if !id.is_empty() {
-            location.push_str(&format!(" `{id}`"));
+            place.push_str(&format!(" `{id}`"));
         }
-        self.problems.push(SiteProblem { location, message });
+        self.push_about(line, &place, message, Some((section, index)));
+    }
+
+    fn problem(&mut self, section: &'static str, index: usize, id: &str, message: String) {
+        self.problem_at(section, index, None, id, message);
     }
 
     fn section<T: DeserializeOwned>(
         &mut self,
-        table: &toml::Table,
-        name: &str,
+        table: &DeTable<'_>,
+        name: &'static str,
         id_of: impl Fn(&T) -> String,
     ) -> Vec<(usize, T)> {
-        let Some(value) = table.get(name) else {
+        let Some((key, value)) = table.iter().find(|(k, _)| k.get_ref() == name) else {
             return Vec::new();
         };
-        let Some(items) = value.as_array() else {
-            self.problems.push(SiteProblem {
-                location: format!("`{name}`"),
-                message: format!("must be an array of tables (`[[{name}]]`)"),
-            });
+        let DeValue::Array(items) = value.get_ref() else {
+            let line = line_of(self.text, key.span().start);
+            self.push(
+                line,
+                &format!("`{name}`"),
+                format!("must be an array of tables (`[[{name}]]`)"),
+            );
             return Vec::new();
         };
+        let lines = items
+            .iter()
+            .map(|item| line_of(self.text, item.span().start))
+            .collect();
+        self.record_lines.insert(name, lines);
         let mut out = Vec::new();
         let mut seen = HashSet::new();
         for (index, item) in items.iter().enumerate() {
             let raw_id = item
+                .get_ref()
                 .get("id")
-                .or_else(|| item.get("card"))
-                .and_then(|v| v.as_str())
+                .or_else(|| item.get_ref().get("card"))
+                .and_then(|v| v.get_ref().as_str())
                 .unwrap_or_default()
                 .to_owned();
-            match item.clone().try_into::<T>() {
+            match T::deserialize(ValueDeserializer::from(item.clone())) {
                 Ok(record) => {
                     let id = id_of(&record);
                     if !seen.insert(id.clone()) {
@@ -151,8 +192,11 @@ impl Checker<'_> {
                     out.push((index, record));
                 }
                 Err(e) => {
+                    // The parser's span of the offending value, when it has
+                    // one, is more precise than the record's first line.
+                    let line = e.span().map(|span| line_of(self.text, span.start));
                     let message = e.message().trim().to_owned();
-                    self.problem(name, index, &raw_id, message);
+                    self.problem_at(name, index, line, &raw_id, message);
                 }
             }
         }
@@ -161,7 +205,7 @@ impl Checker<'_> {
 
     fn refs<'r>(
         &mut self,
-        section: &str,
+        section: &'static str,
         index: usize,
         id: &str,
         what: &str,
@@ -200,31 +244,102 @@ fn record_id(record: &Record) -> String {
 impl SiteFile {
     /// Parses and checks a site file's text.
     pub fn parse(text: &str) -> Result<Self, SiteError> {
+        Self::check(text).map_err(|problems| SiteError {
+            problems: problems.into_iter().map(|(p, _)| p).collect(),
+        })
+    }
+
+    /// Splits `records` into a valid site file and the records that cannot
+    /// be in one, each with why (its problems, joined by `; `). A record
+    /// that refers to a record left out is left out too, since a site file
+    /// must not name what it does not hold: a site with a bad time zone
+    /// takes its doors along, and their readers. This is how an export
+    /// keeps everything that is good in a table.
+    pub fn keep_valid(records: Vec<Record>) -> (Self, Vec<(Record, String)>) {
+        let mut kept = records;
+        let mut left_out = Vec::new();
+        // Each round leaves out at least one record, so this ends.
+        loop {
+            let problems = match Self::to_toml(&kept) {
+                Ok(text) => match Self::check(&text) {
+                    Ok(site) => return (site, left_out),
+                    Err(problems) => problems,
+                },
+                Err(e) => vec![(
+                    SiteProblem {
+                        line: 1,
+                        location: "line 1".to_owned(),
+                        message: format!("cannot be written as TOML: {e}"),
+                    },
+                    None,
+                )],
+            };
+            let mut why: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+            for (problem, about) in &problems {
+                let Some((section, index)) = *about else {
+                    continue;
+                };
+                // `to_toml` writes each section's records in their order.
+                let position = kept
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| section_of(r) == section)
+                    .nth(index)
+                    .map(|(position, _)| position);
+                if let Some(position) = position {
+                    why.entry(position)
+                        .or_default()
+                        .push(problem.message.clone());
+                }
+            }
+            if why.is_empty() {
+                // Problems with no record to blame: nothing can be kept.
+                let message = problems
+                    .iter()
+                    .map(|(p, _)| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                left_out.extend(kept.into_iter().map(|r| (r, message.clone())));
+                return (Self::default(), left_out);
+            }
+            let mut still = Vec::with_capacity(kept.len());
+            for (position, record) in kept.into_iter().enumerate() {
+                match why.remove(&position) {
+                    Some(messages) => left_out.push((record, messages.join("; "))),
+                    None => still.push(record),
+                }
+            }
+            kept = still;
+        }
+    }
+
+    /// Parses and checks a site file's text; on failure, every problem in
+    /// file order with the record it is about.
+    fn check(text: &str) -> Result<Self, Vec<(SiteProblem, Option<RecordAt>)>> {
         let mut c = Checker {
             text,
+            record_lines: HashMap::new(),
             problems: Vec::new(),
         };
-        let table: toml::Table = match toml::from_str(text) {
-            Ok(t) => t,
+        // Parsed with spans, so that every problem found later can name its
+        // line.
+        let table: DeTable<'_> = match DeTable::parse(text) {
+            Ok(t) => t.into_inner(),
             Err(e) => {
-                let location = match e.span() {
-                    Some(span) => format!("line {}", line_of(text, span.start)),
-                    None => "the file".to_owned(),
-                };
-                return Err(SiteError {
-                    problems: vec![SiteProblem {
-                        location,
-                        message: e.message().trim().to_owned(),
-                    }],
-                });
+                let line = e.span().map_or(1, |span| line_of(text, span.start));
+                c.push(line, "", e.message().trim().to_owned());
+                return Err(c.problems);
             }
         };
-        for key in table.keys() {
-            if !SECTIONS.contains(&key.as_str()) {
-                c.problems.push(SiteProblem {
-                    location: format!("`{key}`"),
-                    message: format!("unknown section; expected one of {}", SECTIONS.join(", ")),
-                });
+        for (key, _) in table.iter() {
+            let key: &Spanned<_> = key;
+            if !SECTIONS.contains(&key.get_ref().as_ref()) {
+                let line = line_of(text, key.span().start);
+                c.push(
+                    line,
+                    &format!("`{}`", key.get_ref()),
+                    format!("unknown section; expected one of {}", SECTIONS.join(", ")),
+                );
             }
         }
 
@@ -310,12 +425,13 @@ impl SiteFile {
         }
 
         let mut records = Vec::new();
-        let mut push = |c: &mut Checker<'_>, section: &str, index: usize, record: Record| {
-            if let Err(e) = validate(&record) {
-                c.problem(section, index, &record_id(&record), e.to_string());
-            }
-            records.push(record);
-        };
+        let mut push =
+            |c: &mut Checker<'_>, section: &'static str, index: usize, record: Record| {
+                if let Err(e) = validate(&record) {
+                    c.problem(section, index, &record_id(&record), e.to_string());
+                }
+                records.push(record);
+            };
         for (i, r) in sites {
             push(&mut c, "sites", i, Record::Site(r));
         }
@@ -353,19 +469,10 @@ impl SiteFile {
         if c.problems.is_empty() {
             Ok(Self { records })
         } else {
-            // File order: by line where known (a stable sort keeps the order
-            // of several problems on one record).
-            let line = |p: &SiteProblem| {
-                p.location
-                    .strip_prefix("line ")
-                    .and_then(|rest| rest.split(',').next())
-                    .and_then(|n| n.parse::<usize>().ok())
-                    .unwrap_or(0)
-            };
-            c.problems.sort_by_key(line);
-            Err(SiteError {
-                problems: c.problems,
-            })
+            // File order (a stable sort keeps the order of several problems
+            // on one line).
+            c.problems.sort_by_key(|(p, _)| p.line);
+            Err(c.problems)
         }
     }
 
@@ -420,21 +527,25 @@ impl SiteFile {
     pub fn counts(&self) -> BTreeMap<&'static str, usize> {
         let mut counts = BTreeMap::new();
         for record in &self.records {
-            let section = match record {
-                Record::Site(_) => "sites",
-                Record::Area(_) => "areas",
-                Record::Door(_) => "doors",
-                Record::Reader(_) => "readers",
-                Record::DoorGroup(_) => "door_groups",
-                Record::HolidaySet(_) => "holiday_sets",
-                Record::Schedule(_) => "schedules",
-                Record::AccessLevel(_) => "access_levels",
-                Record::Cardholder(_) => "cardholders",
-                Record::Credential(_) => "credentials",
-                Record::Assignment(_) => "assignments",
-            };
-            *counts.entry(section).or_insert(0) += 1;
+            *counts.entry(section_of(record)).or_insert(0) += 1;
         }
         counts
+    }
+}
+
+/// The section a record is written in.
+fn section_of(record: &Record) -> &'static str {
+    match record {
+        Record::Site(_) => "sites",
+        Record::Area(_) => "areas",
+        Record::Door(_) => "doors",
+        Record::Reader(_) => "readers",
+        Record::DoorGroup(_) => "door_groups",
+        Record::HolidaySet(_) => "holiday_sets",
+        Record::Schedule(_) => "schedules",
+        Record::AccessLevel(_) => "access_levels",
+        Record::Cardholder(_) => "cardholders",
+        Record::Credential(_) => "credentials",
+        Record::Assignment(_) => "assignments",
     }
 }

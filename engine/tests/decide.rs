@@ -597,3 +597,221 @@ fn a_confirmed_snapshot_is_fresh_without_a_new_version() {
         ts("2026-11-30T00:02:00Z")
     );
 }
+
+// ---- Behaviours docs/decisions.md promises (issue 12) ----
+
+/// A small UTC site for the questions the example does not cover: door
+/// `d` (reader `r`), weekday and weekend schedules, and cards of several
+/// holders (see each test).
+const SMALL: &str = r#"
+[[sites]]
+id = "hq"
+time_zone = "UTC"
+
+[[areas]]
+id = "forgetful"
+passback = "hard"
+reset_after_s = 0
+
+[[doors]]
+id = "d"
+site = "hq"
+
+[[doors]]
+id = "gate"
+site = "hq"
+area = "forgetful"
+
+[[readers]]
+id = "r"
+door = "d"
+
+[[readers]]
+id = "gate-in"
+door = "gate"
+direction = "in"
+
+[[schedules]]
+id = "weekdays"
+intervals = [{ days = ["mon", "tue", "wed", "thu", "fri"], start = "09:00", end = "17:00" }]
+
+[[schedules]]
+id = "weekend"
+intervals = [{ days = ["sat", "sun"], start = "09:00", end = "17:00" }]
+
+[[access_levels]]
+id = "weekdays"
+doors = ["d", "gate"]
+schedule = "weekdays"
+
+[[access_levels]]
+id = "weekend"
+doors = ["d"]
+schedule = "weekend"
+
+[[cardholders]]
+id = "revoked-and-expired"
+
+[[cardholders]]
+id = "two-levels"
+
+[[cardholders]]
+id = "one-level"
+
+[[cardholders]]
+id = "normalised"
+
+# Revoked, and its validity ended too.
+[[credentials]]
+card = "h10301:1:1"
+holder = "revoked-and-expired"
+status = "revoked"
+valid_until = "2026-01-01T00:00:00Z"
+
+[[credentials]]
+card = "h10301:1:2"
+holder = "two-levels"
+
+[[credentials]]
+card = "h10301:1:3"
+holder = "one-level"
+
+# Written with capitals, leading zeros and spaces: read as h10301:7:42.
+[[credentials]]
+card = " H10301:007:00042 "
+holder = "normalised"
+
+[[credentials]]
+card = "UID:04A1B2"
+holder = "normalised"
+
+[[assignments]]
+holder = "revoked-and-expired"
+level = "weekdays"
+
+# Weekdays expired, weekend still valid.
+[[assignments]]
+holder = "two-levels"
+level = "weekdays"
+valid_until = "2026-01-01T00:00:00Z"
+
+[[assignments]]
+holder = "two-levels"
+level = "weekend"
+
+# Only weekdays, expired.
+[[assignments]]
+holder = "one-level"
+level = "weekdays"
+valid_until = "2026-01-01T00:00:00Z"
+
+[[assignments]]
+holder = "normalised"
+level = "weekdays"
+"#;
+
+fn small() -> Snapshot {
+    builder_for(SMALL).publish(ts("2026-11-30T00:00:00Z"))
+}
+
+// Monday 2026-11-30 12:00 and Saturday 2026-11-28 12:00, UTC.
+const MON_NOON: &str = "2026-11-30T12:00:00Z";
+const SAT_NOON: &str = "2026-11-28T12:00:00Z";
+
+#[test]
+fn an_overnight_interval_follows_the_local_date_of_each_minute() {
+    // The night shift runs mon-fri 22:00-06:00; Thursday 2026-11-26 and
+    // Friday 2026-12-25 are holidays (holiday window 23:00-00:00).
+    let snap = example();
+    let p = Presence::new();
+    let night = |t: &str| ask(&snap, &p, "lobby-in", "h10301:12:1006", None, t).reason;
+    // Friday 12-25 is a holiday, so its 22:00 start does not happen, but
+    // the part after midnight falls on Saturday 12-26, an ordinary day:
+    // it runs.
+    assert_eq!(night("2026-12-25T22:30:00-05:00"), Reason::OutsideSchedule);
+    assert_eq!(night("2026-12-26T01:00:00-05:00"), Reason::Granted);
+    assert_eq!(night("2026-12-26T05:59:00-05:00"), Reason::Granted);
+    // Thursday 12-24 is ordinary, so its shift starts; the part after
+    // midnight falls on the holiday 12-25, where only the holiday window
+    // counts: it does not run.
+    assert_eq!(night("2026-12-24T23:00:00-05:00"), Reason::Granted);
+    assert_eq!(night("2026-12-25T01:00:00-05:00"), Reason::OutsideSchedule);
+}
+
+#[test]
+fn the_earliest_rule_names_the_reason_when_several_apply() {
+    let snap = small();
+    let p = Presence::new();
+    let at = |card: &str, t: &str| ask(&snap, &p, "r", card, None, t).reason;
+    // Revoked and expired: the status is checked first.
+    assert_eq!(at("h10301:1:1", MON_NOON), Reason::CredentialRevoked);
+    // One assignment expired (its schedule would be active), another valid
+    // but outside its schedule: outside_schedule wins over
+    // access_not_valid_now.
+    assert_eq!(at("h10301:1:2", MON_NOON), Reason::OutsideSchedule);
+    // One assignment, both expired and outside its schedule: its validity
+    // is checked first, its schedule never.
+    assert_eq!(at("h10301:1:3", SAT_NOON), Reason::AccessNotValidNow);
+    assert_eq!(at("h10301:1:3", MON_NOON), Reason::AccessNotValidNow);
+}
+
+#[test]
+fn an_empty_pin_is_a_wrong_pin_and_a_pin_at_a_card_only_door_is_ignored() {
+    let snap = example();
+    let p = Presence::new();
+    let alice = |reader, pin| ask(&snap, &p, reader, "h10301:12:1001", pin, MON_9).reason;
+    assert_eq!(alice("server-room-in", Some("")), Reason::PinWrong);
+    assert_eq!(alice("server-room-in", None), Reason::PinRequired);
+    assert_eq!(alice("lobby-in", Some("")), Reason::Granted);
+    assert_eq!(alice("lobby-in", Some("0000")), Reason::Granted);
+}
+
+#[test]
+fn card_numbers_out_of_range_for_their_format() {
+    // In a site file: refused, with the range.
+    let text = SMALL.replace("h10301:1:3", "h10301:1:70000");
+    let err = SiteFile::parse(&text).unwrap_err().to_string();
+    assert!(
+        err.contains("h10301 card number `70000` is out of range: the format encodes 0 to 65535"),
+        "{err}"
+    );
+    let text = SMALL.replace("h10301:1:3", "h10301:256:3");
+    let err = SiteFile::parse(&text).unwrap_err().to_string();
+    assert!(err.contains("facility code `256` is out of range"), "{err}");
+    // From a reader: no card can be enrolled with it, so it is unknown.
+    let snap = small();
+    let request = Request {
+        reader: "r",
+        credential: CredentialKey::card(accessd_engine::CardFormat::H10301, 1, 70_000),
+        pin: None,
+    };
+    let d = decide(&snap, &Presence::new(), &request, ts(MON_NOON));
+    assert_eq!(d.reason, Reason::UnknownCredential);
+}
+
+#[test]
+fn card_text_is_normalised() {
+    let snap = small();
+    let p = Presence::new();
+    let at = |card: &str| ask(&snap, &p, "r", card, None, MON_NOON).reason;
+    // Written ` H10301:007:00042 ` and `UID:04A1B2` in the file.
+    assert_eq!(at("h10301:7:42"), Reason::Granted);
+    assert_eq!(at("fmt1:7:42"), Reason::Granted);
+    assert_eq!(at("uid:04a1b2"), Reason::Granted);
+    let site = SiteFile::parse(SMALL).unwrap();
+    let written = SiteFile::to_toml(&site.records).unwrap();
+    assert!(written.contains("card = \"h10301:7:42\""), "{written}");
+    assert!(written.contains("card = \"uid:04a1b2\""), "{written}");
+}
+
+#[test]
+fn reset_after_0_forgets_every_passage_at_once() {
+    // A hard area that forgets at once never refuses: every entry is a
+    // first entry.
+    let snap = small();
+    let p = Presence::new();
+    for _ in 0..3 {
+        let d = ask(&snap, &p, "gate-in", "h10301:7:42", None, MON_NOON);
+        assert_eq!(d.reason, Reason::Granted);
+    }
+}

@@ -175,3 +175,128 @@ fn garbage_never_panics() {
     // An empty file is an empty (valid) site.
     assert_eq!(SiteFile::parse("").unwrap().records.len(), 0);
 }
+
+/// Regression (issue 12): an unknown section had no line and came first
+/// whatever its place in the file; every problem now has the line the
+/// TOML parser gives, in file order.
+#[test]
+fn issue_12_every_problem_has_its_line_in_file_order() {
+    let text = r#"[[sites]]
+id = "hq"
+time_zone = "UTC"
+
+[[doorz]]
+id = "typo"
+
+[[doors]]
+id = "lobby"
+site = "hq"
+mode = "sometimes"
+
+[[readers]]
+id = "r1"
+door = "ghost"
+
+[zzz]
+x = 1
+"#;
+    let err = SiteFile::parse(text).unwrap_err();
+    let got: Vec<(usize, &str, &str)> = err
+        .problems
+        .iter()
+        .map(|p| (p.line, p.location.as_str(), p.message.as_str()))
+        .collect();
+    let want = [
+        (5, "line 5, `doorz`", "unknown section"),
+        // The offending value's own line, not its record's.
+        (
+            11,
+            "line 11, doors[0] `lobby`",
+            "unknown variant `sometimes`",
+        ),
+        // A problem of the whole record: the record's first line.
+        (13, "line 13, readers[0] `r1`", "unknown door `ghost`"),
+        (17, "line 17, `zzz`", "unknown section"),
+    ];
+    assert_eq!(got.len(), want.len(), "{err}");
+    for ((line, location, message), (wline, wlocation, wmessage)) in got.iter().zip(want) {
+        assert_eq!((*line, *location), (wline, wlocation), "{err}");
+        assert!(message.contains(wmessage), "{message} lacks {wmessage}");
+    }
+}
+
+#[test]
+fn inline_records_and_non_array_sections_have_their_line() {
+    let text = "sites = [\n  { id = \"hq\", time_zone = \"UTC\" },\n  { id = \"hq\", time_zone = \"UTC\" },\n]\ndoors = 3\n";
+    let err = SiteFile::parse(text).unwrap_err();
+    let got: Vec<(usize, &str)> = err
+        .problems
+        .iter()
+        .map(|p| (p.line, p.message.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (3, "duplicate id"),
+            (5, "must be an array of tables (`[[doors]]`)")
+        ],
+        "{err}"
+    );
+}
+
+/// What `accessd admin export` relies on (issue 12): one bad record never
+/// blocks the rest; what refers to a left-out record goes too, so what is
+/// kept is always a valid site file.
+#[test]
+fn keep_valid_leaves_out_bad_records_and_what_names_them() {
+    use accessd_engine::{
+        CredentialRecord, CredentialStatus, DoorRecord, Record, RecordKey, SiteRecord,
+    };
+    let good = SiteFile::parse(EXAMPLE).unwrap();
+    let mut records = good.records.clone();
+    records.push(Record::Site(SiteRecord {
+        id: "mars".into(),
+        time_zone: "Mars/Olympus_Mons".into(),
+        lockdown: false,
+    }));
+    records.push(Record::Door(DoorRecord {
+        id: "airlock".into(),
+        site: "mars".into(),
+        mode: Default::default(),
+        unlock_ms: 1000,
+        area: None,
+    }));
+    records.push(Record::Credential(CredentialRecord {
+        card: "h10301:12:4242".parse().unwrap(),
+        holder: "deleted-holder".into(),
+        status: CredentialStatus::Active,
+        valid_from: None,
+        valid_until: None,
+        pin: None,
+    }));
+    let (site, left_out) = SiteFile::keep_valid(records);
+    assert_eq!(site, good, "everything good is kept");
+    let mut left: Vec<(RecordKey, String)> = left_out
+        .into_iter()
+        .map(|(r, why)| (r.key(), why))
+        .collect();
+    left.sort();
+    let want = [
+        (RecordKey::Site("mars".into()), "unknown time zone"),
+        (RecordKey::Door("airlock".into()), "unknown site `mars`"),
+        (
+            RecordKey::Credential("h10301:12:4242".parse().unwrap()),
+            "unknown cardholder `deleted-holder`",
+        ),
+    ];
+    let mut want_keys: Vec<RecordKey> = want.iter().map(|(k, _)| k.clone()).collect();
+    want_keys.sort();
+    assert_eq!(
+        left.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+        want_keys
+    );
+    for (key, message) in want {
+        let (_, why) = left.iter().find(|(k, _)| *k == key).unwrap();
+        assert!(why.contains(message), "{key:?}: {why}");
+    }
+}

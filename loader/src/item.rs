@@ -25,6 +25,7 @@
 //! goes through the records' own serde form, so the attribute names are the
 //! engine's field names by construction.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
@@ -218,7 +219,7 @@ pub fn key_item(key: &RecordKey) -> Item {
 
 fn describe_key(item: &Item) -> String {
     let part = |name: &str| match item.get(name) {
-        Some(Attr::S(s)) => format!("`{s}`"),
+        Some(Attr::S(s)) => format!("`{}`", quote(s)),
         Some(other) => format!("<{}>", other.type_name()),
         None => "<missing>".to_owned(),
     };
@@ -262,14 +263,17 @@ fn parse_key(pk: &str, sk: &str) -> Result<RecordKey, ItemProblem> {
             let text = id("card")?;
             let card: CredentialKey = text.parse().map_err(|e| ItemProblem::BadValue {
                 attr: PK.to_owned(),
-                reason: format!("{e}"),
+                reason: quoting(e, &text),
             })?;
             // Two spellings of one card would be two items for one record:
             // a delete of one would silently remove the other's record.
             if card.to_string() != text {
                 return Err(ItemProblem::BadValue {
                     attr: PK.to_owned(),
-                    reason: format!("card `{text}` must be written in canonical form `{card}`"),
+                    reason: format!(
+                        "card `{}` must be written in canonical form `{card}`",
+                        quote(&text)
+                    ),
                 });
             }
             RecordKey::Credential(card)
@@ -301,10 +305,49 @@ fn wrong(attr: &str, expected: &'static str, found: &Attr) -> ItemProblem {
     }
 }
 
+/// The most characters of an item's value a problem quotes. Problems are
+/// logged, and DynamoDB allows values of 400 KB: a log line must not be.
+const QUOTE_MAX_CHARS: usize = 200;
+
+/// The most characters of a problem's reason, which may quote values and
+/// then explain (a list of accepted words, say).
+const REASON_MAX_CHARS: usize = 4 * QUOTE_MAX_CHARS;
+
+/// `text` as a problem quotes it: whole when short, else its first
+/// [`QUOTE_MAX_CHARS`] characters and its full length.
+fn quote(text: &str) -> Cow<'_, str> {
+    cut(text, QUOTE_MAX_CHARS)
+}
+
+/// `text` whole if it has at most `max` characters, else its first `max`
+/// and its full length.
+fn cut(text: &str, max: usize) -> Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        None => Cow::Borrowed(text),
+        Some((cut, _)) => Cow::Owned(format!(
+            "{}… ({} bytes in all)",
+            text.get(..cut).unwrap_or_default(),
+            text.len()
+        )),
+    }
+}
+
+/// An error message about `text` with every quotation of `text` in it cut
+/// down (parsers quote what they refuse, whole).
+fn quoting(message: impl fmt::Display, text: &str) -> String {
+    let message = message.to_string();
+    match quote(text) {
+        Cow::Borrowed(_) => message,
+        Cow::Owned(short) => message.replace(text, &short),
+    }
+}
+
 fn bad(attr: &str, reason: impl fmt::Display) -> ItemProblem {
+    // A last guard: whatever a reason quotes, its log line stays short.
+    let reason = reason.to_string();
     ItemProblem::BadValue {
-        attr: attr.to_owned(),
-        reason: reason.to_string(),
+        attr: quote(attr).into_owned(),
+        reason: cut(&reason, REASON_MAX_CHARS).into_owned(),
     }
 }
 
@@ -312,14 +355,19 @@ fn parse_text<T: FromStr>(attr: &str, text: &str) -> Problem<T>
 where
     T::Err: fmt::Display,
 {
-    text.parse()
-        .map_err(|e| bad(attr, format_args!("`{text}`: {e}")))
+    text.parse().map_err(|e| {
+        bad(
+            attr,
+            format_args!("`{}`: {}", quote(text), quoting(e, text)),
+        )
+    })
 }
 
 /// Parses one of the engine's snake_case enums (door mode, status, ...)
 /// through its own serde form, so the accepted words are the engine's.
 fn parse_enum<T: DeserializeOwned>(attr: &str, text: &str) -> Problem<T> {
-    T::deserialize(StrDeserializer::<ValueError>::new(text)).map_err(|e| bad(attr, e))
+    T::deserialize(StrDeserializer::<ValueError>::new(text))
+        .map_err(|e| bad(attr, quoting(e, text)))
 }
 
 impl<'a> Fields<'a> {
@@ -402,7 +450,7 @@ impl<'a> Fields<'a> {
     /// Reports the first attribute the schema did not read.
     fn finish(self) -> Problem<()> {
         match self.item.keys().find(|k| !self.used.contains(&k.as_str())) {
-            Some(k) => Err(ItemProblem::Unknown(k.clone())),
+            Some(k) => Err(ItemProblem::Unknown(quote(k).into_owned())),
             None => Ok(()),
         }
     }
@@ -484,7 +532,7 @@ fn same(attr: &'static str, value: &str, key: &str) -> Problem<()> {
     } else {
         Err(ItemProblem::KeyMismatch {
             attr,
-            value: value.to_owned(),
+            value: quote(value).into_owned(),
             key: key.to_owned(),
         })
     }
@@ -506,7 +554,7 @@ fn read_record(item: &Item, key: &RecordKey) -> Problem<Record> {
         Some(Attr::S(t)) => {
             return Err(ItemProblem::TypeMismatch {
                 expected,
-                found: t.clone(),
+                found: quote(t).into_owned(),
             });
         }
         Some(other) => return Err(wrong(TYPE, "S", other)),
@@ -798,6 +846,28 @@ mod tests {
         assert!(matches!(err.problem, ItemProblem::KeyMismatch { .. }));
         let err = record_of(&with("type", s("reader"))).unwrap_err();
         assert!(matches!(err.problem, ItemProblem::TypeMismatch { .. }));
+        // Regression (issue 12): a huge value was quoted whole in the
+        // warning; now its first 200 characters and its length.
+        let huge = "x".repeat(300_000);
+        for bad_item in [
+            with("mode", s(&huge)),
+            item(&[
+                ("pk", s("holder#h1")),
+                ("sk", s("holder")),
+                ("type", s("cardholder")),
+                ("id", s("h1")),
+                ("valid_from", s(&huge)),
+            ]),
+            with("id", s(&huge)),
+            with("type", s(&huge)),
+            with(&huge, s("locked")),
+            item(&[("pk", s(&format!("card#{huge}"))), ("sk", s("card"))]),
+        ] {
+            let text = record_of(&bad_item).unwrap_err().to_string();
+            assert!(text.len() < 1000, "{} bytes: {}", text.len(), &text[..300]);
+            assert!(text.contains(&"x".repeat(200)), "{text}");
+            assert!(text.contains("bytes in all)"), "{text}");
+        }
         let mut missing = base.clone();
         missing.remove("site");
         assert_eq!(
@@ -851,6 +921,23 @@ mod tests {
         ]);
         let err = record_of(&i).unwrap_err();
         assert!(err.to_string().contains("canonical"), "{err}");
+    }
+
+    #[test]
+    fn card_numbers_out_of_range_for_their_format_are_refused() {
+        let i = item(&[
+            ("pk", s("card#h10301:1:70000")),
+            ("sk", s("card")),
+            ("type", s("credential")),
+            ("card", s("h10301:1:70000")),
+            ("holder", s("E1")),
+        ]);
+        let err = record_of(&i).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "item pk=`card#h10301:1:70000` sk=`card`: attribute `pk`: \
+             h10301 card number `70000` is out of range: the format encodes 0 to 65535"
+        );
     }
 
     #[test]

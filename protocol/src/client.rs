@@ -20,8 +20,8 @@ use quinn::{Connection, ConnectionError, Endpoint, RecvStream, SendStream, VarIn
 use tokio::sync::{mpsc, oneshot};
 
 use crate::frame::{
-    DecodeError, EncodeError, ErrorCode, Frame, RequestFrame, ResponseFrame, complete_partial,
-    decode, encode_batch_request, encode_ping_frame, encode_request,
+    EncodeError, ErrorCode, Frame, FrameReader, InvalidFrame, RequestFrame, ResponseFrame,
+    encode_batch_request, encode_ping_frame, encode_request,
 };
 use crate::server::close;
 use crate::tls::{TlsCredentials, TlsError};
@@ -62,6 +62,14 @@ pub enum ClientError {
     /// connection is closed.
     #[error("protocol violation by the server: {0}")]
     Protocol(String),
+}
+
+impl From<InvalidFrame> for ClientError {
+    /// A frame from the server that does not decode: the server broke the
+    /// protocol (a client never skips a bad frame, it closes).
+    fn from(e: InvalidFrame) -> Self {
+        ClientError::Protocol(e.to_string())
+    }
 }
 
 impl From<ConnectionError> for ClientError {
@@ -387,7 +395,7 @@ async fn reader(
     shared: Arc<Shared>,
 ) {
     let mut chunk = vec![0u8; 64 * 1024];
-    let mut partial: Vec<u8> = Vec::new();
+    let mut frames = FrameReader::default();
     let err = loop {
         let n = match recv.read(&mut chunk).await {
             Ok(Some(n)) => n,
@@ -402,23 +410,9 @@ async fn reader(
                 };
             }
         };
-        partial.extend_from_slice(chunk.get(..n).unwrap_or_default());
-        let mut pos = 0;
-        let result = loop {
-            match decode(partial.get(pos..).unwrap_or_default()) {
-                Ok((frame, used)) => {
-                    pos += used;
-                    if let Err(e) = dispatch(frame, &shared) {
-                        break Err(e);
-                    }
-                }
-                Err(DecodeError::Incomplete { .. }) => break Ok(()),
-                Err(DecodeError::Invalid(inv)) => {
-                    break Err(ClientError::Protocol(inv.to_string()));
-                }
-            }
-        };
-        partial.drain(..pos);
+        let result = frames.feed(chunk.get(..n).unwrap_or_default(), |item| {
+            dispatch(item?, &shared)
+        });
         if let Err(e) = result {
             conn.close(
                 VarInt::from_u32(close::PROTOCOL_ERROR),
@@ -483,7 +477,7 @@ pub struct Pipeline {
     send: SendStream,
     recv: RecvStream,
     out: Vec<u8>,
-    partial: Vec<u8>,
+    frames: FrameReader,
     chunk: Vec<u8>,
 }
 
@@ -494,7 +488,7 @@ impl Pipeline {
             send,
             recv,
             out: Vec::with_capacity(16 * 1024),
-            partial: Vec::new(),
+            frames: FrameReader::default(),
             chunk: vec![0u8; 64 * 1024],
         }
     }
@@ -545,7 +539,7 @@ impl Pipeline {
         let n = match self.recv.read(&mut self.chunk).await {
             Ok(Some(n)) => n,
             Ok(None) => {
-                if self.partial.is_empty() {
+                if self.frames.buffered() == 0 {
                     return Ok(false);
                 }
                 return Err(ClientError::Protocol("stream ended inside a frame".into()));
@@ -558,43 +552,11 @@ impl Pipeline {
                 });
             }
         };
-        let mut fresh = self.chunk.get(..n).unwrap_or_default();
-        complete_partial(&mut self.partial, &mut fresh);
-        (|| {
-            let mut pos = 0;
-            while pos < self.partial.len() {
-                match decode(self.partial.get(pos..).unwrap_or_default()) {
-                    Ok((frame, used)) => {
-                        each(frame);
-                        pos += used;
-                    }
-                    Err(DecodeError::Incomplete { .. }) => break,
-                    Err(DecodeError::Invalid(inv)) => {
-                        return Err(ClientError::Protocol(inv.to_string()));
-                    }
-                }
-            }
-            self.partial.drain(..pos);
-            if !self.partial.is_empty() {
-                self.partial.extend_from_slice(fresh);
-                return Ok(true);
-            }
-            let mut pos = 0;
-            while pos < fresh.len() {
-                match decode(fresh.get(pos..).unwrap_or_default()) {
-                    Ok((frame, used)) => {
-                        each(frame);
-                        pos += used;
-                    }
-                    Err(DecodeError::Incomplete { .. }) => break,
-                    Err(DecodeError::Invalid(inv)) => {
-                        return Err(ClientError::Protocol(inv.to_string()));
-                    }
-                }
-            }
-            self.partial
-                .extend_from_slice(fresh.get(pos..).unwrap_or_default());
-            Ok(true)
-        })()
+        let fresh = self.chunk.get(..n).unwrap_or_default();
+        self.frames.feed(fresh, |item| {
+            each(item?);
+            Ok::<(), ClientError>(())
+        })?;
+        Ok(true)
     }
 }

@@ -8,8 +8,13 @@
 //! ([`DecodeError::Invalid`]); it never panics and never allocates.
 
 mod err;
+// Only the QUIC server and client read streams.
+#[cfg(any(feature = "net", test))]
+mod reader;
 
 pub use err::{DecodeError, EncodeError, ErrorCode, InvalidFrame, Problem};
+#[cfg(feature = "net")]
+pub(crate) use reader::FrameReader;
 
 use accessd_engine::{CardFormat, CredentialKey, Uid, Verdict};
 
@@ -282,9 +287,17 @@ pub fn decode(buf: &[u8]) -> Result<(Frame<'_>, usize), DecodeError> {
             needed: total - buf.len(),
         });
     };
-    // Best effort: the request id, for error frames about this frame.
-    let request_id = match (body.first_chunk::<4>(), type_byte) {
-        (Some(id), 1 | 2 | 5) => u32::from_be_bytes(*id),
+    // Best effort: the request id, for error frames about this frame. It
+    // opens the body of a REQUEST and a RESPONSE, but follows the 2-byte
+    // code in an ERROR.
+    let id_at = |offset: usize| {
+        body.get(offset..)
+            .and_then(<[u8]>::first_chunk::<4>)
+            .map_or(0, |id| u32::from_be_bytes(*id))
+    };
+    let request_id = match type_byte {
+        1 | 2 => id_at(0),
+        5 => id_at(2),
         _ => 0,
     };
     let Some(frame_type) = FrameType::from_u8(type_byte) else {
@@ -311,24 +324,6 @@ pub fn decode(buf: &[u8]) -> Result<(Frame<'_>, usize), DecodeError> {
         ));
     }
     Ok((frame, total))
-}
-
-/// Moves from `fresh` into `partial` only the bytes the frame started in
-/// `partial` still lacks, so that a frame split across two reads costs a
-/// copy of that frame, not of the whole read behind it.
-#[cfg_attr(
-    not(feature = "net"),
-    expect(dead_code, reason = "used by the QUIC reader paths")
-)]
-pub(crate) fn complete_partial(partial: &mut Vec<u8>, fresh: &mut &[u8]) {
-    while !partial.is_empty() && !fresh.is_empty() {
-        let Err(DecodeError::Incomplete { needed }) = decode(partial) else {
-            return;
-        };
-        let (head, tail) = fresh.split_at(needed.min(fresh.len()));
-        partial.extend_from_slice(head);
-        *fresh = tail;
-    }
 }
 
 fn invalid(problem: Problem, request_id: u32, skip: Option<usize>) -> DecodeError {
@@ -384,6 +379,11 @@ impl<'a> Cursor<'a> {
 
 fn parse_request<'a>(cur: &mut Cursor<'a>) -> Result<RequestFrame<'a>, Problem> {
     let request_id = cur.u32("request_id")?;
+    // 0 is reserved for errors about a stream rather than a request, so a
+    // request may not carry it (else an ERROR about it would be ambiguous).
+    if request_id == 0 {
+        return Err(Problem::ZeroRequestId);
+    }
     let flags = cur.u8("flags")?;
     if flags & !(FLAG_PIN | FLAG_READER_TIME) != 0 {
         return Err(Problem::ReservedFlags(flags));
@@ -509,6 +509,9 @@ fn finish_frame(out: &mut Vec<u8>, body_start: usize) -> Result<(), EncodeError>
 }
 
 fn check_request(r: &RequestFrame<'_>) -> Result<(), EncodeError> {
+    if r.request_id == 0 {
+        return Err(EncodeError::ZeroRequestId);
+    }
     if r.reader.is_empty() || r.reader.len() > MAX_READER_ID_LEN {
         return Err(EncodeError::BadReaderId(r.reader.to_owned()));
     }
@@ -780,6 +783,75 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_error_frame_is_refused_with_its_own_request_id() {
+        // Regression (issue 12): the id follows the 2-byte code, so it was
+        // read from the wrong offset.
+        let mut out = Vec::new();
+        encode_error(&mut out, ErrorCode::MALFORMED, 0x0102_0304, "x");
+        out.push(0); // one byte past the text
+        let len = u16::try_from(out.len() - HEADER_LEN).unwrap();
+        out[2..4].copy_from_slice(&len.to_be_bytes());
+        let DecodeError::Invalid(inv) = decode(&out).unwrap_err() else {
+            panic!()
+        };
+        assert_eq!(inv.problem, Problem::TrailingBytes(1));
+        assert_eq!(inv.request_id, 0x0102_0304);
+        // A body too short to hold the id yields 0, not a panic.
+        let DecodeError::Invalid(inv) = decode(&[VERSION, 5, 0, 3, 0, 1, 9]).unwrap_err() else {
+            panic!()
+        };
+        assert_eq!(inv.request_id, 0);
+    }
+
+    #[test]
+    fn request_id_0_is_malformed_alone_and_in_a_batch() {
+        // Regression (issue 12): the spec reserves id 0, the decoder took it.
+        let mut one = Vec::new();
+        encode_request(&mut one, &req(5)).unwrap();
+        one[4..8].copy_from_slice(&[0; 4]);
+        let DecodeError::Invalid(inv) = decode(&one).unwrap_err() else {
+            panic!()
+        };
+        assert_eq!(
+            (inv.problem.clone(), inv.request_id, inv.skip),
+            (Problem::ZeroRequestId, 0, Some(one.len()))
+        );
+        assert_eq!(inv.code(), ErrorCode::MALFORMED);
+        let mut batch = Vec::new();
+        encode_batch_request(&mut batch, &[req(5), req(6)]).unwrap();
+        // The second item's id starts after the header, the count and the
+        // first item.
+        let second = HEADER_LEN + 2 + (one.len() - HEADER_LEN);
+        batch[second..second + 4].copy_from_slice(&[0; 4]);
+        let DecodeError::Invalid(inv) = decode(&batch).unwrap_err() else {
+            panic!()
+        };
+        assert_eq!(
+            (inv.problem, inv.request_id, inv.skip),
+            (Problem::ZeroRequestId, 0, Some(batch.len()))
+        );
+    }
+
+    #[test]
+    fn an_empty_pin_is_malformed() {
+        // docs/decisions.md: on the wire an entered PIN has 1 to 16 digits;
+        // "no PIN" is the flag cleared, not a PIN of length 0.
+        let mut r = req(3);
+        r.reader_time_ms = None;
+        let mut out = Vec::new();
+        encode_request(&mut out, &r).unwrap();
+        // The PIN is the last field: cut its digits, set its length to 0.
+        out.truncate(out.len() - 4);
+        *out.last_mut().unwrap() = 0;
+        let len = u16::try_from(out.len() - HEADER_LEN).unwrap();
+        out[2..4].copy_from_slice(&len.to_be_bytes());
+        let DecodeError::Invalid(inv) = decode(&out).unwrap_err() else {
+            panic!()
+        };
+        assert_eq!((inv.problem, inv.request_id), (Problem::BadPin, 3));
+    }
+
+    #[test]
     fn encoder_refuses_what_the_decoder_would() {
         let mut out = Vec::new();
         let long = "r".repeat(65);
@@ -790,6 +862,14 @@ mod tests {
         r.pin = Some(b"12a4");
         assert!(encode_request(&mut out, &r).is_err());
         assert!(encode_batch_request(&mut out, &[]).is_err());
+        assert_eq!(
+            encode_request(&mut out, &req(0)),
+            Err(EncodeError::ZeroRequestId)
+        );
+        assert_eq!(
+            encode_batch_request(&mut out, &[req(1), req(0)]),
+            Err(EncodeError::ZeroRequestId)
+        );
         assert!(out.is_empty());
     }
 

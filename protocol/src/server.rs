@@ -23,8 +23,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::frame::{
-    BatchResponseWriter, DecodeError, ErrorCode, Frame, InvalidFrame, RequestFrame, ResponseFrame,
-    complete_partial, decode, encode_error, encode_pong_frame, encode_response,
+    BatchResponseWriter, ErrorCode, Frame, FrameReader, InvalidFrame, RequestFrame, ResponseFrame,
+    encode_error, encode_pong_frame, encode_response,
 };
 use crate::identity::{IdentityError, ReaderScope};
 use crate::tls::{TlsCredentials, TlsError};
@@ -172,6 +172,7 @@ pub async fn run<D: Decider>(
                     decider: decider.clone(),
                     stop: stop_rx.clone(),
                     drain: limits.drain_timeout,
+                    max_streams: limits.max_streams_per_connection,
                 };
                 conns.spawn(async move {
                     serve_connection(incoming, ctx).await;
@@ -203,6 +204,27 @@ struct ConnCtx<D> {
     decider: Arc<D>,
     stop: watch::Receiver<bool>,
     drain: Duration,
+    max_streams: u32,
+}
+
+/// The stream limit below which quinn announces returned stream credit at
+/// once: it sends `MAX_STREAMS` only when more than `limit / 8` streams'
+/// worth of credit is waiting, so from 8 streams up it waits for two
+/// closes (quinn-proto `StreamsState::queue_max_stream_id`).
+const QUINN_IMMEDIATE_CREDIT_LIMIT: u32 = 7;
+
+/// Makes quinn announce the credit of a stream that just closed now, not
+/// after the next one closes, as `PROTOCOL.md` promises ("opening a ninth
+/// waits until one closes"): lowering the target limit makes the waiting
+/// update significant (quinn then queues `MAX_STREAMS`), and restoring it
+/// keeps the limit. The peer's credit never shrinks (QUIC credit only
+/// grows), and a stream freed between the two calls gets its credit when
+/// the limit is restored.
+fn return_stream_credit(conn: &Connection, limit: u32) {
+    if limit > QUINN_IMMEDIATE_CREDIT_LIMIT {
+        conn.set_max_concurrent_bi_streams(VarInt::from_u32(QUINN_IMMEDIATE_CREDIT_LIMIT));
+        conn.set_max_concurrent_bi_streams(VarInt::from_u32(limit));
+    }
 }
 
 /// Decrements the active-connections gauge however the task ends.
@@ -286,7 +308,11 @@ async fn serve_connection<D: Decider>(incoming: quinn::Incoming, mut ctx: ConnCt
                     return;
                 }
             },
-            Some(_) = streams.join_next(), if !streams.is_empty() => {}
+            Some(_) = streams.join_next(), if !streams.is_empty() => {
+                // The stream task waited until the client had every
+                // answer, so quinn has freed the stream by now.
+                return_stream_credit(&conn, ctx.max_streams);
+            }
         }
     }
     while streams.join_next().await.is_some() {}
@@ -309,8 +335,7 @@ async fn serve_stream<D: Decider>(
     mut ctx: StreamCtx<D>,
 ) {
     let mut chunk = vec![0u8; READ_CHUNK];
-    // Bytes of a frame that has not fully arrived yet.
-    let mut partial: Vec<u8> = Vec::new();
+    let mut reader = FrameReader::default();
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     let mut drain_deadline: Option<tokio::time::Instant> = None;
     loop {
@@ -335,7 +360,7 @@ async fn serve_stream<D: Decider>(
         let n = match read {
             Ok(Some(n)) => n,
             Ok(None) => {
-                if !partial.is_empty() {
+                if reader.buffered() > 0 {
                     note_malformed(ErrorCode::TRUNCATED);
                     encode_error(
                         &mut out,
@@ -343,7 +368,7 @@ async fn serve_stream<D: Decider>(
                         0,
                         &format!(
                             "stream ended inside a frame ({} byte(s) of it)",
-                            partial.len()
+                            reader.buffered()
                         ),
                     );
                 }
@@ -352,31 +377,12 @@ async fn serve_stream<D: Decider>(
             // Reset by the client or connection lost: nobody to answer.
             Err(_) => return,
         };
-        let mut fresh = chunk.get(..n).unwrap_or_default();
-        complete_partial(&mut partial, &mut fresh);
-        let mut outcome = Ok(0);
-        if !partial.is_empty() {
-            outcome = process(&partial, &mut out, &ctx);
-            if let Ok(used) = outcome {
-                partial.drain(..used);
-                if !partial.is_empty() {
-                    // Only when a skipped invalid frame left a tail: fall
-                    // back to one contiguous buffer.
-                    partial.extend_from_slice(fresh);
-                    fresh = &[];
-                    outcome = process(&partial, &mut out, &ctx);
-                    if let Ok(used) = outcome {
-                        partial.drain(..used);
-                    }
-                }
-            }
-        }
-        if outcome.is_ok() && !fresh.is_empty() {
-            outcome = process(fresh, &mut out, &ctx);
-            if let Ok(used) = outcome {
-                partial.extend_from_slice(fresh.get(used..).unwrap_or_default());
-            }
-        }
+        let outcome = process(
+            &mut reader,
+            chunk.get(..n).unwrap_or_default(),
+            &mut out,
+            &ctx,
+        );
         if !out.is_empty() {
             if send.write_all(&out).await.is_err() {
                 return;
@@ -440,34 +446,26 @@ impl Tally {
     }
 }
 
-/// Answers every complete frame in `data`, appending to `out`; returns how
-/// many bytes were used, or the invalid frame after which the stream
-/// cannot be read any further.
+/// Answers every frame that `fresh` completes, appending to `out` (an
+/// ERROR for each invalid one); fails with the invalid frame after which
+/// the stream cannot be read any further.
 fn process<D: Decider>(
-    data: &[u8],
+    reader: &mut FrameReader,
+    fresh: &[u8],
     out: &mut Vec<u8>,
     ctx: &StreamCtx<D>,
-) -> Result<usize, InvalidFrame> {
-    let mut pos = 0;
+) -> Result<(), InvalidFrame> {
     let mut tally = Tally::default();
-    let result = loop {
-        let rest = data.get(pos..).unwrap_or_default();
-        match decode(rest) {
-            Ok((frame, n)) => {
-                handle(frame, out, ctx, &mut tally);
-                pos += n;
-            }
-            Err(DecodeError::Incomplete { .. }) => break Ok(pos),
-            Err(DecodeError::Invalid(inv)) => {
+    let result = reader.feed(fresh, |item| {
+        match item {
+            Ok(frame) => handle(frame, out, ctx, &mut tally),
+            Err(inv) => {
                 note_malformed(inv.code());
                 encode_error(out, inv.code(), inv.request_id, &inv.to_string());
-                match inv.skip {
-                    Some(n) => pos += n,
-                    None => break Err(inv),
-                }
             }
         }
-    };
+        Ok::<(), InvalidFrame>(())
+    });
     tally.flush();
     result
 }

@@ -75,12 +75,19 @@ enum Action {
         site: PathBuf,
     },
     /// Write the whole table as a site file (for an offline gateway, a
-    /// backup, or `accessd decide` replays). Items that do not follow the
-    /// schema are listed on stderr and left out.
+    /// backup, or `accessd decide` replays). Every good record is written;
+    /// an item that does not follow the schema, or a record that cannot be
+    /// in a valid site file (a card of a deleted holder, a bad time zone or
+    /// interval, and whatever refers to such a record), is left out and
+    /// listed on stderr with its key and why.
     Export {
         /// The site file to write; `-` for standard output.
         #[arg(long)]
         site: PathBuf,
+        /// Exit with status 1 when anything was left out (the file is
+        /// still written).
+        #[arg(long)]
+        strict: bool,
     },
     /// Revoke a credential (permanently withdrawn).
     Revoke {
@@ -166,26 +173,34 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 admin.put_all(&file.records, |_| {}).await?;
                 println!("imported {} records", file.records.len());
             }
-            Action::Export { site } => {
+            Action::Export { site, strict } => {
                 let export = admin.export().await?;
                 for e in &export.rejected {
                     eprintln!("left out: {e}");
                 }
-                let text = accessd_engine::SiteFile::to_toml(&export.records)?;
-                // Check what we write reads back, so an export is a site file.
-                accessd_engine::SiteFile::parse(&text)
-                    .context("the table's records do not form a valid site file")?;
+                // A backup must never be blocked by one bad record: keep
+                // every record a site file can hold, report the others.
+                let (file, invalid) = accessd_engine::SiteFile::keep_valid(export.records);
+                for (record, why) in &invalid {
+                    let (pk, sk) = accessd_loader::item::key_strings(&record.key());
+                    eprintln!("left out: item pk=`{pk}` sk=`{sk}`: {why}");
+                }
+                let text = accessd_engine::SiteFile::to_toml(&file.records)?;
+                let left_out = export.rejected.len() + invalid.len();
                 if site.as_os_str() == "-" {
                     print!("{text}");
                 } else {
                     std::fs::write(&site, text)
                         .with_context(|| format!("cannot write `{}`", site.display()))?;
                     eprintln!(
-                        "exported {} records to {} ({} item(s) left out)",
-                        export.records.len(),
+                        "exported {} records to {} ({left_out} item(s) left out)",
+                        file.records.len(),
                         site.display(),
-                        export.rejected.len()
                     );
+                }
+                if strict && left_out > 0 {
+                    eprintln!("error: {left_out} item(s) left out (--strict)");
+                    return Ok(ExitCode::FAILURE);
                 }
             }
             Action::Revoke { card } => set(&admin, card, CredentialStatus::Revoked).await?,

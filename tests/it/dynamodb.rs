@@ -616,3 +616,122 @@ async fn the_example_site_survives_an_import_and_an_export() {
         "records differ"
     );
 }
+
+/// Runs `accessd admin --table TABLE ARGS` against moto; returns the exit
+/// code and stderr.
+fn admin_cli(table: &str, args: &[&str]) -> (Option<i32>, String) {
+    let endpoint = moto().endpoint.clone();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_accessd"))
+        .args([
+            "admin",
+            "--table",
+            table,
+            "--endpoint-url",
+            &endpoint,
+            "--region",
+            "us-east-1",
+        ])
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Regression (issue 12): one bad item made `admin export` refuse the
+/// whole table. Now every good record is exported, each item left out is
+/// named on stderr with why, and only `--strict` turns that into a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_export_keeps_the_good_records_and_names_the_bad_items() {
+    let (admin, _backend) = table("it-export-bad", &site()).await;
+    let raw = |record: Record| item_of(&record).unwrap();
+    // A card whose holder was deleted.
+    let mut orphan = credential(7, CredentialStatus::Active);
+    if let Record::Credential(c) = &mut orphan {
+        c.holder = "deleted".into();
+    }
+    // A site with a bad time zone, and a door on it (left out with it).
+    let mars = Record::Site(SiteRecord {
+        id: "mars".into(),
+        time_zone: "Mars/Olympus_Mons".into(),
+        lockdown: false,
+    });
+    let airlock = Record::Door(DoorRecord {
+        id: "airlock".into(),
+        site: "mars".into(),
+        mode: Default::default(),
+        unlock_ms: 1000,
+        area: None,
+    });
+    // A schedule whose intervals overlap.
+    let overlapping = Record::Schedule(ScheduleRecord {
+        id: "overlapping".into(),
+        intervals: vec![
+            Interval {
+                days: vec![Day::Mon],
+                start: Time::constant(8, 0, 0, 0),
+                end: Time::constant(12, 0, 0, 0),
+            },
+            Interval {
+                days: vec![Day::Mon],
+                start: Time::constant(11, 0, 0, 0),
+                end: Time::constant(13, 0, 0, 0),
+            },
+        ],
+        holiday_sets: vec![],
+        holiday_intervals: vec![],
+    });
+    // And an item that does not follow the schema at all.
+    let mut typo = raw(credential(8, CredentialStatus::Active));
+    typo.insert("hodler".into(), Attr::S("E1".into()));
+    for item in [raw(orphan), raw(mars), raw(airlock), raw(overlapping), typo] {
+        admin.put_item(item).await.unwrap();
+    }
+    let out = std::env::temp_dir().join(format!("accessd-export-bad-{}.toml", std::process::id()));
+    let path = out.to_str().unwrap();
+    let (code, stderr) =
+        tokio::task::block_in_place(|| admin_cli("it-export-bad", &["export", "--site", path]));
+    assert_eq!(code, Some(0), "{stderr}");
+    let exported = accessd_engine::SiteFile::parse(&std::fs::read_to_string(&out).unwrap())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let keys = |records: &[Record]| {
+        records
+            .iter()
+            .map(Record::key)
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    assert_eq!(keys(&exported.records), keys(&site()), "every good record");
+    for (key, why) in [
+        (
+            "pk=`card#h10301:1:7` sk=`card`",
+            "unknown cardholder `deleted`",
+        ),
+        ("pk=`site#mars` sk=`site`", "unknown time zone"),
+        ("pk=`door#airlock` sk=`door`", "unknown site `mars`"),
+        ("pk=`schedule#overlapping` sk=`schedule`", "overlaps"),
+        (
+            "pk=`card#h10301:1:8` sk=`card`",
+            "unknown attribute `hodler`",
+        ),
+    ] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with("left out: item ") && l.contains(key) && l.contains(why)),
+            "no `{key}` … `{why}` in:\n{stderr}"
+        );
+    }
+    assert!(stderr.contains("(5 item(s) left out)"), "{stderr}");
+    // --strict: the same file, and a failure.
+    std::fs::remove_file(&out).unwrap();
+    let (code, stderr) = tokio::task::block_in_place(|| {
+        admin_cli("it-export-bad", &["export", "--site", path, "--strict"])
+    });
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(out.exists(), "--strict still writes what is good");
+    std::fs::remove_file(&out).ok();
+}

@@ -193,7 +193,10 @@ async fn a_reader_may_only_ask_for_the_readers_its_certificate_names() {
     server.shutdown().await;
 }
 
-async fn assert_refused(server: &TestServer, tls: &TlsCredentials) {
+/// Checks that the server refuses `tls` with the TLS alert `alert`, carried
+/// as the QUIC crypto error `0x100 + alert` (RFC 9001), as PROTOCOL.md
+/// promises firmware authors.
+async fn assert_refused(server: &TestServer, tls: &TlsCredentials, alert: u8) {
     // TLS 1.3: the client may finish its side of the handshake before the
     // server has checked its certificate, so the refusal shows at the
     // latest on the first request.
@@ -204,7 +207,10 @@ async fn assert_refused(server: &TestServer, tls: &TlsCredentials) {
             .await
             .map(|_| ()),
     };
-    assert!(outcome.is_err(), "a refused client got an answer");
+    let err = outcome.expect_err("a refused client got an answer");
+    // quinn's wording for a CONNECTION_CLOSE with a crypto error code.
+    let want = format!("the cryptographic handshake failed: error {alert}");
+    assert!(err.to_string().contains(&want), "{err}");
 }
 
 #[tokio::test]
@@ -212,7 +218,8 @@ async fn handshake_is_refused_without_or_with_a_foreign_client_certificate() {
     let (server, _) = example_server().await;
     let anonymous =
         TlsCredentials::without_client_certificate(&server.certs.ca.cert_pem()).unwrap();
-    assert_refused(&server, &anonymous).await;
+    // certificate_required (116)
+    assert_refused(&server, &anonymous, 116).await;
     let other_ca = accessd_protocol::DevCa::new("someone else").unwrap();
     let issued = other_ca
         .client("intruder", &["urn:accessd:all-readers".to_owned()])
@@ -223,7 +230,8 @@ async fn handshake_is_refused_without_or_with_a_foreign_client_certificate() {
         &issued.key_pem,
     )
     .unwrap();
-    assert_refused(&server, &foreign).await;
+    // unknown_ca (48)
+    assert_refused(&server, &foreign, 48).await;
     // The server still serves everyone else.
     let gw = server.gateway().await;
     assert_eq!(
@@ -364,6 +372,120 @@ async fn malformed_frames_get_error_frames_and_the_stream_goes_on() {
         .await
         .unwrap();
     assert_eq!(r.verdict, Verdict::Grant);
+    server.shutdown().await;
+}
+
+/// Regression (issue 12): PROTOCOL.md reserves request id 0, and the
+/// server answered such a request like any other.
+#[tokio::test]
+async fn issue_12_request_id_0_is_refused_as_malformed_alone_and_in_a_batch() {
+    let (server, _) = example_server().await;
+    let client = server.gateway().await;
+    // The encoder refuses id 0, so patch it into good frames.
+    let mut zero = good_request(1);
+    zero[4..8].copy_from_slice(&[0; 4]);
+    let mut batch = Vec::new();
+    let item = |id| RequestFrame {
+        request_id: id,
+        reader: "lobby-in",
+        credential: card("h10301:12:1001"),
+        pin: None,
+        reader_time_ms: None,
+    };
+    accessd_protocol::encode_batch_request(&mut batch, &[item(21), item(22)]).unwrap();
+    // The second item's id: after the header, the count and the first item
+    // (a 29-byte card request body).
+    batch[4 + 2 + 29..4 + 2 + 29 + 4].copy_from_slice(&[0; 4]);
+    let mut bytes = zero;
+    bytes.extend(good_request(2));
+    bytes.extend(batch);
+    bytes.extend(good_request(3));
+    let (seen, end) = exchange(&client, &bytes).await;
+    assert!(end.is_none(), "stream ended cleanly: {end:?}");
+    assert_eq!(
+        seen,
+        Seen {
+            errors: vec![(ErrorCode::MALFORMED, 0), (ErrorCode::MALFORMED, 0)],
+            responses: vec![2, 3],
+        }
+    );
+    assert_eq!(
+        server.decider.calls(),
+        2,
+        "no item of the refused batch was decided"
+    );
+    server.shutdown().await;
+}
+
+const PROTOCOL_MD: &str = include_str!("../../protocol/PROTOCOL.md");
+
+/// The bytes of the ```hex vector=NAME block of `PROTOCOL.md`.
+fn vector(name: &str) -> Vec<u8> {
+    let start = format!("```hex vector={name}\n");
+    let at = PROTOCOL_MD.find(&start).expect("the vector exists") + start.len();
+    let end = PROTOCOL_MD[at..].find("```").unwrap() + at;
+    let hex: String = PROTOCOL_MD[at..end]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn answers_of(bytes: &[u8]) -> Vec<accessd_protocol::ResponseFrame> {
+    match accessd_protocol::decode(bytes).unwrap().0 {
+        Frame::Response(r) => vec![r],
+        Frame::BatchResponse(b) => b.iter().collect(),
+        other => panic!("not a response: {other:?}"),
+    }
+}
+
+/// Regression (issue 12): the vectors' prose must describe what the
+/// example site really answers, so a firmware author can replay them
+/// against `accessd serve --site docs/examples/site.toml`.
+#[tokio::test]
+async fn issue_12_protocol_vectors_are_what_the_example_site_answers() {
+    let (server, _) = example_server().await;
+    let client = server.gateway().await;
+    let mut pipe = client.pipeline().await.unwrap();
+    pipe.queue_raw(&vector("request-card"));
+    pipe.queue_raw(&vector("batch-request"));
+    pipe.flush().await.unwrap();
+    pipe.finish();
+    let mut got = Vec::new();
+    while pipe
+        .read(|f| match f {
+            Frame::Response(r) => got.push(vec![r]),
+            Frame::BatchResponse(b) => got.push(b.iter().collect()),
+            other => panic!("unexpected {other:?}"),
+        })
+        .await
+        .unwrap()
+    {}
+    let want = [
+        answers_of(&vector("response-grant")),
+        answers_of(&vector("batch-response")),
+    ];
+    assert_eq!(got.len(), want.len());
+    for (got, want) in got.iter().zip(&want) {
+        // Version and age are the server's own; the rest is the decision.
+        let key =
+            |r: &accessd_protocol::ResponseFrame| (r.request_id, r.verdict, r.reason, r.unlock_ms);
+        assert_eq!(
+            got.iter().map(key).collect::<Vec<_>>(),
+            want.iter().map(key).collect::<Vec<_>>()
+        );
+    }
+    // The reader time of `request-uid-pin-time` and the date its prose gives.
+    let bytes = vector("request-uid-pin-time");
+    let Frame::Request(r) = accessd_protocol::decode(&bytes).unwrap().0 else {
+        panic!("not a request")
+    };
+    let t = Timestamp::from_millisecond(r.reader_time_ms.unwrap()).unwrap();
+    let prose = format!("({})", t.strftime("%Y-%m-%dT%H:%M:%SZ"));
+    assert!(PROTOCOL_MD.contains(&prose), "PROTOCOL.md says {prose}");
     server.shutdown().await;
 }
 
@@ -577,5 +699,238 @@ async fn connections_above_the_limit_are_refused_and_the_others_served() {
         .await
         .unwrap();
     assert_eq!(r.verdict, Verdict::Grant);
+    server.shutdown().await;
+}
+
+/// Verifies the server's certificate as usual and counts how often it was
+/// asked to: a resumed handshake carries no certificate, so the count tells
+/// a full handshake from a resumed one.
+#[derive(Debug)]
+struct CountingVerifier {
+    inner: Arc<quinn::rustls::client::WebPkiServerVerifier>,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl quinn::rustls::client::danger::ServerCertVerifier for CountingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &quinn::rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[quinn::rustls::pki_types::CertificateDer<'_>],
+        server_name: &quinn::rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: quinn::rustls::pki_types::UnixTime,
+    ) -> Result<quinn::rustls::client::danger::ServerCertVerified, quinn::rustls::Error> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &quinn::rustls::pki_types::CertificateDer<'_>,
+        dss: &quinn::rustls::DigitallySignedStruct,
+    ) -> Result<quinn::rustls::client::danger::HandshakeSignatureValid, quinn::rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &quinn::rustls::pki_types::CertificateDer<'_>,
+        dss: &quinn::rustls::DigitallySignedStruct,
+    ) -> Result<quinn::rustls::client::danger::HandshakeSignatureValid, quinn::rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<quinn::rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// A quinn client configuration built by hand (not through
+/// `accessd_protocol`), as another QUIC stack would: one session cache
+/// shared by every connection made with it, early data asked for, and the
+/// given ALPN. Also returns the verifier, to count full handshakes.
+fn raw_client_config(
+    server: &TestServer,
+    alpn: &[u8],
+) -> (quinn::ClientConfig, Arc<CountingVerifier>) {
+    use quinn::rustls::{
+        self, RootCertStore,
+        pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(server.certs.ca.cert_pem().as_bytes()).unwrap())
+        .unwrap();
+    let verifier = Arc::new(CountingVerifier {
+        inner: rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .unwrap(),
+        calls: 0.into(),
+    });
+    let issued = server
+        .certs
+        .ca
+        .client("raw", &["urn:accessd:all-readers".to_owned()])
+        .unwrap();
+    let chain = vec![CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap();
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(verifier.clone())
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    // Ask for 0-RTT, so that the test sees the server never offer it.
+    tls.enable_early_data = true;
+    let config = quinn::ClientConfig::new(Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap(),
+    ));
+    (config, verifier)
+}
+
+/// Connects and asks for one decision on a raw stream (so the session
+/// tickets the server sends after the handshake have arrived).
+async fn one_decision(
+    endpoint: &quinn::Endpoint,
+    config: &quinn::ClientConfig,
+    server: &TestServer,
+) {
+    let connecting = endpoint
+        .connect_with(config.clone(), server.addr, "localhost")
+        .unwrap();
+    // A client holding a ticket gets a 0-RTT connection here only if the
+    // server's tickets allow early data; they never do.
+    let conn = match connecting.into_0rtt() {
+        Ok(_) => panic!("the server offered 0-RTT"),
+        Err(connecting) => connecting.await.unwrap(),
+    };
+    let (send, recv) = conn.open_bi().await.unwrap();
+    let mut pipe = accessd_protocol::Pipeline::new(send, recv);
+    pipe.queue_raw(&good_request(1));
+    pipe.flush().await.unwrap();
+    pipe.finish();
+    let mut answers = Vec::new();
+    while pipe
+        .read(|f| match f {
+            Frame::Response(r) => answers.push(r.reason()),
+            other => panic!("unexpected {other:?}"),
+        })
+        .await
+        .unwrap()
+    {}
+    // Granted: a resumed session still knows which readers it may ask for.
+    assert_eq!(answers, vec![Some(Reason::Granted)]);
+    conn.close(quinn::VarInt::from_u32(close::NO_ERROR), b"done");
+}
+
+/// PROTOCOL.md promises firmware authors that TLS session resumption works
+/// (a resumed session keeps its client certificate, hence its readers) and
+/// that 0-RTT never does.
+#[tokio::test]
+async fn issue_12_resumption_works_and_0rtt_is_never_offered() {
+    let (server, _) = example_server().await;
+    let (config, verifier) = raw_client_config(&server, accessd_protocol::ALPN);
+    let endpoint = quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).unwrap();
+    let full_handshakes = || verifier.calls.load(std::sync::atomic::Ordering::SeqCst);
+    one_decision(&endpoint, &config, &server).await;
+    assert_eq!(full_handshakes(), 1);
+    one_decision(&endpoint, &config, &server).await;
+    assert_eq!(full_handshakes(), 1, "the second connection was resumed");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn issue_12_a_foreign_alpn_is_refused_with_no_application_protocol() {
+    let (server, _) = example_server().await;
+    let (config, _) = raw_client_config(&server, b"accessd/0");
+    let endpoint = quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).unwrap();
+    let err = endpoint
+        .connect_with(config, server.addr, "localhost")
+        .unwrap()
+        .await
+        .unwrap_err();
+    // no_application_protocol (120), as QUIC crypto error 0x178.
+    match err {
+        quinn::ConnectionError::ConnectionClosed(c) => {
+            assert_eq!(c.error_code, quinn::TransportErrorCode::crypto(120), "{c}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    server.shutdown().await;
+}
+
+/// Sends one good request on `pipe` and returns the request ids answered:
+/// the first answer, or with `finish` every answer until the server ends
+/// the stream.
+async fn ask(pipe: &mut accessd_protocol::Pipeline, id: u32, finish: bool) -> Vec<u32> {
+    pipe.queue_raw(&good_request(id));
+    pipe.flush().await.unwrap();
+    if finish {
+        pipe.finish();
+    }
+    let mut ids = Vec::new();
+    while ids.is_empty() || finish {
+        let more = pipe
+            .read(|f| match f {
+                Frame::Response(r) => ids.push(r.request_id),
+                other => panic!("unexpected {other:?}"),
+            })
+            .await
+            .unwrap();
+        if !more {
+            break;
+        }
+    }
+    ids
+}
+
+/// Regression (issue 12): with quinn's defaults the credit of a closed
+/// stream came back only once a second stream closed, so with seven
+/// long-lived streams open a client could not open a short-lived one.
+#[tokio::test]
+async fn issue_12_a_ninth_stream_opens_once_one_of_eight_closes() {
+    let (server, _) = example_server().await;
+    assert_eq!(Limits::default().max_streams_per_connection, 8);
+    let client = server.gateway().await;
+    // The client's own request stream is the first of eight.
+    client.ping().await.unwrap();
+    let mut open = Vec::new();
+    for id in 1..=7 {
+        let mut pipe = client.pipeline().await.unwrap();
+        assert_eq!(ask(&mut pipe, id, false).await, vec![id]);
+        open.push(pipe);
+    }
+    // Eight are open: a ninth must wait.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), client.pipeline())
+            .await
+            .is_err(),
+        "the server allows more than 8 streams"
+    );
+    // Close one of them; the other seven stay open.
+    let mut closing = open.pop().unwrap();
+    assert_eq!(ask(&mut closing, 100, true).await, vec![100]);
+    drop(closing);
+    let mut ninth = tokio::time::timeout(Duration::from_secs(5), client.pipeline())
+        .await
+        .expect("a ninth stream opens once one of eight has closed")
+        .unwrap();
+    assert_eq!(ask(&mut ninth, 9, false).await, vec![9]);
+    // The seven long-lived streams (the client's own and six pipelines)
+    // still work.
+    client.ping().await.unwrap();
+    for (i, pipe) in open.iter_mut().enumerate() {
+        let id = 200 + i as u32;
+        assert_eq!(ask(pipe, id, false).await, vec![id]);
+    }
     server.shutdown().await;
 }

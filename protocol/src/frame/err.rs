@@ -107,6 +107,10 @@ pub enum Problem {
     /// The body has bytes after its last field.
     #[error("`{0}` byte(s) after the last field of the frame body")]
     TrailingBytes(usize),
+    /// A request (alone or in a batch) carries request id 0, which is
+    /// reserved for errors about the stream. Fix: number requests from 1.
+    #[error("request id `0` is reserved")]
+    ZeroRequestId,
     /// Reserved flag bits are set.
     #[error("reserved flag bits set in `{0:#04x}`")]
     ReservedFlags(u8),
@@ -148,6 +152,10 @@ impl Problem {
 /// Why a frame could not be encoded. Nothing is written on error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EncodeError {
+    /// A request with id 0, which is reserved for errors about the stream
+    /// (the server would refuse it as malformed).
+    #[error("request id `0` is reserved")]
+    ZeroRequestId,
     /// The reader id is empty, longer than 64 bytes.
     #[error("reader id `{0}` must be 1 to 64 bytes")]
     BadReaderId(String),

@@ -82,4 +82,6 @@ pub use pin::{MAX_PIN_DIGITS, MIN_PIN_DIGITS, PinError, PinHash, is_valid_pin};
 pub use presence::{Presence, PresenceEntry};
 pub use schedule::ScheduleError;
 pub use site::{SECTIONS, SiteError, SiteFile, SiteProblem};
-pub use snapshot::{ApplyError, SharedSnapshot, Snapshot, SnapshotBuilder, SnapshotStats};
+pub use snapshot::{
+    ApplyError, HolderBundle, SharedSnapshot, Snapshot, SnapshotBuilder, SnapshotStats,
+};

@@ -44,6 +44,8 @@ use crate::shard::ShardedMap;
 
 mod export;
 
+pub use export::HolderBundle;
+
 type FixedState = foldhash::fast::FixedState;
 type RandomState = foldhash::fast::RandomState;
 

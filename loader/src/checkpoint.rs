@@ -20,10 +20,12 @@
 //! layout are all verified; anything else is refused with the reason, and
 //! the caller falls back to a full load.
 //!
-//! Cardholders, credentials and assignments (millions of rows) are archived
-//! as rkyv rows read in place; the small tables (sites, doors, readers,
-//! schedules, …: thousands of rows) as one JSON document inside the
-//! archive, since their records already have a serde form.
+//! Cardholders (millions of rows) are archived as rkyv rows read in place,
+//! each with its assignments and credentials inside it, so a restore builds
+//! every holder once ([`SnapshotBuilder::apply_bundle`]); the small tables
+//! (sites, doors, readers, schedules, …: thousands of rows) as one JSON
+//! document inside the archive, since their records already have a serde
+//! form.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -31,9 +33,9 @@ use std::path::{Path, PathBuf};
 
 use accessd_engine::{
     AccessLevelRecord, AreaRecord, AssignmentRecord, CardFormat, CardholderRecord, Change,
-    CredentialKey, CredentialRecord, CredentialStatus, DoorGroupRecord, DoorRecord, HolderStatus,
-    HolidaySetRecord, PresenceEntry, ReaderRecord, Record, ScheduleRecord, SiteRecord,
-    SnapshotBuilder, Uid,
+    CredentialKey, CredentialRecord, CredentialStatus, DoorGroupRecord, DoorRecord, HolderBundle,
+    HolderStatus, HolidaySetRecord, PresenceEntry, ReaderRecord, Record, ScheduleRecord,
+    SiteRecord, SnapshotBuilder, Uid,
 };
 use jiff::Timestamp;
 use memmap2::Mmap;
@@ -160,8 +162,6 @@ struct Body {
     /// The small tables as a JSON array of [`SmallRecord`].
     small: String,
     holders: Vec<HolderRow>,
-    assignments: Vec<AssignmentRow>,
-    credentials: Vec<CredentialRow>,
     presence: Vec<PresenceRow>,
 }
 
@@ -179,9 +179,18 @@ struct ShardRow {
     finished: bool,
 }
 
+/// A cardholder id with its record, assignments and credentials, stored
+/// together so a restore builds each holder once, in cache.
 #[derive(rkyv::Archive, rkyv::Serialize)]
 struct HolderRow {
     id: String,
+    record: Option<CoreRow>,
+    assignments: Vec<AssignmentRow>,
+    credentials: Vec<CredentialRow>,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize)]
+struct CoreRow {
     active: bool,
     lockdown_override: bool,
     from_ms: Option<i64>,
@@ -190,7 +199,6 @@ struct HolderRow {
 
 #[derive(rkyv::Archive, rkyv::Serialize)]
 struct AssignmentRow {
-    holder: String,
     level: String,
     from_ms: Option<i64>,
     until_ms: Option<i64>,
@@ -209,7 +217,6 @@ enum CardRow {
 #[derive(rkyv::Archive, rkyv::Serialize)]
 struct CredentialRow {
     card: CardRow,
-    holder: String,
     status: u8,
     from_ms: Option<i64>,
     until_ms: Option<i64>,
@@ -276,54 +283,77 @@ pub struct CheckpointData<'a> {
 
 /// Encodes `data` into the bytes of a checkpoint file.
 pub fn encode(data: &CheckpointData<'_>) -> Result<Vec<u8>, CheckpointError> {
+    let (header, payload) = encode_parts(data)?;
+    let mut out = Vec::with_capacity(header.len() + payload.len());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+/// The header and the payload, apart, so a large payload is written
+/// without being copied behind its header first.
+fn encode_parts(
+    data: &CheckpointData<'_>,
+) -> Result<([u8; HEADER_LEN], rkyv::util::AlignedVec), CheckpointError> {
     let mut small = Vec::new();
-    let mut holders = Vec::new();
-    let mut assignments = Vec::new();
-    let mut credentials = Vec::new();
-    for record in data.builder.records() {
-        match record {
-            Record::Site(r) => small.push(SmallRecord::Site(r)),
-            Record::Door(r) => small.push(SmallRecord::Door(r)),
-            Record::Reader(r) => small.push(SmallRecord::Reader(r)),
-            Record::Area(r) => small.push(SmallRecord::Area(r)),
-            Record::DoorGroup(r) => small.push(SmallRecord::DoorGroup(r)),
-            Record::Schedule(r) => small.push(SmallRecord::Schedule(r)),
-            Record::HolidaySet(r) => small.push(SmallRecord::HolidaySet(r)),
-            Record::AccessLevel(r) => small.push(SmallRecord::AccessLevel(r)),
-            Record::Cardholder(r) => holders.push(HolderRow {
-                id: r.id,
+    for record in data.builder.small_records() {
+        small.push(match record {
+            Record::Site(r) => SmallRecord::Site(r),
+            Record::Door(r) => SmallRecord::Door(r),
+            Record::Reader(r) => SmallRecord::Reader(r),
+            Record::Area(r) => SmallRecord::Area(r),
+            Record::DoorGroup(r) => SmallRecord::DoorGroup(r),
+            Record::Schedule(r) => SmallRecord::Schedule(r),
+            Record::HolidaySet(r) => SmallRecord::HolidaySet(r),
+            Record::AccessLevel(r) => SmallRecord::AccessLevel(r),
+            // The small tables hold no holder data.
+            Record::Cardholder(_) | Record::Assignment(_) | Record::Credential(_) => continue,
+        });
+    }
+    let holders = data
+        .builder
+        .bundles()
+        .map(|b| HolderRow {
+            id: b.id,
+            record: b.holder.map(|r| CoreRow {
                 active: r.status == HolderStatus::Active,
                 lockdown_override: r.lockdown_override,
                 from_ms: ms(r.valid_from),
                 until_ms: ms(r.valid_until),
             }),
-            Record::Assignment(r) => assignments.push(AssignmentRow {
-                holder: r.holder,
-                level: r.level,
-                from_ms: ms(r.valid_from),
-                until_ms: ms(r.valid_until),
-            }),
-            Record::Credential(r) => credentials.push(CredentialRow {
-                card: match r.card {
-                    CredentialKey::Card {
-                        format,
-                        facility,
-                        number,
-                    } => CardRow::Card {
-                        format: format.0,
-                        facility,
-                        number,
+            assignments: b
+                .assignments
+                .into_iter()
+                .map(|r| AssignmentRow {
+                    level: r.level,
+                    from_ms: ms(r.valid_from),
+                    until_ms: ms(r.valid_until),
+                })
+                .collect(),
+            credentials: b
+                .credentials
+                .into_iter()
+                .map(|r| CredentialRow {
+                    card: match r.card {
+                        CredentialKey::Card {
+                            format,
+                            facility,
+                            number,
+                        } => CardRow::Card {
+                            format: format.0,
+                            facility,
+                            number,
+                        },
+                        CredentialKey::Uid(uid) => CardRow::Uid(uid.as_bytes().to_vec()),
                     },
-                    CredentialKey::Uid(uid) => CardRow::Uid(uid.as_bytes().to_vec()),
-                },
-                holder: r.holder,
-                status: STATUSES.iter().position(|s| *s == r.status).unwrap_or(0) as u8,
-                from_ms: ms(r.valid_from),
-                until_ms: ms(r.valid_until),
-                pin: r.pin.map(|p| p.to_string()),
-            }),
-        }
-    }
+                    status: STATUSES.iter().position(|s| *s == r.status).unwrap_or(0) as u8,
+                    from_ms: ms(r.valid_from),
+                    until_ms: ms(r.valid_until),
+                    pin: r.pin.map(|p| p.to_string()),
+                })
+                .collect(),
+        })
+        .collect();
     let small =
         serde_json::to_string(&small).map_err(|e| CheckpointError::Encode(e.to_string()))?;
     let body = Body {
@@ -351,8 +381,6 @@ pub fn encode(data: &CheckpointData<'_>) -> Result<Vec<u8>, CheckpointError> {
         }),
         small,
         holders,
-        assignments,
-        credentials,
         presence: data
             .presence
             .iter()
@@ -366,24 +394,33 @@ pub fn encode(data: &CheckpointData<'_>) -> Result<Vec<u8>, CheckpointError> {
     };
     let payload = rkyv::to_bytes::<rancor::Error>(&body)
         .map_err(|e| CheckpointError::Encode(e.to_string()))?;
-    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    drop(body);
+    let mut header = [0u8; HEADER_LEN];
+    let mut fields = Vec::with_capacity(24);
+    fields.extend_from_slice(&MAGIC);
+    fields.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    fields.extend_from_slice(&0u32.to_le_bytes());
+    fields.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     let mut hash = Sha256::new();
-    hash.update(&out);
+    hash.update(&fields);
     hash.update(&payload);
-    out.extend_from_slice(&hash.finalize());
-    out.resize(HEADER_LEN, 0);
-    out.extend_from_slice(&payload);
-    Ok(out)
+    for (slot, byte) in header
+        .iter_mut()
+        .zip(fields.iter().chain(hash.finalize().iter()))
+    {
+        *slot = *byte;
+    }
+    Ok((header, payload))
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file beside it,
 /// fsync, rename over `path`, fsync of the directory. A crash at any point
 /// leaves either the old file or the new one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    write_parts(path, &[bytes])
+}
+
+fn write_parts(path: &Path, parts: &[&[u8]]) -> Result<(), CheckpointError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
@@ -392,8 +429,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
     name.push(format!(".tmp.{}", std::process::id()));
     let tmp = dir.join(name);
     let result = (|| {
-        let mut file = File::create(&tmp).map_err(io_error(&tmp))?;
-        file.write_all(bytes).map_err(io_error(&tmp))?;
+        let file = File::create(&tmp).map_err(io_error(&tmp))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        for part in parts {
+            out.write_all(part).map_err(io_error(&tmp))?;
+        }
+        let file = out.into_inner().map_err(|e| CheckpointError::Io {
+            path: tmp.clone(),
+            source: e.into_error(),
+        })?;
         file.sync_all().map_err(io_error(&tmp))?;
         drop(file);
         fs::rename(&tmp, path).map_err(io_error(path))?;
@@ -410,9 +454,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
 
 /// Encodes and writes a checkpoint; returns its size in bytes.
 pub fn write(path: &Path, data: &CheckpointData<'_>) -> Result<usize, CheckpointError> {
-    let bytes = encode(data)?;
-    write_atomic(path, &bytes)?;
-    Ok(bytes.len())
+    let (header, payload) = encode_parts(data)?;
+    write_parts(path, &[&header, &payload])?;
+    Ok(header.len() + payload.len())
 }
 
 /// A verified checkpoint file, memory-mapped.
@@ -592,9 +636,9 @@ impl Checkpoint {
             snapshot_version: b.snapshot_version.to_native(),
             fresh_as_of: at(b.fresh_as_of_ms.to_native()),
             small_records: small,
-            cardholders: b.holders.len(),
-            assignments: b.assignments.len(),
-            credentials: b.credentials.len(),
+            cardholders: b.holders.iter().filter(|h| h.record.is_some()).count(),
+            assignments: b.holders.iter().map(|h| h.assignments.len()).sum(),
+            credentials: b.holders.iter().map(|h| h.credentials.len()).sum(),
             presence: b.presence.len(),
             stream_arn: b.stream.as_ref().map(|s| s.arn.as_str().to_owned()),
             shards: b
@@ -624,62 +668,74 @@ impl Checkpoint {
         });
         let mut refused = builder.apply_all(small.map(Change::Upsert)).len();
         for h in b.holders.iter() {
-            let record = Record::Cardholder(CardholderRecord {
-                id: h.id.as_str().to_owned(),
-                status: if h.active {
-                    HolderStatus::Active
-                } else {
-                    HolderStatus::Inactive
-                },
-                valid_from: ts(h.from_ms.as_ref().map(|v| v.to_native()))?,
-                valid_until: ts(h.until_ms.as_ref().map(|v| v.to_native()))?,
-                lockdown_override: h.lockdown_override,
-            });
-            refused += usize::from(builder.apply(Change::Upsert(record)).is_err());
-        }
-        for a in b.assignments.iter() {
-            let record = Record::Assignment(AssignmentRecord {
-                holder: a.holder.as_str().to_owned(),
-                level: a.level.as_str().to_owned(),
-                valid_from: ts(a.from_ms.as_ref().map(|v| v.to_native()))?,
-                valid_until: ts(a.until_ms.as_ref().map(|v| v.to_native()))?,
-            });
-            refused += usize::from(builder.apply(Change::Upsert(record)).is_err());
-        }
-        for c in b.credentials.iter() {
-            let card = match &c.card {
-                ArchivedCardRow::Card {
-                    format,
-                    facility,
-                    number,
-                } => CredentialKey::card(
-                    CardFormat(format.to_native()),
-                    facility.to_native(),
-                    number.to_native(),
-                ),
-                ArchivedCardRow::Uid(bytes) => CredentialKey::Uid(
-                    Uid::new(bytes.as_slice())
-                        .ok_or_else(|| CheckpointError::Malformed("a UID is too long".into()))?,
-                ),
+            let id = h.id.as_str();
+            let holder = match h.record.as_ref() {
+                Some(r) => Some(CardholderRecord {
+                    id: id.to_owned(),
+                    status: if r.active {
+                        HolderStatus::Active
+                    } else {
+                        HolderStatus::Inactive
+                    },
+                    valid_from: ts(r.from_ms.as_ref().map(|v| v.to_native()))?,
+                    valid_until: ts(r.until_ms.as_ref().map(|v| v.to_native()))?,
+                    lockdown_override: r.lockdown_override,
+                }),
+                None => None,
             };
-            let status = *STATUSES
-                .get(usize::from(c.status))
-                .ok_or_else(|| CheckpointError::Malformed(format!("status {}", c.status)))?;
-            let pin = c
-                .pin
-                .as_ref()
-                .map(|p| p.as_str().parse())
-                .transpose()
-                .map_err(|e| CheckpointError::Malformed(format!("PIN hash: {e}")))?;
-            let record = Record::Credential(CredentialRecord {
-                card,
-                holder: c.holder.as_str().to_owned(),
-                status,
-                valid_from: ts(c.from_ms.as_ref().map(|v| v.to_native()))?,
-                valid_until: ts(c.until_ms.as_ref().map(|v| v.to_native()))?,
-                pin,
-            });
-            refused += usize::from(builder.apply(Change::Upsert(record)).is_err());
+            let mut assignments = Vec::with_capacity(h.assignments.len());
+            for a in h.assignments.iter() {
+                assignments.push(AssignmentRecord {
+                    holder: id.to_owned(),
+                    level: a.level.as_str().to_owned(),
+                    valid_from: ts(a.from_ms.as_ref().map(|v| v.to_native()))?,
+                    valid_until: ts(a.until_ms.as_ref().map(|v| v.to_native()))?,
+                });
+            }
+            let mut credentials = Vec::with_capacity(h.credentials.len());
+            for c in h.credentials.iter() {
+                let card = match &c.card {
+                    ArchivedCardRow::Card {
+                        format,
+                        facility,
+                        number,
+                    } => CredentialKey::card(
+                        CardFormat(format.to_native()),
+                        facility.to_native(),
+                        number.to_native(),
+                    ),
+                    ArchivedCardRow::Uid(bytes) => {
+                        CredentialKey::Uid(Uid::new(bytes.as_slice()).ok_or_else(|| {
+                            CheckpointError::Malformed("a UID is too long".into())
+                        })?)
+                    }
+                };
+                let status = *STATUSES
+                    .get(usize::from(c.status))
+                    .ok_or_else(|| CheckpointError::Malformed(format!("status {}", c.status)))?;
+                let pin = c
+                    .pin
+                    .as_ref()
+                    .map(|p| p.as_str().parse())
+                    .transpose()
+                    .map_err(|e| CheckpointError::Malformed(format!("PIN hash: {e}")))?;
+                credentials.push(CredentialRecord {
+                    card,
+                    holder: id.to_owned(),
+                    status,
+                    valid_from: ts(c.from_ms.as_ref().map(|v| v.to_native()))?,
+                    valid_until: ts(c.until_ms.as_ref().map(|v| v.to_native()))?,
+                    pin,
+                });
+            }
+            refused += builder
+                .apply_bundle(HolderBundle {
+                    id: id.to_owned(),
+                    holder,
+                    assignments,
+                    credentials,
+                })
+                .len();
         }
         let presence = b
             .presence

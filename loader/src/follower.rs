@@ -401,6 +401,11 @@ pub struct CheckpointConfig {
 struct Checkpointer {
     config: CheckpointConfig,
     last_write: Option<Instant>,
+    /// How long the last write took: the follower waits for a write, so
+    /// writes are spaced at least ten times that far apart (at most a tenth
+    /// of the follower's time goes to checkpoints, whatever the site's
+    /// size).
+    last_duration: Duration,
     written_version: u64,
     written_presence: u64,
 }
@@ -410,6 +415,7 @@ impl Checkpointer {
         Self {
             config,
             last_write: None,
+            last_duration: Duration::ZERO,
             written_version: 0,
             written_presence: u64::MAX,
         }
@@ -429,9 +435,8 @@ impl Checkpointer {
         let presence = self.config.presence.generation();
         let changed =
             builder.version() != self.written_version || presence != self.written_presence;
-        let due = self
-            .last_write
-            .is_none_or(|at| at.elapsed() >= self.config.interval);
+        let gap = self.config.interval.max(self.last_duration * 10);
+        let due = self.last_write.is_none_or(|at| at.elapsed() >= gap);
         if !changed || !(due || force) {
             return;
         }
@@ -448,6 +453,7 @@ impl Checkpointer {
         // worker (decisions run there) where the runtime allows it.
         let result = blocking(|| checkpoint::write(&self.config.path, &data));
         self.last_write = Some(Instant::now());
+        self.last_duration = started.elapsed();
         match result {
             Ok(bytes) => {
                 self.written_version = builder.version();

@@ -5,6 +5,10 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 
+/// Gauge: seconds since the served data was last confirmed current (the
+/// age every answer carries), published once a second by `serve`.
+pub(crate) const SNAPSHOT_AGE_SECONDS: &str = "accessd_snapshot_age_seconds";
+
 /// Sets up logging; `default` is the filter when `RUST_LOG` is unset.
 pub(crate) fn init_logs(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -26,6 +30,12 @@ pub(crate) fn init_metrics(addr: Option<SocketAddr>) -> anyhow::Result<()> {
         .with_http_listener(addr)
         .install()
         .with_context(|| format!("cannot serve metrics on `{addr}`"))?;
+    accessd_protocol::metrics::describe();
+    accessd_loader::metrics::describe();
+    metrics::describe_gauge!(
+        SNAPSHOT_AGE_SECONDS,
+        "seconds since the served data was last confirmed current"
+    );
     tracing::info!(%addr, "metrics at /metrics");
     Ok(())
 }

@@ -45,6 +45,8 @@ mod identity;
 #[cfg(feature = "net")]
 pub mod load;
 #[cfg(feature = "net")]
+pub mod metrics;
+#[cfg(feature = "net")]
 mod server;
 #[cfg(feature = "net")]
 mod tls;

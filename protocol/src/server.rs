@@ -164,7 +164,7 @@ pub async fn run<D: Decider>(
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
                 let Ok(permit) = permits.clone().try_acquire_owned() else {
-                    metrics::counter!("accessd_connections_refused_total", "reason" => "limit").increment(1);
+                    metrics::counter!(crate::metrics::CONNECTIONS_REFUSED, "reason" => "limit").increment(1);
                     incoming.refuse();
                     continue;
                 };
@@ -232,14 +232,14 @@ struct ActiveGuard;
 
 impl ActiveGuard {
     fn new() -> Self {
-        metrics::gauge!("accessd_connections_active").increment(1.0);
+        metrics::gauge!(crate::metrics::CONNECTIONS_ACTIVE).increment(1.0);
         Self
     }
 }
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        metrics::gauge!("accessd_connections_active").decrement(1.0);
+        metrics::gauge!(crate::metrics::CONNECTIONS_ACTIVE).decrement(1.0);
     }
 }
 
@@ -265,17 +265,17 @@ async fn serve_connection<D: Decider>(incoming: quinn::Incoming, mut ctx: ConnCt
         Ok(c) => c,
         Err(e) => {
             // No client certificate, one from another CA, wrong ALPN...
-            metrics::counter!("accessd_handshake_failures_total").increment(1);
+            metrics::counter!(crate::metrics::HANDSHAKE_FAILURES).increment(1);
             tracing::debug!(%remote, error = %e, "handshake failed");
             return;
         }
     };
-    metrics::counter!("accessd_connections_total").increment(1);
+    metrics::counter!(crate::metrics::CONNECTIONS).increment(1);
     let _active = ActiveGuard::new();
     let scope = match scope_of(&conn) {
         Ok(s) => Arc::new(s),
         Err(e) => {
-            metrics::counter!("accessd_connections_refused_total", "reason" => "identity")
+            metrics::counter!(crate::metrics::CONNECTIONS_REFUSED, "reason" => "identity")
                 .increment(1);
             tracing::info!(%remote, error = %e, "refusing client");
             conn.close(
@@ -419,7 +419,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 fn note_malformed(code: ErrorCode) {
-    metrics::counter!("accessd_frames_malformed_total", "code" => code.name()).increment(1);
+    metrics::counter!(crate::metrics::FRAMES_MALFORMED, "code" => code.name()).increment(1);
 }
 
 /// Decision counts of one chunk, flushed to metrics once per chunk so the
@@ -434,14 +434,14 @@ struct Tally {
 impl Tally {
     fn flush(&self) {
         if self.grant > 0 {
-            metrics::counter!("accessd_decisions_total", "verdict" => "grant")
+            metrics::counter!(crate::metrics::DECISIONS, "verdict" => "grant")
                 .increment(self.grant);
         }
         if self.deny > 0 {
-            metrics::counter!("accessd_decisions_total", "verdict" => "deny").increment(self.deny);
+            metrics::counter!(crate::metrics::DECISIONS, "verdict" => "deny").increment(self.deny);
         }
         if self.not_permitted > 0 {
-            metrics::counter!("accessd_reader_not_permitted_total").increment(self.not_permitted);
+            metrics::counter!(crate::metrics::READER_NOT_PERMITTED).increment(self.not_permitted);
         }
     }
 }
@@ -520,7 +520,7 @@ fn handle<D: Decider>(frame: Frame<'_>, out: &mut Vec<u8>, ctx: &StreamCtx<D>, t
         }
         Frame::Ping(nonce) => encode_pong_frame(out, nonce),
         Frame::Error(e) => {
-            metrics::counter!("accessd_client_errors_total").increment(1);
+            metrics::counter!(crate::metrics::CLIENT_ERRORS).increment(1);
             tracing::debug!(code = %e.code, text = e.text, "client sent an error frame");
         }
         Frame::Response(_) | Frame::BatchResponse(_) | Frame::Pong(_) => {

@@ -187,8 +187,8 @@ pub(crate) async fn snapshot_gauges(shared: Arc<SharedSnapshot>) {
     loop {
         tick.tick().await;
         let snapshot = shared.load();
-        metrics::gauge!("accessd_snapshot_version").set(snapshot.version() as f64);
-        metrics::gauge!("accessd_snapshot_age_seconds")
+        metrics::gauge!(accessd_loader::metrics::SNAPSHOT_VERSION).set(snapshot.version() as f64);
+        metrics::gauge!(crate::telemetry::SNAPSHOT_AGE_SECONDS)
             .set(f64::from(age_ms(&shared, &snapshot, Timestamp::now())) / 1000.0);
     }
 }

@@ -13,7 +13,7 @@ secs="${FUZZ_SECS:-0}"
 export RUSTC_BOOTSTRAP=1
 if cargo fuzz --version >/dev/null 2>&1; then
     cargo fuzz build -O
-    bin_dir="target/x86_64-unknown-linux-gnu/release"
+    bin_dir="${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release"
 else
     host="$(rustc -vV | sed -n 's/^host: //p')"
     export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module \
@@ -23,7 +23,7 @@ else
         -Cllvm-args=-sanitizer-coverage-trace-compares \
         -Zsanitizer=address -Cdebug-assertions -Coverflow-checks"
     cargo build --release --locked --target "$host" --bins
-    bin_dir="target/$host/release"
+    bin_dir="${CARGO_TARGET_DIR:-target}/$host/release"
 fi
 for t in "${targets[@]}"; do
     test -x "$bin_dir/$t"

@@ -3,7 +3,6 @@
 //! each subcommand is a module under `cmd/`.
 
 mod cmd;
-mod decider;
 mod mix;
 mod telemetry;
 

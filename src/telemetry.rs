@@ -11,8 +11,11 @@ pub(crate) const SNAPSHOT_AGE_SECONDS: &str = "accessd_snapshot_age_seconds";
 
 /// Sets up logging; `default` is the filter when `RUST_LOG` is unset.
 pub(crate) fn init_logs(default: &str) {
+    // The AWS SDK logs every refused connection at INFO while DynamoDB is
+    // down; accessd's own lines already say so once per retry.
+    let quiet_sdk = "aws_smithy_runtime_api=warn,aws_smithy_runtime=warn,aws_config=warn";
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},{quiet_sdk}")));
     // A second init (tests, demo after serve) is harmless: ignore it.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

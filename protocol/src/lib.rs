@@ -39,6 +39,8 @@
 
 #[cfg(feature = "net")]
 mod client;
+#[cfg(feature = "net")]
+mod decider;
 mod frame;
 #[cfg(feature = "net")]
 mod identity;
@@ -53,6 +55,8 @@ mod tls;
 
 #[cfg(feature = "net")]
 pub use client::{Client, ClientError, Pipeline, connect_quic};
+#[cfg(feature = "net")]
+pub use decider::{SnapshotDecider, age_ms};
 pub use frame::{
     BatchRequestFrame, BatchResponseFrame, BatchResponseWriter, DecodeError, EncodeError,
     ErrorCode, ErrorFrame, Frame, FrameType, HEADER_LEN, InvalidFrame, MAX_BATCH, MAX_BODY_LEN,

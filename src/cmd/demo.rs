@@ -18,7 +18,7 @@ use anyhow::Context;
 use jiff::Timestamp;
 
 use super::load::{Shape, Summary, mix_params, run_load, spec};
-use crate::decider::SnapshotDecider;
+use accessd_protocol::SnapshotDecider;
 
 /// Arguments of `accessd demo`.
 #[derive(clap::Args, Debug)]

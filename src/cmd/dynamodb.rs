@@ -52,15 +52,10 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// Logs to standard error, filtered by `RUST_LOG` (default `info`). Does
-/// nothing if another subcommand installed a subscriber already.
+/// Logs to standard error, filtered by `RUST_LOG` (default `info`): the
+/// one telemetry setup, shared with `serve`.
 pub(crate) fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    crate::telemetry::init_logs("info");
 }
 
 /// Starts the DynamoDB source: bootstraps (fails if the table or its

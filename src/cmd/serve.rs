@@ -12,7 +12,7 @@ use accessd_protocol::{Limits, TlsCredentials};
 use anyhow::Context;
 use jiff::Timestamp;
 
-use crate::decider::{SnapshotDecider, age_ms};
+use accessd_protocol::{SnapshotDecider, age_ms};
 
 /// TLS files of one end: the CA that signs the other end, this end's
 /// certificate and key (as written by `accessd certs`).

@@ -19,8 +19,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use accessd_engine::{Decision, Presence, Reason, Request, SharedSnapshot, Snapshot, decide};
-use accessd_protocol::{Answer, Client, Decider, DevCa, Limits, SAN_ALL_READERS, TlsCredentials};
+use accessd_engine::{Reason, Request, SharedSnapshot};
+use accessd_protocol::{
+    Answer, Client, Decider, DevCa, Limits, SAN_ALL_READERS, SnapshotDecider, TlsCredentials,
+};
 use jiff::Timestamp;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
@@ -58,31 +60,30 @@ impl TestCerts {
     }
 }
 
-/// Decides like the binary's decider (shared snapshot, presence,
-/// `NotReady` on version 0), with a clock the test can pin and a counter
-/// the test can await.
+/// The server's own decider ([`SnapshotDecider`]) with a clock the test
+/// can pin and a counter the test can await.
 pub(crate) struct TestDecider {
-    snapshot: Arc<SharedSnapshot>,
-    presence: Presence,
+    inner: SnapshotDecider,
     /// Milliseconds since the epoch; `i64::MIN` means the wall clock.
-    now_ms: AtomicI64,
+    now_ms: Arc<AtomicI64>,
     calls: AtomicU64,
     called: Notify,
 }
 
 impl TestDecider {
-    fn now(&self) -> Timestamp {
-        match self.now_ms.load(Ordering::Relaxed) {
-            i64::MIN => Timestamp::now(),
-            ms => Timestamp::from_millisecond(ms).unwrap(),
-        }
-    }
-
-    fn answer(&self, snapshot: &Snapshot, decision: Decision) -> Answer {
-        let age = self.now().as_millisecond() - snapshot.as_of().as_millisecond();
-        Answer {
-            decision,
-            snapshot_age_ms: u32::try_from(age.max(0)).unwrap_or(u32::MAX),
+    fn new(snapshot: Arc<SharedSnapshot>) -> Self {
+        let now_ms = Arc::new(AtomicI64::new(i64::MIN));
+        let clock = Arc::clone(&now_ms);
+        Self {
+            inner: SnapshotDecider::new(snapshot).with_clock(move || {
+                match clock.load(Ordering::Relaxed) {
+                    i64::MIN => Timestamp::now(),
+                    ms => Timestamp::from_millisecond(ms).unwrap(),
+                }
+            }),
+            now_ms,
+            calls: AtomicU64::new(0),
+            called: Notify::new(),
         }
     }
 
@@ -105,20 +106,14 @@ impl TestDecider {
 
 impl Decider for TestDecider {
     fn decide(&self, request: &Request<'_>) -> Answer {
-        let snapshot = self.snapshot.load();
-        let decision = if snapshot.version() == 0 {
-            Decision::deny(Reason::NotReady, 0)
-        } else {
-            decide(&snapshot, &self.presence, request, self.now())
-        };
+        let answer = self.inner.decide(request);
         self.calls.fetch_add(1, Ordering::AcqRel);
         self.called.notify_waiters();
-        self.answer(&snapshot, decision)
+        answer
     }
 
     fn refuse(&self, reason: Reason) -> Answer {
-        let snapshot = self.snapshot.load();
-        self.answer(&snapshot, Decision::deny(reason, snapshot.version()))
+        self.inner.refuse(reason)
     }
 }
 
@@ -191,13 +186,7 @@ pub(crate) async fn start_server_with(snapshot: Arc<SharedSnapshot>, limits: Lim
     let endpoint =
         accessd_protocol::bind(([127, 0, 0, 1], 0).into(), &certs.server, &limits).unwrap();
     let addr = endpoint.local_addr().unwrap();
-    let decider = Arc::new(TestDecider {
-        snapshot,
-        presence: Presence::new(),
-        now_ms: AtomicI64::new(i64::MIN),
-        calls: AtomicU64::new(0),
-        called: Notify::new(),
-    });
+    let decider = Arc::new(TestDecider::new(snapshot));
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(accessd_protocol::run(
         endpoint,

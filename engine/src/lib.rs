@@ -68,6 +68,7 @@ mod shard;
 mod site;
 mod snapshot;
 pub mod synth;
+mod validate;
 
 pub use credential::{CardFormat, CredentialKey, CredentialParseError, MAX_UID_LEN, Uid};
 pub use decide::decide;

@@ -23,7 +23,7 @@ use crate::model::{
     DoorGroupRecord, DoorRecord, HolidaySetRecord, ReaderRecord, Record, RecordKey, ScheduleRecord,
     SiteRecord,
 };
-use crate::snapshot::validate;
+use crate::validate::validate;
 
 /// The sections of a site file, in the order they are written.
 pub const SECTIONS: [&str; 11] = [

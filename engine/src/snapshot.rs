@@ -25,9 +25,7 @@
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 
-use arc_swap::{ArcSwap, Guard};
 use hashbrown::{HashMap, HashTable};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
@@ -39,12 +37,18 @@ use crate::model::{
     ReaderRecord, Record, RecordKey, ScheduleRecord, SiteRecord,
 };
 use crate::pin::PinHash;
-use crate::schedule::{CompiledSchedule, ScheduleError};
+use crate::schedule::CompiledSchedule;
 use crate::shard::ShardedMap;
+pub use crate::validate::ApplyError;
+use crate::validate::validate;
 
 mod export;
+mod shared;
+mod topology;
 
 pub use export::HolderBundle;
+pub use shared::SharedSnapshot;
+use topology::build_topology;
 
 type FixedState = foldhash::fast::FixedState;
 type RandomState = foldhash::fast::RandomState;
@@ -493,101 +497,6 @@ impl Snapshot {
     }
 }
 
-/// The current snapshot, shared between the writer that publishes new
-/// versions and the decisions that read it.
-///
-/// Reading never blocks and never waits for the writer (`arc-swap`).
-///
-/// Besides the snapshot it keeps the latest instant the source confirmed
-/// the current snapshot is up to date, so an idle source (a stream with no
-/// changes) does not make fresh data look old: a snapshot's age is
-/// `now - fresh_as_of(snapshot)`.
-#[derive(Debug)]
-pub struct SharedSnapshot {
-    current: ArcSwap<Snapshot>,
-    confirmed_ms: AtomicI64,
-}
-
-impl SharedSnapshot {
-    /// Starts with `snapshot`.
-    pub fn new(snapshot: Snapshot) -> Self {
-        let confirmed_ms = AtomicI64::new(snapshot.as_of().as_millisecond());
-        Self {
-            current: ArcSwap::from_pointee(snapshot),
-            confirmed_ms,
-        }
-    }
-
-    /// The current snapshot. Hold the guard for one decision, not longer:
-    /// a long-held guard keeps an old version alive.
-    #[inline]
-    pub fn load(&self) -> Guard<Arc<Snapshot>> {
-        self.current.load()
-    }
-
-    /// The current snapshot as an owned `Arc`.
-    pub fn load_full(&self) -> Arc<Snapshot> {
-        self.current.load_full()
-    }
-
-    /// Replaces the current snapshot.
-    pub fn store(&self, snapshot: Arc<Snapshot>) {
-        self.confirmed_ms
-            .fetch_max(snapshot.as_of().as_millisecond(), Ordering::Relaxed);
-        self.current.store(snapshot);
-    }
-
-    /// Records that the source confirmed, at `at`, that nothing changed
-    /// since the current snapshot (an empty stream read). Never moves the
-    /// instant backwards.
-    pub fn confirm(&self, at: Timestamp) {
-        self.confirmed_ms
-            .fetch_max(at.as_millisecond(), Ordering::Relaxed);
-    }
-
-    /// The instant `snapshot` (a version loaded from here) is known to be
-    /// current: its own `as_of`, or a later confirmation.
-    pub fn fresh_as_of(&self, snapshot: &Snapshot) -> Timestamp {
-        let confirmed = self.confirmed_ms.load(Ordering::Relaxed);
-        let ms = confirmed.max(snapshot.as_of().as_millisecond());
-        Timestamp::from_millisecond(ms).unwrap_or(snapshot.as_of())
-    }
-}
-
-/// Why a record was refused by [`SnapshotBuilder::apply`]. The builder is
-/// unchanged when this is returned.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ApplyError {
-    /// A site names a time zone that is not in the IANA database.
-    #[error("site `{site}`: unknown time zone `{zone}` (use an IANA name like `Europe/Paris`)")]
-    TimeZone {
-        /// The site id.
-        site: String,
-        /// The zone name given.
-        zone: String,
-    },
-    /// A schedule's intervals are invalid.
-    #[error("schedule `{schedule}`: {source}")]
-    Schedule {
-        /// The schedule id.
-        schedule: String,
-        /// What is wrong.
-        source: ScheduleError,
-    },
-    /// A validity window ends before it starts.
-    #[error("{what}: valid_until is before valid_from")]
-    Validity {
-        /// Which record.
-        what: String,
-    },
-    /// An id is empty.
-    #[error("{what}: id is empty")]
-    EmptyId {
-        /// Which kind of record.
-        what: &'static str,
-    },
-}
-
 #[derive(Default)]
 struct SmallRecords {
     sites: BTreeMap<String, SiteRecord>,
@@ -628,17 +537,6 @@ pub struct SnapshotBuilder {
 impl Default for SnapshotBuilder {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-fn check_validity(
-    from: Option<Timestamp>,
-    until: Option<Timestamp>,
-    what: impl FnOnce() -> String,
-) -> Result<(), ApplyError> {
-    match (from, until) {
-        (Some(f), Some(u)) if u < f => Err(ApplyError::Validity { what: what() }),
-        _ => Ok(()),
     }
 }
 
@@ -911,209 +809,6 @@ impl SnapshotBuilder {
             creds: self.creds.clone(),
         }
     }
-}
-
-pub(crate) fn validate(record: &Record) -> Result<(), ApplyError> {
-    let (kind, id) = match record {
-        Record::Site(r) => ("site", &r.id),
-        Record::Door(r) => ("door", &r.id),
-        Record::Reader(r) => ("reader", &r.id),
-        Record::Area(r) => ("area", &r.id),
-        Record::DoorGroup(r) => ("door group", &r.id),
-        Record::Schedule(r) => ("schedule", &r.id),
-        Record::HolidaySet(r) => ("holiday set", &r.id),
-        Record::AccessLevel(r) => ("access level", &r.id),
-        Record::Cardholder(r) => ("cardholder", &r.id),
-        Record::Credential(r) => ("credential holder", &r.holder),
-        Record::Assignment(r) => ("assignment holder", &r.holder),
-    };
-    if id.is_empty() {
-        return Err(ApplyError::EmptyId { what: kind });
-    }
-    match record {
-        Record::Site(r) => {
-            TimeZone::get(&r.time_zone).map_err(|_| ApplyError::TimeZone {
-                site: r.id.clone(),
-                zone: r.time_zone.clone(),
-            })?;
-        }
-        Record::Schedule(r) => {
-            CompiledSchedule::compile(r, []).map_err(|source| ApplyError::Schedule {
-                schedule: r.id.clone(),
-                source,
-            })?;
-        }
-        Record::Cardholder(r) => check_validity(r.valid_from, r.valid_until, || {
-            format!("cardholder `{}`", r.id)
-        })?,
-        Record::Credential(r) => check_validity(r.valid_from, r.valid_until, || {
-            format!("credential `{}`", r.card)
-        })?,
-        Record::Assignment(r) => check_validity(r.valid_from, r.valid_until, || {
-            format!("assignment of `{}` to `{}`", r.level, r.holder)
-        })?,
-        _ => {}
-    }
-    Ok(())
-}
-
-/// Builds the compiled topology from the small records. A reference that
-/// does not resolve leaves the referring entry out (or the reference
-/// ignored) and is listed in `problems`: it can only cause denies.
-fn build_topology(small: &SmallRecords, level_ids: &LevelIds) -> Topology {
-    let mut problems = Vec::new();
-    let mut t = Topology::default();
-
-    let mut site_idx = HashMap::<&str, usize, FixedState>::default();
-    for site in small.sites.values() {
-        // Validated on apply; a zone that vanished from the database since
-        // is reported and the site left out.
-        match TimeZone::get(&site.time_zone) {
-            Ok(tz) => {
-                site_idx.insert(&site.id, t.sites.len());
-                t.sites.push(SiteEntry {
-                    tz,
-                    lockdown: site.lockdown,
-                });
-            }
-            Err(_) => problems.push(format!(
-                "site `{}`: unknown time zone `{}`",
-                site.id, site.time_zone
-            )),
-        }
-    }
-
-    let mut area_idx = HashMap::<&str, usize, FixedState>::default();
-    for area in small.areas.values() {
-        area_idx.insert(&area.id, t.areas.len());
-        t.areas.push(AreaEntry {
-            id: Arc::from(area.id.as_str()),
-            passback: area.passback,
-            reset_after_ms: area.reset_after_s.map(|s| i64::from(s) * 1000),
-        });
-    }
-
-    let mut door_idx = HashMap::<&str, usize, FixedState>::default();
-    for door in small.doors.values() {
-        let Some(&site) = site_idx.get(door.site.as_str()) else {
-            problems.push(format!(
-                "door `{}`: unknown site `{}` (door left out)",
-                door.id, door.site
-            ));
-            continue;
-        };
-        let area = match &door.area {
-            None => None,
-            Some(a) => match area_idx.get(a.as_str()) {
-                Some(&i) => Some(i),
-                None => {
-                    problems.push(format!(
-                        "door `{}`: unknown area `{a}` (anti-passback off for it)",
-                        door.id
-                    ));
-                    None
-                }
-            },
-        };
-        door_idx.insert(&door.id, t.doors.len());
-        t.doors.push(DoorEntry {
-            site,
-            mode: door.mode,
-            unlock_ms: door.unlock_ms,
-            area,
-        });
-    }
-
-    for reader in small.readers.values() {
-        match door_idx.get(reader.door.as_str()) {
-            Some(&door) => {
-                t.readers.insert(
-                    Box::from(reader.id.as_str()),
-                    ReaderEntry {
-                        door,
-                        direction: reader.direction,
-                    },
-                );
-            }
-            None => problems.push(format!(
-                "reader `{}`: unknown door `{}` (reader left out)",
-                reader.id, reader.door
-            )),
-        }
-    }
-
-    let mut schedule_idx = HashMap::<&str, usize, FixedState>::default();
-    for schedule in small.schedules.values() {
-        let mut dates = Vec::new();
-        for set in &schedule.holiday_sets {
-            match small.holiday_sets.get(set) {
-                Some(h) => dates.extend(h.dates.iter().copied()),
-                None => problems.push(format!(
-                    "schedule `{}`: unknown holiday set `{set}` (ignored)",
-                    schedule.id
-                )),
-            }
-        }
-        match CompiledSchedule::compile(schedule, dates) {
-            Ok(compiled) => {
-                schedule_idx.insert(&schedule.id, t.schedules.len());
-                t.schedules.push(compiled);
-            }
-            Err(e) => problems.push(format!("schedule `{}`: {e}", schedule.id)),
-        }
-    }
-
-    let words = t.doors.len().div_ceil(64);
-    t.levels = (0..level_ids.len()).map(|_| None).collect();
-    for level in small.levels.values() {
-        let Some(&schedule) = schedule_idx.get(level.schedule.as_str()) else {
-            problems.push(format!(
-                "access level `{}`: unknown schedule `{}` (level grants nothing)",
-                level.id, level.schedule
-            ));
-            continue;
-        };
-        let mut doors = vec![0u64; words].into_boxed_slice();
-        let mut missing = Vec::new();
-        let mut set = |door: &str, via: String| match door_idx.get(door) {
-            Some(&i) => {
-                if let Some(w) = doors.get_mut(i / 64) {
-                    *w |= 1 << (i % 64);
-                }
-            }
-            None => missing.push(format!(
-                "access level `{}`: unknown door `{door}`{via} (ignored)",
-                level.id
-            )),
-        };
-        for door in &level.doors {
-            set(door, String::new());
-        }
-        for group in &level.door_groups {
-            match small.door_groups.get(group) {
-                Some(g) => {
-                    for door in &g.doors {
-                        set(door, format!(" in group `{group}`"));
-                    }
-                }
-                None => problems.push(format!(
-                    "access level `{}`: unknown door group `{group}` (ignored)",
-                    level.id
-                )),
-            }
-        }
-        problems.append(&mut missing);
-        // Numbered in `publish` before this build.
-        if let Some(slot) = level_ids
-            .get(&level.id)
-            .and_then(|n| t.levels.get_mut(n as usize))
-        {
-            *slot = Some(LevelEntry { doors, schedule });
-        }
-    }
-
-    t.problems = problems;
-    t
 }
 
 #[cfg(test)]

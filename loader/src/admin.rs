@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use accessd_engine::{Change, CredentialKey, CredentialStatus, Record, RecordKey, SnapshotBuilder};
+use accessd_engine::{CredentialKey, CredentialStatus, Record, RecordKey};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest,
     ScalarAttributeType, StreamSpecification, StreamViewType, TableStatus, WriteRequest,
@@ -181,8 +181,8 @@ impl Admin {
     /// Checks a record on its own as the snapshot builder would, so that
     /// nothing is written that every server would then refuse.
     pub fn check(record: &Record) -> Result<(), AdminError> {
-        SnapshotBuilder::new()
-            .apply(Change::Upsert(record.clone()))
+        record
+            .validate()
             .map_err(|e| AdminError::Invalid(e.to_string()))
     }
 
@@ -323,14 +323,10 @@ impl Admin {
         records: &[Record],
         progress: impl FnMut(usize),
     ) -> Result<(), AdminError> {
-        // One builder for all: checking is what it does on apply.
-        let mut checker = SnapshotBuilder::new();
         let items = records
             .iter()
             .map(|r| {
-                checker
-                    .apply(Change::Upsert(r.clone()))
-                    .map_err(|e| AdminError::Invalid(e.to_string()))?;
+                Self::check(r)?;
                 Ok(item_of(r)?)
             })
             .collect::<Result<Vec<_>, AdminError>>()?;

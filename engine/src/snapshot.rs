@@ -362,6 +362,22 @@ pub(crate) struct CredExtras {
 }
 
 impl CredEntry {
+    /// The entry of credential record `r`, whose holder entry is `holder`.
+    fn of(r: CredentialRecord, holder: Arc<HolderEntry>) -> Self {
+        let validity = Validity::new(r.valid_from, r.valid_until);
+        let extras = (validity != Validity::ALWAYS || r.pin.is_some()).then(|| {
+            Arc::new(CredExtras {
+                validity,
+                pin: r.pin,
+            })
+        });
+        Self {
+            hot: Hot::of(r.status, &holder),
+            extras,
+            holder,
+        }
+    }
+
     #[inline]
     pub(crate) fn validity_at(&self, now_ms: i64) -> Within {
         self.extras
@@ -773,21 +789,7 @@ impl SnapshotBuilder {
             // Cannot happen: the holder now has at least this credential.
             return;
         };
-        let validity = Validity::new(r.valid_from, r.valid_until);
-        let extras = (validity != Validity::ALWAYS || r.pin.is_some()).then(|| {
-            Arc::new(CredExtras {
-                validity,
-                pin: r.pin,
-            })
-        });
-        self.creds.insert(
-            key,
-            CredEntry {
-                hot: Hot::of(r.status, &holder),
-                extras,
-                holder,
-            },
-        );
+        self.creds.insert(key, CredEntry::of(r, holder));
     }
 
     /// Makes a new snapshot version of everything applied so far. `as_of`

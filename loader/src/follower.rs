@@ -362,6 +362,10 @@ impl SourceStatus {
     }
 }
 
+/// How old a resumed stream position may be: DynamoDB keeps stream
+/// records 24 hours; an hour of margin.
+pub const RESUME_MAX_AGE: jiff::SignedDuration = jiff::SignedDuration::from_hours(23);
+
 /// Shard reads a round makes at once. DynamoDB allows about five
 /// GetRecords a second per shard, so this bounds the requests in flight,
 /// not the rate per shard.
@@ -1342,10 +1346,28 @@ impl Source {
     /// retrying with capped, jittered backoff until it succeeds or is shut
     /// down. A resumed position that is lost (trimmed, another stream)
     /// ends in a bootstrap while the resumed snapshot keeps serving.
-    pub fn spawn<B: Backend>(loader: Loader<B>, resumed: Option<(Resume, Timestamp)>) -> Self {
+    ///
+    /// `resumed` is `(state, fresh_as_of, written_at)`: a position written
+    /// longer than [`RESUME_MAX_AGE`] ago is not trusted (the stream keeps
+    /// records 24 hours, and a shard nothing was read from is replayed from
+    /// its oldest record), so the state serves while a bootstrap runs.
+    pub fn spawn<B: Backend>(
+        loader: Loader<B>,
+        resumed: Option<(Resume, Timestamp, Timestamp)>,
+    ) -> Self {
         let (tx, rx) = watch::channel(false);
         match resumed {
-            Some((mut state, fresh_as_of)) => {
+            Some((mut state, fresh_as_of, written_at)) => {
+                let age = loader.config.clock.now().duration_since(written_at);
+                if age >= RESUME_MAX_AGE {
+                    tracing::warn!(
+                        ?age,
+                        "checkpoint older than the stream's retention; serving it while bootstrapping"
+                    );
+                    // A cursor of no stream: the loader sees "another
+                    // stream" and bootstraps.
+                    state.cursor = StreamCursor::restored(String::new(), Vec::new());
+                }
                 let snapshot = state.builder.publish(fresh_as_of);
                 metrics::gauge!(m::SNAPSHOT_VERSION).set(snapshot.version() as f64);
                 let shared = Arc::new(SharedSnapshot::new(snapshot));

@@ -58,6 +58,6 @@ pub use backend::{
     StreamRecord, TableStream,
 };
 pub use follower::{
-    CheckpointConfig, Clock, LoadError, Loader, LoaderConfig, LoaderStats, Resume, ShardPosition,
-    Source, SourceStatus, StreamCursor,
+    CheckpointConfig, Clock, LoadError, Loader, LoaderConfig, LoaderStats, RESUME_MAX_AGE, Resume,
+    ShardPosition, Source, SourceStatus, StreamCursor,
 };

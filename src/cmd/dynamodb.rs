@@ -155,10 +155,6 @@ impl ServeArgs {
     }
 }
 
-/// How old a checkpoint's stream position may be and still be resumed:
-/// DynamoDB keeps stream records 24 hours, less a margin.
-const RESUME_MAX_AGE: jiff::SignedDuration = jiff::SignedDuration::from_hours(23);
-
 /// Reads a checkpoint of `expected` into a resume point and restores
 /// presence; `None` (with the reason logged) when there is none or it is
 /// refused, and the caller bootstraps.
@@ -166,7 +162,7 @@ fn resume_from(
     path: &Path,
     expected: &CheckpointSource,
     presence: &Presence,
-) -> Option<(Resume, Timestamp)> {
+) -> Option<(Resume, Timestamp, Timestamp)> {
     let started = std::time::Instant::now();
     let checkpoint = match super::site::open_checkpoint(path) {
         Ok(Some(c)) => c,
@@ -188,27 +184,23 @@ fn resume_from(
         }
     };
     presence.restore(restored.presence);
-    let age = Timestamp::now().duration_since(restored.written_at);
-    let cursor = match restored.cursor {
-        Some(cursor) if age < RESUME_MAX_AGE => cursor,
-        _ => {
-            // The stream no longer holds everything since the checkpoint:
-            // serve it, but bootstrap. A cursor of no stream makes the
-            // loader see "another stream" and do exactly that.
-            tracing::warn!(
-                ?age,
-                "checkpoint older than the stream's retention; serving it while bootstrapping"
-            );
-            StreamCursor::restored(String::new(), Vec::new())
-        }
-    };
+    // A table checkpoint always has a position; without one, a cursor of
+    // no stream makes the loader bootstrap while the data serves. (The
+    // loader also refuses positions older than the stream's retention.)
+    let cursor = restored
+        .cursor
+        .unwrap_or_else(|| StreamCursor::restored(String::new(), Vec::new()));
     tracing::info!(
         version = restored.version,
         fresh_as_of = %restored.fresh_as_of,
         ms = started.elapsed().as_millis() as u64,
         "serving from the checkpoint; catching up with the stream"
     );
-    Some((Resume::new(restored.builder, cursor), restored.fresh_as_of))
+    Some((
+        Resume::new(restored.builder, cursor),
+        restored.fresh_as_of,
+        restored.written_at,
+    ))
 }
 
 /// One DescribeTable, a few seconds at most: refuses a table without a

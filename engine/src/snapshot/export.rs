@@ -14,8 +14,8 @@ use std::sync::Arc;
 use jiff::Timestamp;
 
 use super::{
-    AssignmentEntry, CredEntry, CredExtras, HolderCore, HolderEntry, HolderParts, Hot,
-    SnapshotBuilder, Validity, validate,
+    AssignmentEntry, CredEntry, HolderCore, HolderEntry, HolderParts, SnapshotBuilder, Validity,
+    validate,
 };
 use crate::model::{AssignmentRecord, CardholderRecord, CredentialRecord, Record};
 use crate::snapshot::ApplyError;
@@ -224,21 +224,9 @@ impl SnapshotBuilder {
         self.holders
             .insert_unique(hash, Arc::clone(&entry), |e| hasher.hash_one(e.id()));
         for c in credentials {
-            let validity = Validity::new(c.valid_from, c.valid_until);
-            let extras = (validity != Validity::ALWAYS || c.pin.is_some()).then(|| {
-                Arc::new(CredExtras {
-                    validity,
-                    pin: c.pin,
-                })
-            });
-            self.creds.insert(
-                c.card,
-                CredEntry {
-                    hot: Hot::of(c.status, &entry),
-                    extras,
-                    holder: Arc::clone(&entry),
-                },
-            );
+            let card = c.card;
+            self.creds
+                .insert(card, CredEntry::of(c, Arc::clone(&entry)));
         }
         refused
     }

@@ -520,7 +520,7 @@ async fn spawn_without_data_serves_not_ready_until_the_table_answers() {
 
 /// Stops a source and writes a checkpoint of where it stopped; reads it
 /// back as a resume point, as `serve` does at start.
-async fn checkpoint_of(source: Source, path: &std::path::Path) -> (Resume, Timestamp) {
+async fn checkpoint_of(source: Source, path: &std::path::Path) -> (Resume, Timestamp, Timestamp) {
     let shared = Arc::clone(source.snapshot());
     let resume = source.shutdown().await.unwrap();
     let fresh = shared.fresh_as_of(&shared.load());
@@ -542,7 +542,11 @@ async fn checkpoint_of(source: Source, path: &std::path::Path) -> (Resume, Times
         .unwrap();
     assert_eq!(restored.fresh_as_of, fresh);
     let cursor = restored.cursor.unwrap();
-    (Resume::new(restored.builder, cursor), restored.fresh_as_of)
+    (
+        Resume::new(restored.builder, cursor),
+        restored.fresh_as_of,
+        restored.written_at,
+    )
 }
 
 fn temp_file(name: &str) -> std::path::PathBuf {
@@ -560,7 +564,7 @@ async fn a_checkpoint_serves_at_once_offline_and_catches_up_without_a_scan() {
     eventually("write", || verdict(&source, 2) == Verdict::Grant).await;
     let version = source.snapshot().load().version();
     let path = temp_file("resume");
-    let (resume, fresh) = checkpoint_of(source, &path).await;
+    let (resume, fresh, written) = checkpoint_of(source, &path).await;
 
     // Written while accessd is down: a revocation and a new card.
     put(&fake, &credential(2, "E1", CredentialStatus::Revoked));
@@ -569,7 +573,7 @@ async fn a_checkpoint_serves_at_once_offline_and_catches_up_without_a_scan() {
     fake.fail_next((0..15).map(|_| SourceError::Transient("unreachable".into())));
     let source = Source::spawn(
         Loader::new(Arc::clone(&fake), config()),
-        Some((resume, fresh)),
+        Some((resume, fresh, written)),
     );
     // The checkpoint serves at once, with its own version and freshness.
     let shared = Arc::clone(source.snapshot());
@@ -586,44 +590,54 @@ async fn a_checkpoint_serves_at_once_offline_and_catches_up_without_a_scan() {
 }
 
 #[tokio::test]
-async fn a_checkpoint_whose_position_was_trimmed_bootstraps_while_serving() {
-    let fake = loaded_site();
-    let source = start(&fake).await;
-    put(&fake, &credential(2, "E1", CredentialStatus::Active));
-    eventually("write", || verdict(&source, 2) == Verdict::Grant).await;
-    let path = temp_file("trimmed");
-    let (resume, fresh) = checkpoint_of(source, &path).await;
-    put(&fake, &credential(2, "E1", CredentialStatus::Revoked));
-    fake.trim_all();
-    let source = Source::spawn(
-        Loader::new(Arc::clone(&fake), config()),
-        Some((resume, fresh)),
-    );
-    eventually("bootstrap after the trim", || {
-        source.stats().bootstraps() == 1 && verdict(&source, 2) == Verdict::Deny
-    })
-    .await;
-    source.shutdown().await.unwrap();
-}
-
-#[tokio::test]
-async fn a_checkpoint_of_another_stream_bootstraps_while_serving() {
-    let fake = loaded_site();
-    let source = start(&fake).await;
-    let path = temp_file("other-stream");
-    let (resume, fresh) = checkpoint_of(source, &path).await;
-    // The table was re-created: a new stream, and the card revoked.
-    fake.new_stream();
-    fake.put(item_of(&credential(1, "E1", CredentialStatus::Revoked)).unwrap());
-    let source = Source::spawn(
-        Loader::new(Arc::clone(&fake), config()),
-        Some((resume, fresh)),
-    );
-    eventually("bootstrap on the new stream", || {
-        source.stats().bootstraps() == 1 && verdict(&source, 1) == Verdict::Deny
-    })
-    .await;
-    source.shutdown().await.unwrap();
+async fn a_checkpoint_whose_position_is_lost_bootstraps_while_serving() {
+    // Trimmed past the stored position, the table re-created with a new
+    // stream, or a checkpoint older than the stream keeps records: card 1
+    // was revoked meanwhile, and only a scan can tell.
+    let trim = |fake: &FakeBackend, _: &mut Timestamp| fake.trim_all();
+    let new_stream = |fake: &FakeBackend, _: &mut Timestamp| {
+        fake.new_stream();
+    };
+    let a_day_later = |_: &FakeBackend, now: &mut Timestamp| {
+        *now = *now + RESUME_MAX_AGE + jiff::SignedDuration::from_secs(1);
+    };
+    type Lose<'a> = &'a dyn Fn(&FakeBackend, &mut Timestamp);
+    let cases: [(&str, Lose<'_>); 3] = [
+        ("trimmed", &trim),
+        ("new-stream", &new_stream),
+        ("too-old", &a_day_later),
+    ];
+    for (name, lose) in cases {
+        let fake = loaded_site();
+        let (clock, now) = manual_clock(Timestamp::now());
+        let config = || LoaderConfig {
+            clock: clock.clone(),
+            ..config()
+        };
+        let source = Source::start(Loader::new(Arc::clone(&fake), config()), None)
+            .await
+            .unwrap();
+        // A record read, so the stored position is after a sequence number.
+        put(&fake, &credential(2, "E1", CredentialStatus::Active));
+        eventually("write", || verdict(&source, 2) == Verdict::Grant).await;
+        let (resume, fresh, written) = checkpoint_of(source, &temp_file(name)).await;
+        put(&fake, &credential(1, "E1", CredentialStatus::Revoked));
+        lose(&fake, &mut now.lock().unwrap());
+        // The new card's record is in the stream; with the position lost,
+        // only the scan finds both.
+        let source = Source::spawn(
+            Loader::new(Arc::clone(&fake), config()),
+            Some((resume, fresh, written)),
+        );
+        // The checkpoint serves at once ...
+        assert_eq!(verdict(&source, 1), Verdict::Grant, "{name}");
+        // ... until the bootstrap has read the revocation.
+        eventually(name, || {
+            source.stats().bootstraps() == 1 && verdict(&source, 1) == Verdict::Deny
+        })
+        .await;
+        source.shutdown().await.unwrap();
+    }
 }
 
 #[tokio::test]

@@ -910,6 +910,53 @@ mod tests {
         assert!(err.to_string().contains("`intervals[0].days[1]`"), "{err}");
     }
 
+    /// What `docs/dynamodb-schema.md` says of times, checked: instants with
+    /// an offset are taken (and mean the same instant in UTC); wall times
+    /// are `HH:MM` or `HH:MM:SS`, two-digit hours only. Seconds other than
+    /// `:00` pass the item reader and are refused when the schedule is
+    /// checked (minute precision).
+    #[test]
+    fn time_formats_are_what_the_schema_doc_says() {
+        let schedule = |start: &str| {
+            item(&[
+                ("pk", s("schedule#s")),
+                ("sk", s("schedule")),
+                ("type", s("schedule")),
+                ("id", s("s")),
+                (
+                    "intervals",
+                    Attr::L(vec![Attr::M(item(&[
+                        ("days", Attr::L(vec![s("mon")])),
+                        ("start", s(start)),
+                        ("end", s("19:00")),
+                    ]))]),
+                ),
+            ])
+        };
+        for ok in ["09:00", "09:00:00"] {
+            let record = record_of(&schedule(ok)).unwrap();
+            assert!(record.validate().is_ok(), "{ok}");
+        }
+        let err = record_of(&schedule("9:00")).unwrap_err();
+        assert!(err.to_string().contains("intervals[0].start"), "{err}");
+        let seconds = record_of(&schedule("09:00:30")).unwrap();
+        assert!(seconds.validate().is_err());
+
+        let holder = |from: &str| {
+            item(&[
+                ("pk", s("holder#E1")),
+                ("sk", s("holder")),
+                ("type", s("cardholder")),
+                ("id", s("E1")),
+                ("valid_from", s(from)),
+            ])
+        };
+        let utc = record_of(&holder("2026-11-30T08:00:00Z")).unwrap();
+        let offset = record_of(&holder("2026-11-30T09:00:00+01:00")).unwrap();
+        assert_eq!(utc, offset);
+        assert!(record_of(&holder("2026-11-30 08:00")).is_err());
+    }
+
     #[test]
     fn card_keys_must_be_canonical() {
         let i = item(&[

@@ -587,6 +587,21 @@ impl Checkpoint {
         Ok(Self { map, len })
     }
 
+    /// [`open`](Self::open), with a missing file (a first start) as
+    /// `Ok(None)` rather than an error.
+    pub fn open_existing(path: &Path) -> Result<Option<Self>, CheckpointError> {
+        match Self::open(path) {
+            Ok(c) => Ok(Some(c)),
+            Err(CheckpointError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                tracing::info!(path = %path.display(), "no checkpoint yet");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     fn body(&self) -> &ArchivedBody {
         let payload = self.map.get(HEADER_LEN..).unwrap_or_default();
         // SAFETY: `open` validated exactly these bytes with

@@ -908,15 +908,9 @@ impl<B: Backend> Loader<B> {
 
     /// The table's stream, refused unless its records carry new images.
     async fn table_stream(&self) -> Result<String, BootstrapError> {
-        let stream = self
-            .backend
-            .stream()
-            .await?
-            .ok_or(BootstrapError::Load(LoadError::NoStream))?;
-        if !stream.has_new_images() {
-            return Err(BootstrapError::Load(LoadError::ViewType(stream.view_type)));
-        }
-        Ok(stream.arn)
+        usable_stream(self.backend.as_ref())
+            .await
+            .map_err(BootstrapError::Load)
     }
 
     /// One bootstrap: note, scan, build, catch up. Publishes nothing
@@ -1167,15 +1161,18 @@ impl<B: Backend> Loader<B> {
     }
 
     /// The loop of the background task. With `resume`, catches up first
-    /// (the resumed snapshot is being served); without, bootstraps until it
-    /// succeeds (an empty snapshot is being served).
+    /// (the resumed snapshot is being served) unless it is `caught_up`
+    /// already (a fresh bootstrap, or a live loader's hand-over); without,
+    /// bootstraps until it succeeds (an empty snapshot is being served).
     async fn run(
         mut self,
         shared: Arc<SharedSnapshot>,
         resume: Option<Resume>,
+        caught_up: bool,
         mut shutdown: watch::Receiver<bool>,
     ) -> Option<Resume> {
         let mut state = match resume {
+            Some(state) if caught_up => Some(state),
             Some(mut state) => {
                 self.set_status(SourceStatus::CatchingUp);
                 match self.catch_up(&mut state, &mut shutdown).await {
@@ -1233,6 +1230,17 @@ impl<B: Backend> Loader<B> {
             }
         }
     }
+}
+
+/// The ARN of `backend`'s stream; [`LoadError::NoStream`] or
+/// [`LoadError::ViewType`] when the table has none, or one whose records
+/// carry no new image; [`LoadError::Source`] when the table cannot be asked.
+pub async fn usable_stream<B: Backend>(backend: &B) -> Result<String, LoadError> {
+    let stream = backend.stream().await?.ok_or(LoadError::NoStream)?;
+    if !stream.has_new_images() {
+        return Err(LoadError::ViewType(stream.view_type));
+    }
+    Ok(stream.arn)
 }
 
 enum BootstrapError {
@@ -1335,7 +1343,7 @@ impl Source {
         let snapshot = state.builder.publish(loader.config.clock.now());
         metrics::gauge!(m::SNAPSHOT_VERSION).set(snapshot.version() as f64);
         let shared = Arc::new(SharedSnapshot::new(snapshot));
-        Ok(Self::run(loader, shared, Some(state), tx, rx, false))
+        Ok(Self::run(loader, shared, Some(state), tx, rx, true))
     }
 
     /// Starts at once and never fails: serves `resumed` (a checkpoint's
@@ -1371,11 +1379,11 @@ impl Source {
                 let snapshot = state.builder.publish(fresh_as_of);
                 metrics::gauge!(m::SNAPSHOT_VERSION).set(snapshot.version() as f64);
                 let shared = Arc::new(SharedSnapshot::new(snapshot));
-                Self::run(loader, shared, Some(state), tx, rx, true)
+                Self::run(loader, shared, Some(state), tx, rx, false)
             }
             None => {
                 let shared = Arc::new(SharedSnapshot::new(Snapshot::empty(Timestamp::UNIX_EPOCH)));
-                Self::run(loader, shared, None, tx, rx, true)
+                Self::run(loader, shared, None, tx, rx, false)
             }
         }
     }
@@ -1386,31 +1394,11 @@ impl Source {
         state: Option<Resume>,
         tx: watch::Sender<bool>,
         rx: watch::Receiver<bool>,
-        catch_up: bool,
+        caught_up: bool,
     ) -> Self {
         let stats = Arc::clone(&loader.stats);
         let status = Arc::clone(&loader.status);
-        let task = if catch_up {
-            tokio::spawn(loader.run(Arc::clone(&shared), state, rx))
-        } else {
-            // Already caught up (a fresh bootstrap, or a live loader's
-            // hand-over): follow at once.
-            let shared2 = Arc::clone(&shared);
-            tokio::spawn(async move {
-                let mut loader = loader;
-                let mut rx = rx;
-                let mut state = state?;
-                loader.set_status(SourceStatus::Live);
-                if loader
-                    .follow(&mut state.builder, &mut state.cursor, &shared2, &mut rx)
-                    .await
-                {
-                    loader.checkpoint(&state.builder, &state.cursor, &shared2, true);
-                    return Some(state);
-                }
-                loader.run(shared2, None, rx).await
-            })
-        };
+        let task = tokio::spawn(loader.run(Arc::clone(&shared), state, caught_up, rx));
         Self {
             shared,
             stats,

@@ -59,5 +59,5 @@ pub use backend::{
 };
 pub use follower::{
     CheckpointConfig, Clock, LoadError, Loader, LoaderConfig, LoaderStats, RESUME_MAX_AGE, Resume,
-    ShardPosition, Source, SourceStatus, StreamCursor,
+    ShardPosition, Source, SourceStatus, StreamCursor, usable_stream,
 };

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use accessd_engine::Presence;
-use accessd_loader::checkpoint::CheckpointSource;
+use accessd_loader::checkpoint::{Checkpoint, CheckpointSource};
 use accessd_loader::{
-    AwsBackend, AwsSettings, Backend, CheckpointConfig, LoadError, Loader, LoaderConfig, Resume,
-    Source, StreamCursor,
+    AwsBackend, AwsSettings, CheckpointConfig, LoadError, Loader, LoaderConfig, Resume, Source,
+    StreamCursor, usable_stream,
 };
 use anyhow::Context;
 use jiff::Timestamp;
@@ -164,7 +164,7 @@ fn resume_from(
     presence: &Presence,
 ) -> Option<(Resume, Timestamp, Timestamp)> {
     let started = std::time::Instant::now();
-    let checkpoint = match super::site::open_checkpoint(path) {
+    let checkpoint = match Checkpoint::open_existing(path) {
         Ok(Some(c)) => c,
         Ok(None) => return None,
         Err(error) => {
@@ -207,19 +207,14 @@ fn resume_from(
 /// stream or with a stream that carries no new images; lets an unreachable
 /// or missing table through (the loader waits for it).
 async fn precheck(backend: &AwsBackend, table: &str) -> anyhow::Result<()> {
-    let answer = tokio::time::timeout(Duration::from_secs(3), backend.stream()).await;
-    match answer {
-        Ok(Ok(None)) => Err(anyhow::anyhow!(LoadError::NoStream))
-            .with_context(|| format!("cannot serve DynamoDB table `{table}`")),
-        Ok(Ok(Some(stream))) if !stream.has_new_images() => {
-            Err(anyhow::anyhow!(LoadError::ViewType(stream.view_type)))
-                .with_context(|| format!("cannot serve DynamoDB table `{table}`"))
-        }
-        Ok(Ok(Some(_))) => Ok(()),
-        Ok(Err(error)) => {
+    match tokio::time::timeout(Duration::from_secs(3), usable_stream(backend)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(LoadError::Source(error))) => {
             tracing::warn!(%error, table, "DynamoDB not answering; not ready until it does");
             Ok(())
         }
+        Ok(Err(error)) => Err(anyhow::anyhow!(error))
+            .with_context(|| format!("cannot serve DynamoDB table `{table}`")),
         Err(_) => {
             tracing::warn!(table, "DynamoDB not answering; not ready until it does");
             Ok(())

@@ -9,9 +9,7 @@ use std::time::Duration;
 use accessd_engine::{
     Change, PinHash, Presence, SharedSnapshot, SiteFile, Snapshot, SnapshotBuilder,
 };
-use accessd_loader::checkpoint::{
-    self, Checkpoint, CheckpointData, CheckpointError, CheckpointSource,
-};
+use accessd_loader::checkpoint::{self, Checkpoint, CheckpointData, CheckpointSource};
 use anyhow::{Context, bail};
 use jiff::Timestamp;
 
@@ -79,7 +77,7 @@ pub(crate) fn load_served(
     let started = std::time::Instant::now();
     let mut from_checkpoint = None;
     if let Some(file) = checkpoint {
-        match open_checkpoint(file) {
+        match Checkpoint::open_existing(file) {
             Ok(Some(c)) if matches!(c.source(), CheckpointSource::SiteFile { .. }) => {
                 match c.restore() {
                     Ok(restored) => {
@@ -136,20 +134,6 @@ pub(crate) fn load_served(
         source,
         checkpointed,
     })
-}
-
-/// Opens a checkpoint; `Ok(None)` when there is none yet.
-pub(crate) fn open_checkpoint(path: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
-    match Checkpoint::open(path) {
-        Ok(c) => Ok(Some(c)),
-        Err(CheckpointError::Io { source, .. })
-            if source.kind() == std::io::ErrorKind::NotFound =>
-        {
-            tracing::info!(path = %path.display(), "no checkpoint yet");
-            Ok(None)
-        }
-        Err(e) => Err(e),
-    }
 }
 
 /// Keeps the checkpoint of a served site file current: written when

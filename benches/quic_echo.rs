@@ -17,11 +17,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use accessd_engine::synth::{self, SynthParams};
-use accessd_engine::{
-    Change, Decision, Presence, Reason, Request, SharedSnapshot, SnapshotBuilder, decide,
-};
+use accessd_engine::{Change, Decision, Presence, Reason, SharedSnapshot, SnapshotBuilder, decide};
 use accessd_protocol::load::{LoadReport, LoadSpec, MixRequest, Progress};
-use accessd_protocol::{Answer, Decider, DevCa, Limits, SAN_ALL_READERS, TlsCredentials};
+use accessd_protocol::{
+    Answer, Asked, Decider, DevCa, Journal, Limits, SAN_ALL_READERS, TlsCredentials,
+};
 use jiff::Timestamp;
 
 /// The binary's decider, minus `NotReady` (the bench site is loaded).
@@ -31,16 +31,16 @@ struct BenchDecider {
 }
 
 impl Decider for BenchDecider {
-    fn decide(&self, request: &Request<'_>) -> Answer {
+    fn decide(&self, asked: &Asked<'_>, _journal: &mut Journal) -> Answer {
         let snapshot = self.snapshot.load();
         let now = Timestamp::now();
         Answer {
-            decision: decide(&snapshot, &self.presence, request, now),
+            decision: decide(&snapshot, &self.presence, &asked.request, now),
             snapshot_age_ms: 0,
         }
     }
 
-    fn refuse(&self, reason: Reason) -> Answer {
+    fn refuse(&self, _asked: &Asked<'_>, reason: Reason, _journal: &mut Journal) -> Answer {
         Answer {
             decision: Decision::deny(reason, self.snapshot.load().version()),
             snapshot_age_ms: 0,

@@ -37,9 +37,12 @@ enum Command {
     /// `serve` from one, bootstrap memory.
     BenchCheckpoint(cmd::checkpoint_bench::Args),
     /// Serve decisions over QUIC (mutual TLS) from a site file.
-    Serve(cmd::serve::Args),
+    Serve(Box<cmd::serve::Args>),
     /// Inspect or verify a checkpoint file.
     Checkpoint(cmd::checkpoint::Args),
+    /// Read access events: the local spool (`tail`) or the events table
+    /// (`query`).
+    Events(cmd::events::Args),
     /// Ask a running server for one decision.
     Check(cmd::check::Args),
     /// Load-test a running server; latency histogram and throughput.
@@ -60,9 +63,10 @@ fn main() -> ExitCode {
         Command::Seed(args) => cmd::seed::run(args),
         Command::BenchDynamodb(args) => cmd::dynamodb_bench::run(args),
         Command::BenchCheckpoint(args) => cmd::checkpoint_bench::run(args),
-        Command::Serve(args) => cmd::serve::run(args),
+        Command::Serve(args) => cmd::serve::run(*args),
         Command::Check(args) => cmd::check::run(args),
         Command::Checkpoint(args) => cmd::checkpoint::run(args),
+        Command::Events(args) => cmd::events::run(args),
         Command::Load(args) => cmd::load::run(args),
         Command::Certs(args) => cmd::certs::run(args),
         Command::Demo(args) => cmd::demo::run(args),

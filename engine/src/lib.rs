@@ -60,6 +60,7 @@
 mod credential;
 mod decide;
 mod decision;
+mod event;
 mod model;
 mod pin;
 mod presence;
@@ -73,6 +74,10 @@ mod validate;
 pub use credential::{CardFormat, CredentialKey, CredentialParseError, MAX_UID_LEN, Uid};
 pub use decide::decide;
 pub use decision::{Decision, Reason, Request, UnknownReason, Verdict};
+pub use event::{
+    AccessEvent, BadEventId, EventId, EventRef, MAX_PAYLOAD, RECORD_HEADER, RecordError,
+    read_record,
+};
 pub use model::{
     AccessLevelRecord, AreaRecord, AssignmentRecord, CardholderRecord, Change, CredentialRecord,
     CredentialStatus, Day, Direction, DoorGroupRecord, DoorMode, DoorRecord, HolderStatus,
@@ -84,5 +89,5 @@ pub use presence::{Presence, PresenceEntry};
 pub use schedule::ScheduleError;
 pub use site::{SECTIONS, SiteError, SiteFile, SiteProblem};
 pub use snapshot::{
-    ApplyError, HolderBundle, SharedSnapshot, Snapshot, SnapshotBuilder, SnapshotStats,
+    ApplyError, HolderBundle, SharedSnapshot, Snapshot, SnapshotBuilder, SnapshotStats, Subject,
 };

@@ -97,6 +97,7 @@ impl Validity {
 /// A site as decisions need it.
 #[derive(Debug)]
 pub(crate) struct SiteEntry {
+    pub(crate) id: Box<str>,
     pub(crate) tz: TimeZone,
     pub(crate) lockdown: bool,
 }
@@ -104,6 +105,7 @@ pub(crate) struct SiteEntry {
 /// A door as decisions need it.
 #[derive(Debug)]
 pub(crate) struct DoorEntry {
+    pub(crate) id: Box<str>,
     pub(crate) site: usize,
     pub(crate) mode: DoorMode,
     pub(crate) unlock_ms: u32,
@@ -511,6 +513,30 @@ impl Snapshot {
     pub fn reader_ids(&self) -> impl Iterator<Item = &str> {
         self.topology.readers.keys().map(|k| &**k)
     }
+
+    /// Who and where a request is about, for its access event: the
+    /// reader's door and site, the credential's cardholder. Each is `None`
+    /// when this snapshot does not know it (an unknown reader or card).
+    pub fn subject(&self, reader: &str, credential: &CredentialKey) -> Subject<'_> {
+        let t = &*self.topology;
+        let door = t.readers.get(reader).and_then(|r| t.doors.get(r.door));
+        Subject {
+            door: door.map(|d| &*d.id),
+            site: door.and_then(|d| t.sites.get(d.site)).map(|s| &*s.id),
+            holder: self.creds.get(credential).map(|c| c.holder.id()),
+        }
+    }
+}
+
+/// Where and who a request is about (see [`Snapshot::subject`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Subject<'a> {
+    /// The door of the reader.
+    pub door: Option<&'a str>,
+    /// The site of that door.
+    pub site: Option<&'a str>,
+    /// The cardholder of the credential.
+    pub holder: Option<&'a str>,
 }
 
 #[derive(Default)]

@@ -46,6 +46,7 @@ mod admin;
 mod aws;
 mod backend;
 pub mod checkpoint;
+pub mod events;
 pub mod fake;
 mod follower;
 pub mod item;

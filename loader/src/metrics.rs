@@ -36,6 +36,34 @@ pub const CHECKPOINT_BYTES: &str = "accessd_checkpoint_bytes";
 /// Histogram: seconds to encode and write a checkpoint.
 pub const CHECKPOINT_SECONDS: &str = "accessd_checkpoint_write_seconds";
 
+/// Counter: access events appended to the spool.
+pub const EVENTS_WRITTEN: &str = "accessd_events_written_total";
+/// Counter: access events that could not be appended (the disk refused
+/// the write); their decisions were still answered.
+pub const EVENTS_LOST: &str = "accessd_events_lost_total";
+/// Gauge: bytes in the spool's segments.
+pub const SPOOL_BYTES: &str = "accessd_events_spool_bytes";
+/// Counter: bytes of unshipped events deleted because the spool was full.
+pub const SPOOL_DROPPED_BYTES: &str = "accessd_events_spool_dropped_bytes_total";
+/// Counter: bytes cut from a torn or corrupt spool tail at open (kept in
+/// `quarantine/`).
+pub const SPOOL_CUT_BYTES: &str = "accessd_events_spool_cut_bytes_total";
+/// Counter: bad records found in sealed segments (the rest of each such
+/// segment is skipped).
+pub const SPOOL_CORRUPT_RECORDS: &str = "accessd_events_spool_corrupt_records_total";
+/// Counter: failed fsyncs of the spool.
+pub const SPOOL_FSYNC_ERRORS: &str = "accessd_events_spool_fsync_errors_total";
+/// Counter: access events written to the events table.
+pub const EVENTS_SHIPPED: &str = "accessd_events_shipped_total";
+/// Gauge: seconds since the oldest event not yet shipped was decided (0
+/// when the shipper is up to date).
+pub const EVENTS_OLDEST_UNSHIPPED_SECONDS: &str = "accessd_events_oldest_unshipped_seconds";
+/// Counter: failed calls of the shipper or alarm sender that were retried
+/// (label `target`: `dynamodb` or `eventbridge`).
+pub const EVENTS_SHIP_ERRORS: &str = "accessd_events_ship_errors_total";
+/// Counter: alarms put on the EventBridge bus (label `kind`).
+pub const ALARMS_SENT: &str = "accessd_alarms_sent_total";
+
 /// Registers descriptions of the metrics above with the installed recorder.
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
@@ -64,4 +92,33 @@ pub fn describe() {
     describe_counter!(CHECKPOINTS_WRITTEN, "checkpoints written, by result");
     describe_gauge!(CHECKPOINT_BYTES, "size of the last checkpoint written");
     describe_histogram!(CHECKPOINT_SECONDS, "time to encode and write a checkpoint");
+    describe_counter!(EVENTS_WRITTEN, "access events appended to the spool");
+    describe_counter!(
+        EVENTS_LOST,
+        "access events the spool could not append (decisions still answered)"
+    );
+    describe_gauge!(SPOOL_BYTES, "bytes in the event spool");
+    describe_counter!(
+        SPOOL_DROPPED_BYTES,
+        "bytes of unshipped events deleted because the spool was full"
+    );
+    describe_counter!(
+        SPOOL_CUT_BYTES,
+        "bytes cut from a torn or corrupt spool tail at open"
+    );
+    describe_counter!(
+        SPOOL_CORRUPT_RECORDS,
+        "bad records found in sealed spool segments"
+    );
+    describe_counter!(SPOOL_FSYNC_ERRORS, "failed fsyncs of the event spool");
+    describe_counter!(EVENTS_SHIPPED, "access events written to the events table");
+    describe_gauge!(
+        EVENTS_OLDEST_UNSHIPPED_SECONDS,
+        "age of the oldest access event not yet shipped"
+    );
+    describe_counter!(
+        EVENTS_SHIP_ERRORS,
+        "retried failures shipping events or alarms, by target"
+    );
+    describe_counter!(ALARMS_SENT, "alarms put on the EventBridge bus, by kind");
 }

@@ -5,13 +5,107 @@
 //! It only reads snapshots; how they are built and swapped stays with the
 //! loader (DynamoDB) or the site-file reader.
 
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use accessd_engine::{Decision, Presence, Reason, Request, SharedSnapshot, Snapshot, decide};
+use accessd_engine::{
+    Decision, EventId, EventRef, Presence, Reason, SharedSnapshot, Snapshot, decide,
+};
 use jiff::Timestamp;
 
-use crate::server::{Answer, Decider};
+use crate::server::{Answer, Asked, Decider, Journal};
+
+/// Where a decider's access events go: an append-only log that keeps what
+/// it was given across a crash of the process once `append` returns (the
+/// binary's event spool).
+pub trait EventSink: Send + Sync + 'static {
+    /// Appends `count` whole records with one write.
+    fn append(&self, records: &[u8], count: u64) -> Result<(), String>;
+}
+
+/// The access-event side of a decider: the sink, this server's id and the
+/// source of event ids.
+pub struct EventLog {
+    sink: Arc<dyn EventSink>,
+    server: Arc<str>,
+    /// The random start of this process's ids (74 bits used).
+    id_base: u128,
+    id_next: AtomicU64,
+    /// Unix seconds of the last logged append failure (one line a second).
+    last_failure_log: AtomicU64,
+}
+
+impl std::fmt::Debug for EventLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLog")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventLog {
+    /// Events of server `server` into `sink`.
+    pub fn new(sink: Arc<dyn EventSink>, server: impl Into<Arc<str>>) -> Self {
+        // Randomness from the standard library's per-process hash keys
+        // (seeded by the OS): unique starts across servers and restarts.
+        let random = || std::hash::RandomState::new().build_hasher().finish();
+        Self {
+            sink,
+            server: server.into(),
+            id_base: u128::from(random()) << 64 | u128::from(random()),
+            id_next: AtomicU64::new(0),
+            last_failure_log: AtomicU64::new(0),
+        }
+    }
+
+    /// The next id for an event at Unix millisecond `ms`: unique in this
+    /// process (a counter over a random start) and across servers (the
+    /// start's 74 random bits).
+    fn next_id(&self, ms: i64) -> EventId {
+        let n = self.id_next.fetch_add(1, Ordering::Relaxed);
+        EventId::v7(ms, self.id_base.wrapping_add(u128::from(n)))
+    }
+
+    fn record(
+        &self,
+        snapshot: &Snapshot,
+        asked: &Asked<'_>,
+        answer: &Answer,
+        now: Timestamp,
+        journal: &mut Journal,
+    ) {
+        let time_ms = now.as_millisecond();
+        EventRef {
+            id: self.next_id(time_ms),
+            time_ms,
+            request_id: asked.request_id,
+            reader: asked.request.reader,
+            credential: asked.request.credential,
+            subject: snapshot.subject(asked.request.reader, &asked.request.credential),
+            decision: answer.decision,
+            snapshot_age_ms: answer.snapshot_age_ms,
+            reader_time_ms: asked.reader_time_ms,
+            client: asked.client,
+            server: &self.server,
+        }
+        .write_record(&mut journal.bytes);
+        journal.count += 1;
+    }
+
+    fn commit(&self, journal: &mut Journal) {
+        if let Err(e) = self.sink.append(&journal.bytes, journal.count) {
+            // The doors keep working; the loss is counted by the sink and
+            // said here, once a second at most.
+            let now = Timestamp::now().as_second().max(0) as u64;
+            if self.last_failure_log.swap(now, Ordering::Relaxed) != now {
+                tracing::error!(error = %e, events = journal.count, "access events not recorded: the event spool refused the write (decisions were still answered)");
+            }
+        }
+        journal.clear();
+    }
+}
 
 /// Where the decider reads the time.
 type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
@@ -25,6 +119,7 @@ pub struct SnapshotDecider {
     /// travels with every answer).
     max_age_ms: Option<u32>,
     clock: Clock,
+    events: Option<EventLog>,
 }
 
 impl std::fmt::Debug for SnapshotDecider {
@@ -62,7 +157,14 @@ impl SnapshotDecider {
             presence,
             max_age_ms: max_staleness.map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX)),
             clock: Arc::new(Timestamp::now),
+            events: None,
         }
+    }
+
+    /// Records an access event for every decision into `events`.
+    pub fn with_events(mut self, events: EventLog) -> Self {
+        self.events = Some(events);
+        self
     }
 
     /// Reads the time from `clock` instead of the wall clock (tests pin
@@ -78,42 +180,57 @@ impl SnapshotDecider {
     }
 }
 
-impl Decider for SnapshotDecider {
-    fn decide(&self, request: &Request<'_>) -> Answer {
+impl SnapshotDecider {
+    fn answer(&self, asked: &Asked<'_>, refusal: Option<Reason>, journal: &mut Journal) -> Answer {
         // One load per request: the decision sees one consistent version
         // and never waits for the loader.
         let snapshot = self.snapshot.load();
         let now = (self.clock)();
         let age = age_ms(&self.snapshot, &snapshot, now);
-        // Version 0 is the empty snapshot of a server that has loaded
-        // nothing yet: say so rather than "unknown reader".
-        let decision = if snapshot.version() == 0 {
+        let decision = if let Some(reason) = refusal {
+            Decision::deny(reason, snapshot.version())
+        } else if snapshot.version() == 0 {
+            // Version 0 is the empty snapshot of a server that has loaded
+            // nothing yet: say so rather than "unknown reader".
             Decision::deny(Reason::NotReady, 0)
         } else if self.max_age_ms.is_some_and(|max| age > max) {
             // The operator chose to refuse rather than grant on data the
             // source has not confirmed for too long.
             Decision::deny(Reason::StaleData, snapshot.version())
         } else {
-            decide(&snapshot, &self.presence, request, now)
+            decide(&snapshot, &self.presence, &asked.request, now)
         };
-        Answer {
+        let answer = Answer {
             decision,
             snapshot_age_ms: age,
+        };
+        if let Some(events) = &self.events {
+            events.record(&snapshot, asked, &answer, now, journal);
         }
+        answer
+    }
+}
+
+impl Decider for SnapshotDecider {
+    fn decide(&self, asked: &Asked<'_>, journal: &mut Journal) -> Answer {
+        self.answer(asked, None, journal)
     }
 
-    fn refuse(&self, reason: Reason) -> Answer {
-        let snapshot = self.snapshot.load();
-        Answer {
-            decision: Decision::deny(reason, snapshot.version()),
-            snapshot_age_ms: age_ms(&self.snapshot, &snapshot, (self.clock)()),
+    fn refuse(&self, asked: &Asked<'_>, reason: Reason, journal: &mut Journal) -> Answer {
+        self.answer(asked, Some(reason), journal)
+    }
+
+    fn commit(&self, journal: &mut Journal) {
+        match &self.events {
+            Some(events) => events.commit(journal),
+            None => journal.clear(),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use accessd_engine::{CredentialKey, SiteFile, SnapshotBuilder, Verdict};
+    use accessd_engine::{CredentialKey, Request, SiteFile, SnapshotBuilder, Verdict};
 
     use super::*;
 
@@ -132,19 +249,28 @@ mod tests {
         Arc::new(SharedSnapshot::new(builder.publish(as_of)))
     }
 
-    fn lobby() -> Request<'static> {
+    fn lobby() -> Asked<'static> {
         let card: CredentialKey = "h10301:12:1001".parse().unwrap();
-        Request {
-            reader: "lobby-in",
-            credential: card,
-            pin: None,
+        Asked {
+            request: Request {
+                reader: "lobby-in",
+                credential: card,
+                pin: None,
+            },
+            request_id: 1,
+            reader_time_ms: None,
+            client: "test",
         }
+    }
+
+    fn ask(decider: &SnapshotDecider, asked: &Asked<'_>) -> Answer {
+        decider.decide(asked, &mut Journal::default())
     }
 
     #[test]
     fn nothing_loaded_is_not_ready() {
         let empty = Arc::new(SharedSnapshot::new(Snapshot::empty(Timestamp::UNIX_EPOCH)));
-        let answer = SnapshotDecider::new(empty).decide(&lobby());
+        let answer = ask(&SnapshotDecider::new(empty), &lobby());
         assert_eq!(answer.decision.reason, Reason::NotReady);
     }
 
@@ -159,22 +285,86 @@ mod tests {
             Some(Duration::from_secs(300)),
         )
         .with_clock(move || now);
-        let answer = decider.decide(&lobby());
+        let answer = ask(&decider, &lobby());
         assert_eq!(answer.snapshot_age_ms, 600_000);
         assert_eq!(answer.decision.reason, Reason::StaleData);
         assert_eq!(answer.decision.verdict, Verdict::Deny);
         assert_eq!(answer.decision.snapshot_version, 1);
         // Confirmed current a minute ago: fresh enough, decided as usual.
         shared.confirm(at("2026-11-30T14:09:00Z"));
-        let answer = decider.decide(&lobby());
+        let answer = ask(&decider, &lobby());
         assert_eq!(answer.snapshot_age_ms, 60_000);
         assert_eq!(answer.decision.reason, Reason::Granted);
         // Without a policy the same old data is decided, its age shown.
         let open = SnapshotDecider::new(example(loaded)).with_clock(move || now);
-        let answer = open.decide(&lobby());
+        let answer = ask(&open, &lobby());
         assert_eq!(
             (answer.decision.reason, answer.snapshot_age_ms),
             (Reason::Granted, 600_000)
         );
+    }
+
+    /// Keeps appended records in memory.
+    #[derive(Default)]
+    struct MemorySink(std::sync::Mutex<Vec<u8>>);
+
+    impl EventSink for MemorySink {
+        fn append(&self, records: &[u8], _count: u64) -> Result<(), String> {
+            self.0.lock().unwrap().extend_from_slice(records);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_decision_and_refusal_becomes_an_event_once_committed() {
+        let now = at("2026-11-30T14:00:00Z");
+        let sink = Arc::new(MemorySink::default());
+        let decider = SnapshotDecider::new(example(now))
+            .with_clock(move || now)
+            .with_events(EventLog::new(sink.clone(), "srv-1"));
+        let mut journal = Journal::default();
+        let granted = lobby();
+        let mut unknown = lobby();
+        unknown.request.credential = "h10301:12:64999".parse().unwrap();
+        unknown.request_id = 2;
+        unknown.reader_time_ms = Some(now.as_millisecond() - 5);
+        decider.decide(&granted, &mut journal);
+        decider.decide(&unknown, &mut journal);
+        decider.refuse(&granted, Reason::ReaderNotPermitted, &mut journal);
+        assert_eq!(journal.count, 3);
+        assert!(sink.0.lock().unwrap().is_empty(), "nothing before commit");
+        decider.commit(&mut journal);
+        assert_eq!((journal.count, journal.bytes.len()), (0, 0));
+
+        let bytes = sink.0.lock().unwrap().clone();
+        let mut events = Vec::new();
+        let mut at_byte = 0;
+        while at_byte < bytes.len() {
+            let (event, n) = accessd_engine::read_record(&bytes[at_byte..]).unwrap();
+            events.push(event);
+            at_byte += n;
+        }
+        assert_eq!(events.len(), 3);
+        let [grant, deny, refused] = &events[..] else {
+            unreachable!()
+        };
+        assert_eq!(grant.reason, Reason::Granted);
+        assert_eq!(grant.door.as_deref(), Some("lobby"));
+        assert!(grant.holder.is_some(), "{grant:?}");
+        assert_eq!(grant.time, now);
+        assert_eq!(
+            (grant.client.as_str(), grant.server.as_str()),
+            ("test", "srv-1")
+        );
+        assert_eq!(deny.reason, Reason::UnknownCredential);
+        assert_eq!((deny.holder.as_deref(), deny.request_id), (None, 2));
+        assert_eq!(
+            deny.reader_time.unwrap().as_millisecond(),
+            now.as_millisecond() - 5
+        );
+        assert_eq!(refused.reason, Reason::ReaderNotPermitted);
+        let mut ids: Vec<_> = events.iter().map(|e| e.id).collect();
+        ids.dedup();
+        assert_eq!(ids.len(), 3, "ids are unique");
     }
 }

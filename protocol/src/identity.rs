@@ -28,6 +28,8 @@ pub struct ReaderScope {
     all: bool,
     readers: HashSet<String>,
     prefixes: Vec<String>,
+    /// Who the certificate names (recorded in access events).
+    identity: String,
 }
 
 impl ReaderScope {
@@ -45,6 +47,18 @@ impl ReaderScope {
             readers: ids.into_iter().map(Into::into).collect(),
             ..Self::default()
         }
+    }
+
+    /// Who the client is: its certificate's subject common name, else its
+    /// first URI SAN, else empty.
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// The same scope, naming the client `identity`.
+    pub fn with_identity(mut self, identity: impl Into<String>) -> Self {
+        self.identity = identity.into();
+        self
     }
 
     /// Whether the scope names no reader at all.
@@ -83,13 +97,21 @@ impl ReaderScope {
         let san = cert
             .subject_alternative_name()
             .map_err(|_| IdentityError::Unparsable)?;
+        let mut first_uri = None;
         if let Some(san) = san {
             for name in &san.value.general_names {
                 if let GeneralName::URI(uri) = name {
+                    first_uri.get_or_insert(*uri);
                     scope.add_uri(uri);
                 }
             }
         }
+        let common_name = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok());
+        scope.identity = common_name.or(first_uri).unwrap_or_default().to_owned();
         if scope.is_empty() {
             return Err(IdentityError::NoReaders);
         }

@@ -56,7 +56,7 @@ mod tls;
 #[cfg(feature = "net")]
 pub use client::{Client, ClientError, Pipeline, connect_quic};
 #[cfg(feature = "net")]
-pub use decider::{SnapshotDecider, age_ms};
+pub use decider::{EventLog, EventSink, SnapshotDecider, age_ms};
 pub use frame::{
     BatchRequestFrame, BatchResponseFrame, BatchResponseWriter, DecodeError, EncodeError,
     ErrorCode, ErrorFrame, Frame, FrameType, HEADER_LEN, InvalidFrame, MAX_BATCH, MAX_BODY_LEN,
@@ -67,7 +67,7 @@ pub use frame::{
 #[cfg(feature = "net")]
 pub use identity::{IdentityError, ReaderScope, SAN_ALL_READERS, SAN_READER, SAN_READER_PREFIX};
 #[cfg(feature = "net")]
-pub use server::{Answer, Decider, Limits, ServerError, bind, close, run};
+pub use server::{Answer, Asked, Decider, Journal, Limits, ServerError, bind, close, run};
 #[cfg(feature = "net")]
 pub use tls::{ALPN, DevCa, IssuedCert, TlsCredentials, TlsError};
 

@@ -52,18 +52,63 @@ pub struct Answer {
     pub snapshot_age_ms: u32,
 }
 
+/// One request as the server received it: the question, and what the
+/// access event records beside it.
+#[derive(Clone, Copy, Debug)]
+pub struct Asked<'a> {
+    /// The question.
+    pub request: Request<'a>,
+    /// The client's id of the request.
+    pub request_id: u32,
+    /// The reader's clock when it sent the request, if it said.
+    pub reader_time_ms: Option<i64>,
+    /// The client certificate's identity (see [`ReaderScope::identity`]).
+    pub client: &'a str,
+}
+
+/// What the decisions of one chunk of frames leave behind: encoded access
+/// event records, appended by [`Decider::decide`] and [`Decider::refuse`]
+/// and made durable by [`Decider::commit`] before any of their answers is
+/// sent.
+#[derive(Debug, Default)]
+pub struct Journal {
+    /// Whole records, one after the other.
+    pub bytes: Vec<u8>,
+    /// How many.
+    pub count: u64,
+}
+
+impl Journal {
+    /// Empties it, keeping its buffer.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.count = 0;
+    }
+}
+
 /// Where decisions come from. The protocol crate does not know how
 /// snapshots are built or swapped; the binary implements this with the
 /// engine's shared snapshot, presence state and `decide`.
 ///
-/// Both methods are called on the request path: no I/O, no waiting.
+/// `decide` and `refuse` are called on the request path: no I/O, no
+/// waiting. `commit` is called once per chunk of frames read, before the
+/// chunk's answers are written: the place for one `write` of the chunk's
+/// events.
 pub trait Decider: Send + Sync + 'static {
-    /// Decides one request.
-    fn decide(&self, request: &Request<'_>) -> Answer;
+    /// Decides one request, recording its event in `journal` if it keeps
+    /// events.
+    fn decide(&self, asked: &Asked<'_>, journal: &mut Journal) -> Answer;
 
     /// A deny for `reason` on the current snapshot (used for requests the
-    /// server refuses itself, such as a reader outside the client's scope).
-    fn refuse(&self, reason: Reason) -> Answer;
+    /// server refuses itself, such as a reader outside the client's scope),
+    /// recorded like a decision.
+    fn refuse(&self, asked: &Asked<'_>, reason: Reason, journal: &mut Journal) -> Answer;
+
+    /// Makes the chunk's events durable (against a crash of the process)
+    /// before its answers go out. The default keeps nothing.
+    fn commit(&self, journal: &mut Journal) {
+        journal.clear();
+    }
 }
 
 /// Limits of one server. The defaults suit a site with a few thousand
@@ -337,6 +382,7 @@ async fn serve_stream<D: Decider>(
     let mut chunk = vec![0u8; READ_CHUNK];
     let mut reader = FrameReader::default();
     let mut out: Vec<u8> = Vec::with_capacity(4096);
+    let mut journal = Journal::default();
     let mut drain_deadline: Option<tokio::time::Instant> = None;
     loop {
         let read = match drain_deadline {
@@ -381,6 +427,7 @@ async fn serve_stream<D: Decider>(
             &mut reader,
             chunk.get(..n).unwrap_or_default(),
             &mut out,
+            &mut journal,
             &ctx,
         );
         if !out.is_empty() {
@@ -453,12 +500,13 @@ fn process<D: Decider>(
     reader: &mut FrameReader,
     fresh: &[u8],
     out: &mut Vec<u8>,
+    journal: &mut Journal,
     ctx: &StreamCtx<D>,
 ) -> Result<(), InvalidFrame> {
     let mut tally = Tally::default();
     let result = reader.feed(fresh, |item| {
         match item {
-            Ok(frame) => handle(frame, out, ctx, &mut tally),
+            Ok(frame) => handle(frame, out, journal, ctx, &mut tally),
             Err(inv) => {
                 note_malformed(inv.code());
                 encode_error(out, inv.code(), inv.request_id, &inv.to_string());
@@ -467,19 +515,31 @@ fn process<D: Decider>(
         Ok::<(), InvalidFrame>(())
     });
     tally.flush();
+    // Before the caller writes `out`: an answered decision has its event.
+    if journal.count > 0 {
+        ctx.decider.commit(journal);
+    }
     result
 }
 
 fn answer<D: Decider>(
     r: &RequestFrame<'_>,
+    journal: &mut Journal,
     ctx: &StreamCtx<D>,
     tally: &mut Tally,
 ) -> ResponseFrame {
+    let asked = Asked {
+        request: r.to_engine(),
+        request_id: r.request_id,
+        reader_time_ms: r.reader_time_ms,
+        client: ctx.scope.identity(),
+    };
     let a = if ctx.scope.permits(r.reader) {
-        ctx.decider.decide(&r.to_engine())
+        ctx.decider.decide(&asked, journal)
     } else {
         tally.not_permitted += 1;
-        ctx.decider.refuse(Reason::ReaderNotPermitted)
+        ctx.decider
+            .refuse(&asked, Reason::ReaderNotPermitted, journal)
     };
     let d = a.decision;
     // Fail closed: whatever a decider returns, only a grant reason grants.
@@ -504,13 +564,19 @@ fn answer<D: Decider>(
     }
 }
 
-fn handle<D: Decider>(frame: Frame<'_>, out: &mut Vec<u8>, ctx: &StreamCtx<D>, tally: &mut Tally) {
+fn handle<D: Decider>(
+    frame: Frame<'_>,
+    out: &mut Vec<u8>,
+    journal: &mut Journal,
+    ctx: &StreamCtx<D>,
+    tally: &mut Tally,
+) {
     match frame {
-        Frame::Request(r) => encode_response(out, &answer(&r, ctx, tally)),
+        Frame::Request(r) => encode_response(out, &answer(&r, journal, ctx, tally)),
         Frame::BatchRequest(b) => {
             let mut w = BatchResponseWriter::begin(out);
             for r in b.iter() {
-                w.push(&answer(&r, ctx, tally));
+                w.push(&answer(&r, journal, ctx, tally));
             }
             // Cannot fail: the batch decoded with 1..=MAX_BATCH items and
             // responses are smaller than requests' limit allows.

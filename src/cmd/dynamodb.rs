@@ -96,6 +96,13 @@ pub(crate) struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// Where DynamoDB is and the data table's name, with
+    /// `--dynamodb-table`.
+    pub(crate) fn settings(&self) -> Option<(AwsSettings, String)> {
+        let table = self.table()?;
+        Some((table.settings(), table.table))
+    }
+
     fn table(&self) -> Option<TableArgs> {
         Some(TableArgs {
             table: self.dynamodb_table.clone()?,

@@ -9,6 +9,7 @@ pub(crate) mod decide;
 pub(crate) mod demo;
 pub(crate) mod dynamodb;
 pub(crate) mod dynamodb_bench;
+pub(crate) mod events;
 pub(crate) mod load;
 pub(crate) mod seed;
 pub(crate) mod serve;

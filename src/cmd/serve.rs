@@ -90,6 +90,8 @@ pub(crate) struct Args {
     /// default: the data's age travels with every answer either way.
     #[arg(long, value_parser = parse_duration)]
     max_staleness: Option<Duration>,
+    #[command(flatten)]
+    events: super::events::ServeEventArgs,
 }
 
 /// Parses a duration such as `5s`, `250ms`, `15m` or `2h`.
@@ -162,12 +164,22 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
         }
         _ => (None, None),
     };
-    let decider = Arc::new(SnapshotDecider::with_policy(
-        shared,
-        presence,
-        args.max_staleness,
-    ));
-    accessd_protocol::run(endpoint, decider, limits, shutdown_signal()).await;
+    let aws = args.dynamodb.settings();
+    let trail = super::events::Trail::start(
+        &args.events,
+        aws.as_ref()
+            .map(|(settings, table)| (settings, table.as_str())),
+    )
+    .await?;
+    let decider = SnapshotDecider::with_policy(shared, presence, args.max_staleness);
+    let (decider, trail) = match trail {
+        Some((trail, log)) => (decider.with_events(log), Some(trail)),
+        None => (decider, None),
+    };
+    accessd_protocol::run(endpoint, Arc::new(decider), limits, shutdown_signal()).await;
+    if let Some(trail) = trail {
+        trail.shutdown().await;
+    }
     gauges.abort();
     if let (Some(stop), Some(task)) = (stop_site, site_task) {
         let _ = stop.send(true);

@@ -18,6 +18,7 @@ pub(super) fn build_topology(small: &SmallRecords, level_ids: &LevelIds) -> Topo
             Ok(tz) => {
                 site_idx.insert(&site.id, t.sites.len());
                 t.sites.push(SiteEntry {
+                    id: Box::from(site.id.as_str()),
                     tz,
                     lockdown: site.lockdown,
                 });
@@ -63,6 +64,7 @@ pub(super) fn build_topology(small: &SmallRecords, level_ids: &LevelIds) -> Topo
         };
         door_idx.insert(&door.id, t.doors.len());
         t.doors.push(DoorEntry {
+            id: Box::from(door.id.as_str()),
             site,
             mode: door.mode,
             unlock_ms: door.unlock_ms,

@@ -19,9 +19,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use accessd_engine::{Reason, Request, SharedSnapshot};
+use accessd_engine::{Reason, SharedSnapshot};
 use accessd_protocol::{
-    Answer, Client, Decider, DevCa, Limits, SAN_ALL_READERS, SnapshotDecider, TlsCredentials,
+    Answer, Asked, Client, Decider, DevCa, Journal, Limits, SAN_ALL_READERS, SnapshotDecider,
+    TlsCredentials,
 };
 use jiff::Timestamp;
 use tokio::sync::{Notify, oneshot};
@@ -105,15 +106,19 @@ impl TestDecider {
 }
 
 impl Decider for TestDecider {
-    fn decide(&self, request: &Request<'_>) -> Answer {
-        let answer = self.inner.decide(request);
+    fn decide(&self, asked: &Asked<'_>, journal: &mut Journal) -> Answer {
+        let answer = self.inner.decide(asked, journal);
         self.calls.fetch_add(1, Ordering::AcqRel);
         self.called.notify_waiters();
         answer
     }
 
-    fn refuse(&self, reason: Reason) -> Answer {
-        self.inner.refuse(reason)
+    fn refuse(&self, asked: &Asked<'_>, reason: Reason, journal: &mut Journal) -> Answer {
+        self.inner.refuse(asked, reason, journal)
+    }
+
+    fn commit(&self, journal: &mut Journal) {
+        self.inner.commit(journal);
     }
 }
 

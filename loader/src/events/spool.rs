@@ -1,0 +1,772 @@
+//! The spool: an append-only log of access events in segment files.
+//!
+//! ```text
+//!  DIR/00000000000000000001.seg   sealed (fsynced when the next began)
+//!  DIR/00000000000000000002.seg   active: appended to by every decision
+//!  DIR/shipper.pos                a reader's durable position ("segment offset")
+//!  DIR/quarantine/…               bytes cut from a torn or corrupt tail
+//! ```
+//!
+//! A segment is an 8-byte magic followed by records (see
+//! [`accessd_engine::read_record`]: length, CRC-32, payload).
+//!
+//! Promises: an append returns once the bytes are in the kernel (a `write`
+//! to the file), so a kill -9 after it loses nothing; a syncer thread
+//! fdatasyncs the active segment every `fsync_interval`, so a power loss
+//! loses at most that much. On open, a tail that does not read as whole
+//! records (a write torn by a crash, a flipped bit) is copied to
+//! `quarantine/` and cut, never read as events.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use accessd_engine::{AccessEvent, RecordError, read_record};
+use metrics::{Counter, Gauge};
+
+use crate::checkpoint::write_atomic;
+use crate::metrics as m;
+
+/// The first bytes of every segment file.
+pub const SEGMENT_MAGIC: &[u8; 8] = b"ACSDEVT1";
+const SEGMENT_SUFFIX: &str = ".seg";
+
+/// How a spool behaves.
+#[derive(Clone, Debug)]
+pub struct SpoolConfig {
+    /// The directory of segments and positions (created if missing).
+    pub dir: PathBuf,
+    /// A segment is sealed and a new one begun past this size.
+    pub segment_bytes: u64,
+    /// The spool's bound. Past it, the oldest segments are deleted, shipped
+    /// ones first; see `docs/access-events.md` for what happens when
+    /// nothing is shipped.
+    pub max_bytes: u64,
+    /// How often the syncer fdatasyncs the active segment: the most a power
+    /// loss can lose.
+    pub fsync_interval: Duration,
+    /// Whether something ships the spool (a reader named
+    /// [`SHIPPER`]). Without one the spool is a ring: deleting its oldest
+    /// segment is routine, not a loss.
+    pub shipping: bool,
+}
+
+impl SpoolConfig {
+    /// Defaults for `dir`: 64 MiB segments, 1 GiB in all, fsync every 10 ms.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            segment_bytes: 64 << 20,
+            max_bytes: 1 << 30,
+            fsync_interval: Duration::from_millis(10),
+            shipping: false,
+        }
+    }
+}
+
+/// The name of the shipper's reader (and position file).
+pub const SHIPPER: &str = "shipper";
+
+/// Why the spool failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// A file operation failed. Fix: check the directory's permissions and
+    /// free space.
+    #[error("event spool `{path}`: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A file in the directory is not a segment of this format.
+    #[error("event spool `{0}`: not a segment of this format (wrong magic); move it away")]
+    Foreign(PathBuf),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// A position in the spool: a segment and a byte offset in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SpoolPos {
+    /// The segment's number.
+    pub segment: u64,
+    /// Bytes from the segment's start (at least the magic's length).
+    pub offset: u64,
+}
+
+struct Active {
+    file: File,
+    segment: u64,
+    len: u64,
+    /// Bytes written since the syncer last took the file.
+    dirty: bool,
+    /// Sealed segments not yet fsynced (the syncer takes them).
+    to_sync: Vec<File>,
+}
+
+struct Inner {
+    config: SpoolConfig,
+    active: Mutex<Active>,
+    /// Woken on every append (readers that follow wait on it).
+    appended: tokio::sync::Notify,
+    /// Positions of named readers, so deleting old segments knows what is
+    /// still unread.
+    readers: Mutex<Vec<(String, Arc<AtomicU64>)>>,
+    stop: AtomicBool,
+    written: Counter,
+    appends_failed: Counter,
+    spool_bytes: Gauge,
+    dropped_bytes: Counter,
+    oldest_unshipped: AtomicU64,
+    /// Bytes in all segments (kept on append, recounted on deletion).
+    total: AtomicU64,
+}
+
+/// An open spool, shared by every connection that records events.
+#[derive(Clone)]
+pub struct Spool {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Spool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spool")
+            .field("dir", &self.inner.config.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn segment_path(dir: &Path, segment: u64) -> PathBuf {
+    dir.join(format!("{segment:020}{SEGMENT_SUFFIX}"))
+}
+
+/// The segment numbers in `dir`, oldest first.
+fn segments(dir: &Path) -> Result<Vec<u64>, SpoolError> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        let name = entry.file_name();
+        let Some(num) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(SEGMENT_SUFFIX))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        out.push(num);
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// What a scan of one segment's bytes found.
+struct Scan {
+    /// Bytes (from the start of the file) that are whole, good records.
+    good_len: u64,
+    /// Events read.
+    events: u64,
+    /// Why the scan stopped early, if it did.
+    bad: Option<RecordError>,
+}
+
+fn scan(bytes: &[u8]) -> Scan {
+    let mut at = SEGMENT_MAGIC.len();
+    let mut events = 0;
+    let bad = loop {
+        let rest = bytes.get(at..).unwrap_or_default();
+        if rest.is_empty() {
+            break None;
+        }
+        match read_record(rest) {
+            Ok((_, n)) => {
+                at += n;
+                events += 1;
+            }
+            Err(e) => break Some(e),
+        }
+    };
+    Scan {
+        good_len: at as u64,
+        events,
+        bad,
+    }
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, SpoolError> {
+    fs::read(path).map_err(io(path))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+/// Creates segment `segment`: the magic, fsynced, and the directory entry
+/// made durable.
+fn create_segment(dir: &Path, segment: u64) -> Result<File, SpoolError> {
+    let path = segment_path(dir, segment);
+    let mut file = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&path)
+        .map_err(io(&path))?;
+    file.write_all(SEGMENT_MAGIC).map_err(io(&path))?;
+    file.sync_all().map_err(io(&path))?;
+    sync_dir(dir)?;
+    Ok(file)
+}
+
+impl Spool {
+    /// Opens (or creates) the spool in `config.dir`: cuts a torn or corrupt
+    /// tail of the newest segment (keeping the cut bytes in `quarantine/`),
+    /// then appends to it. Starts the syncer thread.
+    pub fn open(config: SpoolConfig) -> Result<Self, SpoolError> {
+        let dir = config.dir.clone();
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let existing = segments(&dir)?;
+        let active = match existing.last() {
+            Some(&last) => {
+                let path = segment_path(&dir, last);
+                let bytes = read_file(&path)?;
+                if bytes.get(..SEGMENT_MAGIC.len()) != Some(&SEGMENT_MAGIC[..]) {
+                    if bytes.len() < SEGMENT_MAGIC.len() && SEGMENT_MAGIC.starts_with(&bytes) {
+                        // Created but its magic never fully written: empty.
+                        fs::remove_file(&path).map_err(io(&path))?;
+                        let file = create_segment(&dir, last)?;
+                        Self::active(file, last, SEGMENT_MAGIC.len() as u64)
+                    } else {
+                        return Err(SpoolError::Foreign(path));
+                    }
+                } else {
+                    let found = scan(&bytes);
+                    if let Some(why) = &found.bad {
+                        quarantine(&dir, last, found.good_len, &bytes, why)?;
+                        let file = OpenOptions::new()
+                            .write(true)
+                            .open(&path)
+                            .map_err(io(&path))?;
+                        file.set_len(found.good_len).map_err(io(&path))?;
+                        file.sync_all().map_err(io(&path))?;
+                    }
+                    let file = OpenOptions::new()
+                        .append(true)
+                        .open(&path)
+                        .map_err(io(&path))?;
+                    Self::active(file, last, found.good_len)
+                }
+            }
+            None => Self::active(create_segment(&dir, 1)?, 1, SEGMENT_MAGIC.len() as u64),
+        };
+        let inner = Arc::new(Inner {
+            config,
+            active: Mutex::new(active),
+            appended: tokio::sync::Notify::new(),
+            readers: Mutex::new(Vec::new()),
+            stop: AtomicBool::new(false),
+            written: metrics::counter!(m::EVENTS_WRITTEN),
+            appends_failed: metrics::counter!(m::EVENTS_LOST),
+            spool_bytes: metrics::gauge!(m::SPOOL_BYTES),
+            dropped_bytes: metrics::counter!(m::SPOOL_DROPPED_BYTES),
+            oldest_unshipped: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+        });
+        let spool = Self { inner };
+        let total = spool.bytes()?;
+        spool.inner.total.store(total, Ordering::Relaxed);
+        spool.inner.spool_bytes.set(total as f64);
+        let weak = Arc::downgrade(&spool.inner);
+        std::thread::Builder::new()
+            .name("spool-sync".into())
+            .spawn(move || syncer(weak))
+            .map_err(io(&dir))?;
+        Ok(spool)
+    }
+
+    fn active(file: File, segment: u64, len: u64) -> Active {
+        Active {
+            file,
+            segment,
+            len,
+            dirty: false,
+            to_sync: Vec::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Active> {
+        // A panic while holding the lock cannot leave `Active` half
+        // updated in a way that matters: the file is the truth.
+        self.inner
+            .active
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The spool's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.config.dir
+    }
+
+    /// Appends `records` (whole records, as written by
+    /// [`accessd_engine::EventRef::write_record`], `count` of them) with one
+    /// `write`. When it returns `Ok` the events survive a kill -9 of the
+    /// process.
+    pub fn append(&self, records: &[u8], count: u64) -> Result<(), SpoolError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut active = self.lock();
+        if let Err(e) = active.file.write_all(records) {
+            let err = SpoolError::Io {
+                path: segment_path(&self.inner.config.dir, active.segment),
+                source: e,
+            };
+            drop(active);
+            self.inner.appends_failed.increment(count);
+            return Err(err);
+        }
+        active.len += records.len() as u64;
+        active.dirty = true;
+        let rotate = active.len >= self.inner.config.segment_bytes;
+        if rotate && let Err(e) = self.rotate(&mut active) {
+            tracing::error!(error = %e, "event spool: cannot begin a new segment; appending to the old one");
+        }
+        drop(active);
+        let total = self
+            .inner
+            .total
+            .fetch_add(records.len() as u64, Ordering::Relaxed)
+            + records.len() as u64;
+        self.inner.spool_bytes.set(total as f64);
+        self.inner.written.increment(count);
+        self.inner.appended.notify_waiters();
+        if rotate {
+            self.enforce_bound();
+        }
+        Ok(())
+    }
+
+    fn rotate(&self, active: &mut Active) -> Result<(), SpoolError> {
+        let next = active.segment + 1;
+        let file = create_segment(&self.inner.config.dir, next)?;
+        let old = std::mem::replace(&mut active.file, file);
+        active.to_sync.push(old);
+        active.segment = next;
+        active.len = SEGMENT_MAGIC.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes in all segments, as last counted (cheap).
+    pub fn total_bytes(&self) -> u64 {
+        self.inner.total.load(Ordering::Relaxed)
+    }
+
+    /// Bytes in all segments, counted on disk.
+    pub fn bytes(&self) -> Result<u64, SpoolError> {
+        let dir = &self.inner.config.dir;
+        let mut total = 0;
+        for s in segments(dir)? {
+            let path = segment_path(dir, s);
+            total += fs::metadata(&path).map_err(io(&path))?.len();
+        }
+        Ok(total)
+    }
+
+    /// Deletes the oldest segments while the spool is above its bound.
+    fn enforce_bound(&self) {
+        let dir = &self.inner.config.dir;
+        let result = (|| -> Result<(), SpoolError> {
+            let mut total = self.bytes()?;
+            let all = segments(dir)?;
+            let active = self.lock().segment;
+            let unread_from = self.slowest_reader();
+            for seg in all {
+                if total <= self.inner.config.max_bytes || seg >= active {
+                    break;
+                }
+                let path = segment_path(dir, seg);
+                let len = fs::metadata(&path).map_err(io(&path))?.len();
+                let unread = self.inner.config.shipping && unread_from.is_none_or(|r| seg >= r);
+                fs::remove_file(&path).map_err(io(&path))?;
+                total = total.saturating_sub(len);
+                if unread {
+                    self.inner.dropped_bytes.increment(len);
+                    tracing::error!(
+                        segment = seg,
+                        bytes = len,
+                        "event spool full ({} bytes max) with events not yet shipped: deleted the oldest segment; those events are lost. Ship faster (is DynamoDB reachable?) or raise --events-max-bytes",
+                        self.inner.config.max_bytes
+                    );
+                } else {
+                    tracing::info!(
+                        segment = seg,
+                        bytes = len,
+                        "event spool: deleted the oldest segment (bound reached)"
+                    );
+                }
+            }
+            self.inner.total.store(total, Ordering::Relaxed);
+            self.inner.spool_bytes.set(total as f64);
+            Ok(())
+        })();
+        if let Err(e) = result {
+            tracing::error!(error = %e, "event spool: cannot enforce its size bound");
+        }
+    }
+
+    /// The oldest segment a named reader still has to read.
+    fn slowest_reader(&self) -> Option<u64> {
+        let readers = self.inner.readers.lock().unwrap_or_else(|p| p.into_inner());
+        readers.iter().map(|(_, s)| s.load(Ordering::Acquire)).min()
+    }
+
+    /// A reader that keeps its position in `DIR/NAME.pos` (written by
+    /// [`SpoolReader::commit`]); it starts where it last committed, or at
+    /// the oldest event.
+    pub fn reader(&self, name: &str) -> Result<SpoolReader, SpoolError> {
+        let pos_file = self.inner.config.dir.join(format!("{name}.pos"));
+        let pos = match fs::read_to_string(&pos_file) {
+            Ok(text) => parse_pos(&text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(&pos_file)(e)),
+        };
+        if pos.is_none() && pos_file.exists() {
+            tracing::warn!(file = %pos_file.display(), "event spool: unreadable position file; reading from the oldest event (duplicates are overwritten by id)");
+        }
+        let mut reader = SpoolReader::new(self.inner.config.dir.clone(), Some(pos_file));
+        if let Some(pos) = pos {
+            reader.pos = pos;
+        }
+        reader.spool = Some(self.clone());
+        let shared = Arc::new(AtomicU64::new(reader.pos.segment));
+        reader.shared = Some(Arc::clone(&shared));
+        self.inner
+            .readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((name.to_owned(), shared));
+        Ok(reader)
+    }
+
+    /// Waits until something is appended (or `timeout` passes).
+    pub async fn appended(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.inner.appended.notified()).await;
+    }
+
+    /// Milliseconds since the oldest event the shipper has not shipped (0
+    /// when it is up to date), as the shipper last noted.
+    pub fn oldest_unshipped_ms(&self) -> u64 {
+        self.inner.oldest_unshipped.load(Ordering::Relaxed)
+    }
+
+    /// Makes everything appended so far durable now (graceful shutdown).
+    pub fn sync(&self) -> Result<(), SpoolError> {
+        let (file, sealed) = {
+            let mut a = self.lock();
+            a.dirty = false;
+            (a.file.try_clone(), std::mem::take(&mut a.to_sync))
+        };
+        for f in sealed {
+            f.sync_data().map_err(io(&self.inner.config.dir))?;
+        }
+        file.and_then(|f| f.sync_data())
+            .map_err(io(&self.inner.config.dir))
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+/// fdatasyncs the active segment every `fsync_interval` while it has new
+/// bytes, outside the append lock (a decision never waits for a disk).
+fn syncer(spool: Weak<Inner>) {
+    loop {
+        let Some(inner) = spool.upgrade() else { return };
+        if inner.stop.load(Ordering::Acquire) {
+            return;
+        }
+        let interval = inner.config.fsync_interval;
+        let (file, sealed) = {
+            let mut a = inner.active.lock().unwrap_or_else(|p| p.into_inner());
+            let file = if a.dirty {
+                a.dirty = false;
+                a.file.try_clone().ok()
+            } else {
+                None
+            };
+            (file, std::mem::take(&mut a.to_sync))
+        };
+        let dir = inner.config.dir.clone();
+        drop(inner);
+        for f in sealed.iter().chain(file.iter()) {
+            if let Err(e) = f.sync_data() {
+                metrics::counter!(m::SPOOL_FSYNC_ERRORS).increment(1);
+                tracing::error!(dir = %dir.display(), error = %e, "event spool: fsync failed; a power loss may lose more than the fsync interval");
+            }
+        }
+        std::thread::sleep(interval);
+    }
+}
+
+fn quarantine(
+    dir: &Path,
+    segment: u64,
+    good_len: u64,
+    bytes: &[u8],
+    why: &RecordError,
+) -> Result<(), SpoolError> {
+    let cut = bytes.get(good_len as usize..).unwrap_or_default();
+    let qdir = dir.join("quarantine");
+    fs::create_dir_all(&qdir).map_err(io(&qdir))?;
+    let path = qdir.join(format!("{segment:020}-{good_len}.bin"));
+    fs::write(&path, cut).map_err(io(&path))?;
+    metrics::counter!(m::SPOOL_CUT_BYTES).increment(cut.len() as u64);
+    let torn = matches!(why, RecordError::Incomplete { .. });
+    tracing::warn!(
+        segment,
+        offset = good_len,
+        bytes = cut.len(),
+        kept_in = %path.display(),
+        "event spool: cut a {} tail ({why}); no decision of it was answered",
+        if torn { "torn" } else { "corrupt" }
+    );
+    Ok(())
+}
+
+fn parse_pos(text: &str) -> Option<SpoolPos> {
+    let mut parts = text.split_whitespace();
+    let segment = parts.next()?.parse().ok()?;
+    let offset = parts.next()?.parse().ok()?;
+    Some(SpoolPos { segment, offset })
+}
+
+/// Reads events from a spool's segments in order, from a position.
+pub struct SpoolReader {
+    dir: PathBuf,
+    pos: SpoolPos,
+    pos_file: Option<PathBuf>,
+    spool: Option<Spool>,
+    shared: Option<Arc<AtomicU64>>,
+    /// Skipped corrupt bytes, reported once per segment.
+    warned: Option<u64>,
+}
+
+impl std::fmt::Debug for SpoolReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpoolReader")
+            .field("dir", &self.dir)
+            .field("pos", &self.pos)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one read returned: events and the position after the last one.
+#[derive(Debug, Default)]
+pub struct ReadBatch {
+    /// The events, in spool order.
+    pub events: Vec<AccessEvent>,
+    /// Where the next read starts; commit it once the events are handled.
+    pub next: Option<SpoolPos>,
+}
+
+impl SpoolReader {
+    /// A reader of the spool in `dir` that keeps no position (`accessd
+    /// events tail`), from its oldest event. It needs no open [`Spool`]
+    /// and never writes.
+    pub fn open_dir(dir: impl Into<PathBuf>) -> Self {
+        Self::new(dir.into(), None)
+    }
+
+    fn new(dir: PathBuf, pos_file: Option<PathBuf>) -> Self {
+        Self {
+            dir,
+            pos: SpoolPos {
+                segment: 0,
+                offset: 0,
+            },
+            pos_file,
+            spool: None,
+            shared: None,
+            warned: None,
+        }
+    }
+
+    /// The position the next read starts at.
+    pub fn position(&self) -> SpoolPos {
+        self.pos
+    }
+
+    /// Reads from `pos` next (to read a round again).
+    pub fn seek(&mut self, pos: SpoolPos) {
+        self.pos = pos;
+    }
+
+    /// Reads up to `max` events from the current position. An incomplete
+    /// record at the end of the newest segment is a write in progress:
+    /// it is left for the next read. A bad record in an older segment
+    /// is logged and counted, and the rest of that segment skipped (its
+    /// bytes stay on disk).
+    pub fn read(&mut self, max: usize) -> Result<ReadBatch, SpoolError> {
+        let mut batch = ReadBatch::default();
+        let segs = segments(&self.dir)?;
+        let Some(&newest) = segs.last() else {
+            return Ok(batch);
+        };
+        // Start (or continue) at the first segment not older than the
+        // position: one deleted under the reader is skipped.
+        let Some(&first) = segs.iter().find(|&&s| s >= self.pos.segment) else {
+            return Ok(batch);
+        };
+        if first != self.pos.segment {
+            if self.pos.segment != 0 && self.spool.is_some() {
+                tracing::warn!(
+                    from = self.pos.segment,
+                    to = first,
+                    "event spool: a segment this reader had not finished was deleted (spool full)"
+                );
+            }
+            self.pos = SpoolPos {
+                segment: first,
+                offset: SEGMENT_MAGIC.len() as u64,
+            };
+        }
+        loop {
+            let seg = self.pos.segment;
+            let path = segment_path(&self.dir, seg);
+            let mut file = match File::open(&path) {
+                Ok(f) => f,
+                // Deleted between listing and opening: go on.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if !self.advance(&segs) {
+                        break;
+                    }
+                    continue;
+                }
+                Err(e) => return Err(io(&path)(e)),
+            };
+            let offset = self.pos.offset.max(SEGMENT_MAGIC.len() as u64);
+            file.seek(SeekFrom::Start(offset)).map_err(io(&path))?;
+            let mut bytes = Vec::new();
+            // Enough for `max` events of any size, bounded.
+            let cap = (max as u64).saturating_mul(512).clamp(64 << 10, 8 << 20);
+            file.take(cap).read_to_end(&mut bytes).map_err(io(&path))?;
+            let mut at = 0usize;
+            let mut stop_segment = false;
+            while batch.events.len() < max {
+                let rest = bytes.get(at..).unwrap_or_default();
+                if rest.is_empty() {
+                    break;
+                }
+                match read_record(rest) {
+                    Ok((event, n)) => {
+                        batch.events.push(event);
+                        at += n;
+                    }
+                    Err(RecordError::Incomplete { .. }) if (bytes.len() as u64) == cap => {
+                        // Cut by our read cap, not by the file: next read.
+                        break;
+                    }
+                    Err(e) => {
+                        if seg == newest && matches!(e, RecordError::Incomplete { .. }) {
+                            // Being written.
+                            break;
+                        }
+                        if self.warned != Some(seg) {
+                            self.warned = Some(seg);
+                            metrics::counter!(m::SPOOL_CORRUPT_RECORDS).increment(1);
+                            tracing::error!(
+                                segment = seg,
+                                offset = offset + at as u64,
+                                error = %e,
+                                "event spool: a bad record in a sealed segment; skipping the rest of the segment (its bytes stay in {})",
+                                path.display()
+                            );
+                        }
+                        stop_segment = seg != newest;
+                        break;
+                    }
+                }
+            }
+            self.pos.offset = offset + at as u64;
+            let end_of_segment = stop_segment || (at == bytes.len() && (bytes.len() as u64) < cap);
+            if batch.events.len() >= max || seg == newest || !end_of_segment {
+                break;
+            }
+            if !self.advance(&segs) {
+                break;
+            }
+        }
+        batch.next = Some(self.pos);
+        Ok(batch)
+    }
+
+    /// Moves to the next segment after the current one; false at the end.
+    fn advance(&mut self, segs: &[u64]) -> bool {
+        match segs.iter().find(|&&s| s > self.pos.segment) {
+            Some(&next) => {
+                self.pos = SpoolPos {
+                    segment: next,
+                    offset: SEGMENT_MAGIC.len() as u64,
+                };
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Records `pos` as handled: durably in the position file (if this
+    /// reader has one), and for the spool's deletion of old segments.
+    pub fn commit(&mut self, pos: SpoolPos) -> Result<(), SpoolError> {
+        if let Some(shared) = &self.shared {
+            shared.store(pos.segment, Ordering::Release);
+        }
+        if let Some(file) = &self.pos_file {
+            write_atomic(file, format!("{} {}\n", pos.segment, pos.offset).as_bytes()).map_err(
+                |e| SpoolError::Io {
+                    path: file.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Notes the age of the oldest event not yet handled, for the spool's
+    /// status and metrics (the shipper calls it).
+    pub fn note_backlog(&self, oldest_unhandled: Option<&AccessEvent>, now_ms: i64) {
+        let age = oldest_unhandled.map_or(0, |e| (now_ms - e.time.as_millisecond()).max(0) as u64);
+        if let Some(spool) = &self.spool {
+            spool.inner.oldest_unshipped.store(age, Ordering::Relaxed);
+        }
+        metrics::gauge!(m::EVENTS_OLDEST_UNSHIPPED_SECONDS).set(age as f64 / 1000.0);
+    }
+
+    /// Waits for an append to the spool (if this reader has one) or
+    /// `timeout`.
+    pub async fn wait(&self, timeout: Duration) {
+        match &self.spool {
+            Some(spool) => spool.appended(timeout).await,
+            None => tokio::time::sleep(timeout).await,
+        }
+    }
+}
+
+/// Counts the records of `bytes` (a segment read whole) for tests and
+/// `accessd events` tools: whole records, and whether the tail is bad.
+pub fn count_records(bytes: &[u8]) -> (u64, bool) {
+    let s = scan(bytes);
+    (s.events, s.bad.is_some())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,201 @@
+use std::fs;
+use std::path::PathBuf;
+
+use accessd_engine::{CredentialKey, Decision, EventId, EventRef, Reason, Subject};
+
+use super::*;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("accessd-spool-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    dir
+}
+
+fn config(dir: &Path) -> SpoolConfig {
+    SpoolConfig {
+        fsync_interval: Duration::from_millis(1),
+        ..SpoolConfig::new(dir)
+    }
+}
+
+/// `n` records, request ids `first..first + n`.
+fn records(first: u32, n: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in first..first + n {
+        EventRef {
+            id: EventId::v7(1_764_500_000_000 + i64::from(i), u128::from(i)),
+            time_ms: 1_764_500_000_000 + i64::from(i),
+            request_id: i,
+            reader: "lobby-in",
+            credential: CredentialKey::card(accessd_engine::CardFormat(1), 12, u64::from(i)),
+            subject: Subject {
+                door: Some("lobby"),
+                site: Some("hq"),
+                holder: None,
+            },
+            decision: Decision::deny(Reason::UnknownCredential, 3),
+            snapshot_age_ms: 0,
+            reader_time_ms: None,
+            client: "gw",
+            server: "s1",
+        }
+        .write_record(&mut out);
+    }
+    out
+}
+
+fn read_all(reader: &mut SpoolReader) -> Vec<u32> {
+    let mut ids = Vec::new();
+    loop {
+        let batch = reader.read(37).unwrap();
+        if batch.events.is_empty() {
+            return ids;
+        }
+        ids.extend(batch.events.iter().map(|e| e.request_id));
+    }
+}
+
+fn last_segment(dir: &Path) -> PathBuf {
+    segment_path(dir, *segments(dir).unwrap().last().unwrap())
+}
+
+#[test]
+fn events_read_back_in_order_across_segments_and_positions_survive_a_reopen() {
+    let dir = temp_dir("order");
+    let spool = Spool::open(SpoolConfig {
+        segment_bytes: 2_000,
+        ..config(&dir)
+    })
+    .unwrap();
+    for chunk in 0..20 {
+        spool.append(&records(chunk * 10, 10), 10).unwrap();
+    }
+    assert!(
+        segments(&dir).unwrap().len() > 5,
+        "rotated into several segments"
+    );
+    let mut reader = spool.reader(SHIPPER).unwrap();
+    let first = reader.read(55).unwrap();
+    assert_eq!(first.events.len(), 55);
+    reader.commit(first.next.unwrap()).unwrap();
+    drop(reader);
+    drop(spool);
+
+    // A reopened spool and reader continue after the committed position.
+    let spool = Spool::open(config(&dir)).unwrap();
+    spool.append(&records(200, 5), 5).unwrap();
+    let mut reader = spool.reader(SHIPPER).unwrap();
+    assert_eq!(read_all(&mut reader), (55..205).collect::<Vec<_>>());
+    // A reader without a position reads everything.
+    let mut tail = SpoolReader::open_dir(&dir);
+    assert_eq!(read_all(&mut tail), (0..205).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_torn_tail_is_cut_and_quarantined_and_never_read_as_events() {
+    let dir = temp_dir("torn");
+    let spool = Spool::open(config(&dir)).unwrap();
+    spool.append(&records(0, 3), 3).unwrap();
+    drop(spool);
+    // A crash in the middle of writing the fourth record.
+    let whole = records(3, 1);
+    let path = last_segment(&dir);
+    let mut bytes = fs::read(&path).unwrap();
+    let good_len = bytes.len();
+    bytes.extend_from_slice(&whole[..whole.len() - 7]);
+    fs::write(&path, &bytes).unwrap();
+
+    let spool = Spool::open(config(&dir)).unwrap();
+    assert_eq!(fs::metadata(&path).unwrap().len(), good_len as u64);
+    let kept: Vec<_> = fs::read_dir(dir.join("quarantine")).unwrap().collect();
+    assert_eq!(kept.len(), 1, "the cut bytes are kept");
+    spool.append(&records(10, 2), 2).unwrap();
+    assert_eq!(
+        read_all(&mut SpoolReader::open_dir(&dir)),
+        [0, 1, 2, 10, 11]
+    );
+}
+
+#[test]
+fn a_corrupt_tail_is_cut_too_and_a_bad_sealed_segment_is_skipped() {
+    let dir = temp_dir("corrupt");
+    let spool = Spool::open(config(&dir)).unwrap();
+    spool.append(&records(0, 4), 4).unwrap();
+    drop(spool);
+    // A flipped bit inside the last record's payload.
+    let path = last_segment(&dir);
+    let mut bytes = fs::read(&path).unwrap();
+    let at = bytes.len() - 3;
+    bytes[at] ^= 1;
+    fs::write(&path, &bytes).unwrap();
+    let spool = Spool::open(config(&dir)).unwrap();
+    assert_eq!(read_all(&mut SpoolReader::open_dir(&dir)), [0, 1, 2]);
+    drop(spool);
+
+    // A bad record in the middle of a sealed segment: what follows it in
+    // that segment is skipped, later segments are read.
+    let dir = temp_dir("sealed");
+    let spool = Spool::open(SpoolConfig {
+        segment_bytes: 1_000,
+        ..config(&dir)
+    })
+    .unwrap();
+    let mut n = 0;
+    while segments(&dir).unwrap().len() < 3 {
+        spool.append(&records(n, 1), 1).unwrap();
+        n += 1;
+    }
+    let first = segment_path(&dir, segments(&dir).unwrap()[0]);
+    let mut bytes = fs::read(&first).unwrap();
+    let (whole, _) = count_records(&bytes);
+    assert!(whole >= 3);
+    let second_record = SEGMENT_MAGIC.len() + records(0, 1).len();
+    bytes[second_record + 12] ^= 0xff;
+    fs::write(&first, &bytes).unwrap();
+    let ids = read_all(&mut SpoolReader::open_dir(&dir));
+    assert_eq!(ids[0], 0);
+    assert_eq!(
+        ids[1] as u64, whole,
+        "resumes at the next segment's first event"
+    );
+    assert_eq!(*ids.last().unwrap(), n - 1);
+}
+
+#[test]
+fn a_full_spool_deletes_its_oldest_segments_and_readers_move_on() {
+    let dir = temp_dir("full");
+    let spool = Spool::open(SpoolConfig {
+        segment_bytes: 1_000,
+        max_bytes: 3_000,
+        shipping: true,
+        ..config(&dir)
+    })
+    .unwrap();
+    let mut shipper = spool.reader(SHIPPER).unwrap();
+    for i in 0..100 {
+        spool.append(&records(i, 1), 1).unwrap();
+    }
+    assert!(spool.bytes().unwrap() <= 3_000 + 1_000, "bounded");
+    let ids = read_all(&mut shipper);
+    assert_eq!(*ids.last().unwrap(), 99, "the newest events are kept");
+    assert!(ids[0] > 0, "the oldest were deleted");
+    assert!(ids.windows(2).all(|w| w[0] + 1 == w[1]), "in order, no gap");
+}
+
+#[test]
+fn an_empty_or_foreign_directory_is_handled() {
+    let dir = temp_dir("foreign");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(segment_path(&dir, 1), b"not a spool segment").unwrap();
+    let err = Spool::open(config(&dir)).unwrap_err();
+    assert!(matches!(err, SpoolError::Foreign(_)), "{err}");
+    assert!(err.to_string().contains("move it away"));
+
+    // A segment whose magic was being written when the process died.
+    let dir = temp_dir("half-magic");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(segment_path(&dir, 7), &SEGMENT_MAGIC[..3]).unwrap();
+    let spool = Spool::open(config(&dir)).unwrap();
+    spool.append(&records(0, 1), 1).unwrap();
+    assert_eq!(read_all(&mut SpoolReader::open_dir(&dir)), [0]);
+}

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use accessd_engine::{CredentialKey, CredentialStatus, Record, RecordKey};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest,
-    ScalarAttributeType, StreamSpecification, StreamViewType, TableStatus, WriteRequest,
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, PutRequest, ScalarAttributeType, StreamSpecification,
+    StreamViewType, TableStatus, TimeToLiveSpecification, WriteRequest,
 };
 
 use crate::aws::{AwsBackend, item_to_ddb, source_error};
@@ -101,7 +102,9 @@ impl Admin {
 
     /// Creates the data table (key `pk`/`sk`, on-demand, stream with
     /// `NEW_AND_OLD_IMAGES`) and, if named, the access-events table (key
-    /// `pk`/`sk`, on-demand, no stream), then waits until both are active.
+    /// `pk`/`sk`, the `by_holder` index on `gsi1pk`/`gsi1sk`, TTL on
+    /// `expires_at`, on-demand, no stream), then waits until both are
+    /// active.
     /// A table that already exists is left as it is.
     pub async fn create_tables(&self, events_table: Option<&str>) -> Result<(), AdminError> {
         let stream = StreamSpecification::builder()
@@ -109,9 +112,29 @@ impl Admin {
             .stream_view_type(StreamViewType::NewAndOldImages)
             .build()
             .map_err(build_err)?;
-        self.create_table(self.table(), Some(stream)).await?;
+        self.create_table(self.table(), Some(stream), false).await?;
         if let Some(events) = events_table {
-            self.create_table(events, None).await?;
+            self.create_table(events, None, true).await?;
+            // Events expire through DynamoDB's TTL on `expires_at`.
+            let ttl = TimeToLiveSpecification::builder()
+                .attribute_name("expires_at")
+                .enabled(true)
+                .build()
+                .map_err(build_err)?;
+            let client = self.backend.dynamodb();
+            if let Err(e) = client
+                .update_time_to_live()
+                .table_name(events)
+                .time_to_live_specification(ttl)
+                .send()
+                .await
+            {
+                // "TimeToLive is already enabled": a second create-tables.
+                let text = aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string();
+                if !text.contains("already enabled") {
+                    return Err(source_error(e).into());
+                }
+            }
         }
         Ok(())
     }
@@ -120,6 +143,7 @@ impl Admin {
         &self,
         name: &str,
         stream: Option<StreamSpecification>,
+        events: bool,
     ) -> Result<(), AdminError> {
         let client = self.backend.dynamodb();
         let mut request = client
@@ -127,22 +151,52 @@ impl Admin {
             .table_name(name)
             .billing_mode(BillingMode::PayPerRequest)
             .set_stream_specification(stream);
-        for (attr, key_type) in [(PK, KeyType::Hash), (SK, KeyType::Range)] {
-            request = request
-                .attribute_definitions(
-                    AttributeDefinition::builder()
-                        .attribute_name(attr)
-                        .attribute_type(ScalarAttributeType::S)
-                        .build()
-                        .map_err(build_err)?,
-                )
-                .key_schema(
+        let mut keys = vec![(PK, KeyType::Hash), (SK, KeyType::Range)];
+        if events {
+            // The holder index (docs/access-events.md): sparse, events with
+            // a holder only.
+            use crate::events::ship::{HOLDER_INDEX, HOLDER_INDEX_PK, HOLDER_INDEX_SK};
+            let mut index = GlobalSecondaryIndex::builder()
+                .index_name(HOLDER_INDEX)
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                );
+            for (attr, key_type) in [
+                (HOLDER_INDEX_PK, KeyType::Hash),
+                (HOLDER_INDEX_SK, KeyType::Range),
+            ] {
+                index = index.key_schema(
                     KeySchemaElement::builder()
                         .attribute_name(attr)
-                        .key_type(key_type)
+                        .key_type(key_type.clone())
                         .build()
                         .map_err(build_err)?,
                 );
+                keys.push((attr, key_type));
+            }
+            request = request.global_secondary_indexes(index.build().map_err(build_err)?);
+        }
+        for (i, (attr, key_type)) in keys.into_iter().enumerate() {
+            request = request.attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(attr)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .map_err(build_err)?,
+            );
+            // The index's keys are defined above, not part of the table's.
+            if i >= 2 {
+                continue;
+            }
+            request = request.key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(attr)
+                    .key_type(key_type)
+                    .build()
+                    .map_err(build_err)?,
+            );
         }
         match request.send().await {
             Ok(_) => tracing::info!(table = name, "table created"),

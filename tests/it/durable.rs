@@ -16,18 +16,18 @@ use accessd_protocol::{Client, TlsCredentials};
 use crate::dynamodb::{credential, site};
 use crate::support::moto::{free_port, moto, start_on};
 
-fn bin() -> &'static str {
+pub(crate) fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_accessd")
 }
 
-fn temp_dir(name: &str) -> PathBuf {
+pub(crate) fn temp_dir(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("durable-{name}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
-fn settings(endpoint: &str) -> AwsSettings {
+pub(crate) fn settings(endpoint: &str) -> AwsSettings {
     AwsSettings {
         region: Some("us-east-1".into()),
         endpoint_url: Some(endpoint.to_owned()),
@@ -48,7 +48,7 @@ fn card(n: u64) -> CredentialKey {
 }
 
 /// `accessd serve` running as a child process.
-struct Served {
+pub(crate) struct Served {
     child: Child,
     addr: SocketAddr,
     log: PathBuf,
@@ -58,7 +58,7 @@ struct Served {
 impl Served {
     /// Starts `accessd serve` on the table at `endpoint`, with certificates
     /// and the checkpoint in `dir`.
-    fn start(dir: &Path, endpoint: &str, table: &str, extra: &[&str]) -> Self {
+    pub(crate) fn start(dir: &Path, endpoint: &str, table: &str, extra: &[&str]) -> Self {
         let mut args = vec!["--dynamodb-table", table, "--endpoint-url", endpoint];
         args.extend(["--region", "us-east-1", "--stream-poll-ms", "50"]);
         args.extend(extra);
@@ -67,7 +67,7 @@ impl Served {
 
     /// Starts `accessd serve` with these source arguments, with
     /// certificates and the checkpoint in `dir`.
-    fn start_with(dir: &Path, source: &[&str]) -> Self {
+    pub(crate) fn start_with(dir: &Path, source: &[&str]) -> Self {
         if !dir.join("ca.pem").exists() {
             let status = Command::new(bin())
                 .args(["certs", "--out"])
@@ -114,12 +114,12 @@ impl Served {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// A gateway client, connected once the server answers.
-    async fn client(&mut self) -> Client {
+    pub(crate) async fn client(&mut self) -> Client {
         let tls = TlsCredentials::from_pem_files(
             &self.dir.join("ca.pem"),
             &self.dir.join("gateway.pem"),
@@ -149,13 +149,13 @@ impl Served {
     }
 
     /// SIGKILL: no shutdown, no last checkpoint.
-    fn kill9(mut self) {
+    pub(crate) fn kill9(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
 
     /// SIGTERM, and the exit status.
-    fn terminate(mut self) -> std::process::ExitStatus {
+    pub(crate) fn terminate(mut self) -> std::process::ExitStatus {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()

@@ -174,7 +174,7 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let shipped = metrics::counter!(m::EVENTS_SHIPPED);
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         if *stop.borrow() {
             return;

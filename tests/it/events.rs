@@ -1,0 +1,435 @@
+//! The access-event trail end to end: `accessd serve --events-dir` as a
+//! child process killed with SIGKILL under load (every answered decision
+//! has exactly one event in the spool), shipping to the events table in
+//! moto across an outage, and alarms onto an EventBridge bus in moto,
+//! observed through an SQS queue the bus's rule targets.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use accessd_engine::{
+    AccessEvent, CredentialKey, CredentialStatus, Reason, Record, Request, Verdict,
+};
+use accessd_loader::events::SpoolReader;
+use accessd_loader::{Admin, AwsBackend, sdk_config};
+use accessd_protocol::Client;
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use crate::durable::{Served, settings, temp_dir};
+use crate::dynamodb::{credential, site};
+use crate::support::moto::{free_port, moto, start_on};
+
+const EXAMPLE_SITE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/examples/site.toml");
+
+/// Every event in the spool at `dir`, oldest first.
+fn spooled(dir: &Path) -> Vec<AccessEvent> {
+    let mut reader = SpoolReader::open_dir(dir);
+    let mut all = Vec::new();
+    loop {
+        let batch = reader.read(10_000).unwrap();
+        if batch.events.is_empty() {
+            return all;
+        }
+        all.extend(batch.events);
+    }
+}
+
+/// Events per tag (the reader time the test sent as a unique tag).
+fn by_tag(events: &[AccessEvent]) -> HashMap<i64, usize> {
+    let mut counts = HashMap::new();
+    for e in events {
+        if let Some(t) = e.reader_time {
+            *counts.entry(t.as_millisecond()).or_default() += 1;
+        }
+    }
+    counts
+}
+
+/// Sends tagged requests from `tasks` concurrent senders on one connection
+/// until `stop`; returns the tags whose answers arrived.
+async fn load(
+    client: Arc<Client>,
+    tasks: usize,
+    stop: Arc<AtomicBool>,
+    next: Arc<AtomicI64>,
+) -> Vec<i64> {
+    let answered = Arc::new(Mutex::new(Vec::new()));
+    let mut set = tokio::task::JoinSet::new();
+    for t in 0..tasks {
+        let (client, stop, next, answered) =
+            (client.clone(), stop.clone(), next.clone(), answered.clone());
+        set.spawn(async move {
+            // A grant, a deny by the data (inactive holder), an unknown card.
+            let cards = ["h10301:12:1001", "h10301:12:1002", "h10301:12:4242"];
+            let card: CredentialKey = cards[t % cards.len()].parse().unwrap();
+            while !stop.load(Ordering::Acquire) {
+                let tag = next.fetch_add(1, Ordering::Relaxed);
+                let request = Request {
+                    reader: "lobby-in",
+                    credential: card,
+                    pin: None,
+                };
+                // A killed server never answers: give up on it.
+                match tokio::time::timeout(
+                    Duration::from_secs(2),
+                    client.decide_at(&request, Some(tag)),
+                )
+                .await
+                {
+                    Ok(Ok(_)) => answered.lock().unwrap().push(tag),
+                    _ => return,
+                }
+            }
+        });
+    }
+    while set.join_next().await.is_some() {}
+    Arc::try_unwrap(answered).unwrap().into_inner().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_loses_no_event_of_an_answered_decision() {
+    let dir = temp_dir("events-kill9");
+    let spool = dir.join("events");
+    let spool_arg = spool.to_str().unwrap().to_owned();
+    // fsync once a minute: a crash of the process must not depend on it.
+    let args = [
+        "--site",
+        EXAMPLE_SITE,
+        "--events-dir",
+        &spool_arg,
+        "--events-fsync-ms",
+        "60000",
+    ];
+    let next = Arc::new(AtomicI64::new(1_000_000));
+
+    let mut served = Served::start_with(&dir, &args);
+    let client = Arc::new(served.client().await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = tokio::spawn(load(client.clone(), 16, stop.clone(), next.clone()));
+    // Kill it in the middle of the load, once plenty has been answered.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while by_tag(&spooled(&spool)).len() < 3_000 {
+        assert!(Instant::now() < deadline, "load too slow: {}", served.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    served.kill9();
+    let first = sender.await.unwrap();
+    stop.store(true, Ordering::Release);
+    assert!(first.len() >= 3_000, "{} answered", first.len());
+
+    let counts = by_tag(&spooled(&spool));
+    let missing: Vec<_> = first.iter().filter(|t| counts.get(t) != Some(&1)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} answered decisions without exactly one event, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+
+    // Restarted on the same spool: it appends after what survived.
+    let mut served = Served::start_with(&dir, &args);
+    let client = Arc::new(served.client().await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = tokio::spawn(load(client.clone(), 4, stop.clone(), next.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Release);
+    let second = sender.await.unwrap();
+    assert!(!second.is_empty());
+    drop(client);
+    assert!(served.terminate().success());
+
+    let events = spooled(&spool);
+    let counts = by_tag(&events);
+    for tag in first.iter().chain(&second) {
+        assert_eq!(counts.get(tag), Some(&1), "tag {tag}");
+    }
+    // Nothing was written twice, and ids are unique.
+    assert!(counts.values().all(|&n| n == 1));
+    let ids: HashSet<_> = events.iter().map(|e| e.id).collect();
+    assert_eq!(ids.len(), events.len());
+    // The events say what was decided.
+    let grant = events
+        .iter()
+        .find(|e| e.credential == "h10301:12:1001")
+        .unwrap();
+    assert_eq!(
+        (grant.verdict, grant.reason),
+        (Verdict::Grant, Reason::Granted)
+    );
+    assert_eq!(
+        (grant.door.as_deref(), grant.site.as_deref()),
+        (Some("lobby"), Some("hq"))
+    );
+    assert_eq!(grant.holder.as_deref(), Some("alice"));
+    assert_eq!(grant.client, "accessd gateway");
+    assert!(events.iter().any(|e| e.reason == Reason::HolderInactive));
+}
+
+/// Ids in the events table `table`.
+async fn table_ids(endpoint: &str, table: &str) -> HashSet<String> {
+    let client = aws_sdk_dynamodb::Client::new(&sdk_config(&settings(endpoint)).await);
+    let mut ids = HashSet::new();
+    let mut start = None;
+    loop {
+        let Ok(page) = client
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+        else {
+            return ids;
+        };
+        for item in page.items() {
+            if let Some(AttributeValue::S(id)) = item.get("id") {
+                ids.insert(id.clone());
+            }
+        }
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            return ids;
+        }
+    }
+}
+
+/// Waits until the table holds every id of `events`.
+async fn until_shipped(served: &Served, endpoint: &str, table: &str, events: &[AccessEvent]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ids = table_ids(endpoint, table).await;
+        let missing = events
+            .iter()
+            .filter(|e| !ids.contains(&e.id.to_string()))
+            .count();
+        if missing == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing} of {} events never shipped:\n{}",
+            events.len(),
+            served.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn tables(endpoint: &str, name: &str, records: &[Record]) {
+    let admin = Admin::new(AwsBackend::connect(&settings(endpoint), name).await);
+    admin
+        .create_tables(Some(&format!("{name}-events")))
+        .await
+        .unwrap();
+    admin.put_all(records, |_| {}).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_shipped_and_an_outage_only_delays_them() {
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let dynamodb = start_on(port);
+    tables(&endpoint, "evt", &site()).await;
+    let dir = temp_dir("events-ship");
+    let spool = dir.join("events");
+    let mut served = Served::start(
+        &dir,
+        &endpoint,
+        "evt",
+        &["--events-dir", spool.to_str().unwrap()],
+    );
+    let client = served.client().await;
+    let ask = |n: u64| {
+        let client = &client;
+        async move {
+            let card: CredentialKey = format!("h10301:1:{n}").parse().unwrap();
+            client
+                .decide(&Request {
+                    reader: "r1",
+                    credential: card,
+                    pin: None,
+                })
+                .await
+                .unwrap()
+        }
+    };
+    for n in 0..20 {
+        ask(n % 3).await;
+    }
+    let before = spooled(&spool);
+    assert_eq!(before.len(), 20);
+    until_shipped(&served, &endpoint, "evt-events", &before).await;
+
+    // The item reads back as the event, keyed as documented.
+    let items = aws_sdk_dynamodb::Client::new(&sdk_config(&settings(&endpoint)).await)
+        .query()
+        .table_name("evt-events")
+        .index_name("by_holder")
+        .key_condition_expression("gsi1pk = :h")
+        .expression_attribute_values(":h", AttributeValue::S("HOLDER#E1".into()))
+        .send()
+        .await
+        .unwrap();
+    let of_holder = items.items().len();
+    assert!(
+        of_holder > 0 && of_holder < 20,
+        "card 1 only is E1's: {of_holder}"
+    );
+    let item = &items.items()[0];
+    assert_eq!(item["pk"].as_s().unwrap(), "DOOR#d1");
+    assert!(item["expires_at"].as_n().is_ok());
+    let event = accessd_loader::events::ship::event_of_item(item).unwrap();
+    assert!(before.contains(&event), "{event:?}");
+
+    // DynamoDB goes away: decisions go on, their events wait in the spool.
+    dynamodb.stop();
+    for n in 0..30 {
+        ask(n % 3).await;
+    }
+    let during: Vec<_> = spooled(&spool).into_iter().skip(20).collect();
+    assert_eq!(during.len(), 30);
+    // It comes back (moto starts empty: the tables are made again).
+    let _dynamodb = start_on(port);
+    tables(&endpoint, "evt", &site()).await;
+    until_shipped(&served, &endpoint, "evt-events", &during).await;
+    drop(client);
+    assert!(served.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarms_reach_an_eventbridge_bus() {
+    let endpoint = moto().endpoint.clone();
+    let mut records = site();
+    records.push(credential(66, CredentialStatus::Stolen));
+    tables(&endpoint, "alarmed", &records).await;
+    let config = sdk_config(&settings(&endpoint)).await;
+    let bridge = aws_sdk_eventbridge::Client::new(&config);
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    bridge
+        .create_event_bus()
+        .name("security")
+        .send()
+        .await
+        .unwrap();
+    let queue = sqs
+        .create_queue()
+        .queue_name("alarms")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    // The documented pattern.
+    bridge
+        .put_rule()
+        .name("accessd-alarms")
+        .event_bus_name("security")
+        .event_pattern(r#"{"source": ["accessd"], "detail-type": ["accessd alarm"]}"#)
+        .send()
+        .await
+        .unwrap();
+    bridge
+        .put_targets()
+        .rule("accessd-alarms")
+        .event_bus_name("security")
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("q")
+                .arn(arn)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    let dir = temp_dir("events-alarm");
+    let spool = dir.join("events");
+    let mut served = Served::start(
+        &dir,
+        &endpoint,
+        "alarmed",
+        &[
+            "--events-dir",
+            spool.to_str().unwrap(),
+            "--alarm-bus",
+            "security",
+            "--alarm-burst-denies",
+            "3",
+        ],
+    );
+    let client = served.client().await;
+    let stolen: CredentialKey = "h10301:1:66".parse().unwrap();
+    let answer = client
+        .decide(&Request {
+            reader: "r1",
+            credential: stolen,
+            pin: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        Reason::from_code(answer.reason),
+        Some(Reason::CredentialStolen)
+    );
+    // Two more denies at r1: with the first, a burst of three.
+    for n in [900, 901] {
+        let card: CredentialKey = format!("h10301:1:{n}").parse().unwrap();
+        client
+            .decide(&Request {
+                reader: "r1",
+                credential: card,
+                pin: None,
+            })
+            .await
+            .unwrap();
+    }
+
+    let mut kinds = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while kinds.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "alarms seen: {kinds:?}\n{}",
+            served.log()
+        );
+        let got = sqs
+            .receive_message()
+            .queue_url(&queue)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        for m in got.messages() {
+            let body: serde_json::Value = serde_json::from_str(m.body().unwrap()).unwrap();
+            assert_eq!(body["source"], "accessd");
+            assert_eq!(body["detail-type"], "accessd alarm");
+            let kind = body["detail"]["kind"].as_str().unwrap().to_owned();
+            kinds.insert(kind, body["detail"].clone());
+        }
+    }
+    let stolen = &kinds["stolen_credential"];
+    assert_eq!(stolen["event"]["credential"], "h10301:1:66");
+    assert_eq!(stolen["event"]["reason"], "credential_stolen");
+    assert_eq!(stolen["event"]["door"], "d1");
+    let burst = &kinds["deny_burst"];
+    assert_eq!(
+        (burst["reader"].as_str(), burst["denies"].as_u64()),
+        (Some("r1"), Some(3))
+    );
+    drop(client);
+    assert!(served.terminate().success());
+}

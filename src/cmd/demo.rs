@@ -13,6 +13,7 @@ use accessd_engine::{
     CardFormat, Change, CredentialKey, Presence, Reason, Request, SharedSnapshot, Snapshot,
     SnapshotBuilder, Verdict, decide,
 };
+use accessd_loader::events::{Spool, SpoolConfig};
 use accessd_protocol::{Client, DevCa, Limits, SAN_ALL_READERS, SAN_READER};
 use anyhow::Context;
 use jiff::Timestamp;
@@ -32,6 +33,11 @@ pub(crate) struct Args {
     /// Doors in the demo site (two readers each).
     #[arg(long, default_value_t = 2_000)]
     doors: usize,
+    /// Record every decision as an access event in a spool in this
+    /// directory, as `serve --events-dir` does (read it with `accessd
+    /// events tail --dir DIR`).
+    #[arg(long)]
+    events_dir: Option<std::path::PathBuf>,
     #[command(flatten)]
     shape: Shape,
 }
@@ -175,7 +181,18 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
     ];
     let mix = crate::mix::build(&snapshot, mix_params(&args.shape), now);
     let shared = Arc::new(SharedSnapshot::new(snapshot));
-    let decider = Arc::new(SnapshotDecider::new(shared));
+    let mut decider = SnapshotDecider::new(shared);
+    let spool = match &args.events_dir {
+        Some(dir) => {
+            let spool = Spool::open(SpoolConfig::new(dir))
+                .with_context(|| format!("cannot open the event spool in `{}`", dir.display()))?;
+            decider = decider.with_events(super::events::event_log(&spool, "demo"));
+            say!(json, "recording access events in {}", dir.display());
+            Some(spool)
+        }
+        None => None,
+    };
+    let decider = Arc::new(decider);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(accessd_protocol::run(endpoint, decider, limits, async {
         let _ = stop_rx.await;
@@ -258,6 +275,16 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
     let _ = stop_tx.send(());
     server.await.context("the server task failed")?;
     say!(json, "\nserver shut down cleanly");
+    if let Some(spool) = spool {
+        spool.sync()?;
+        say!(
+            json,
+            "access events: {:.1} MiB in {} (read them with `accessd events tail --dir {} --last 5`)",
+            spool.total_bytes() as f64 / f64::from(1 << 20),
+            spool.dir().display(),
+            spool.dir().display()
+        );
+    }
     Ok(if summary.errors() == 0 {
         ExitCode::SUCCESS
     } else {

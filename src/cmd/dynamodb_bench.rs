@@ -49,6 +49,15 @@ enum Bench {
         #[arg(long, default_value_t = 100)]
         poll_ms: u64,
     },
+    /// The event shipper's rate: spools synthetic access events, then
+    /// ships them all to TABLE-events (created if missing) and times it.
+    Ship {
+        #[command(flatten)]
+        table: TableArgs,
+        /// Events to ship.
+        #[arg(long, default_value_t = 20_000)]
+        events: u64,
+    },
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -66,7 +75,94 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             init_logging();
             runtime()?.block_on(propagation(table, writes, Duration::from_millis(poll_ms)))
         }
+        Bench::Ship { table, events } => {
+            init_logging();
+            runtime()?.block_on(ship(table, events))
+        }
     }
+}
+
+async fn ship(table: TableArgs, events: u64) -> anyhow::Result<ExitCode> {
+    use accessd_engine::{Decision, EventId, EventRef, Reason, Subject};
+    use accessd_loader::events::ship::{self, ShipConfig};
+    use accessd_loader::events::{SHIPPER, Spool, SpoolConfig, SpoolReader};
+
+    let events_table = format!("{}-events", table.table);
+    Admin::new(table.backend().await)
+        .create_tables(Some(&events_table))
+        .await
+        .context("cannot create the tables")?;
+    let dir = std::env::temp_dir().join(format!("accessd-bench-ship-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let spool = Spool::open(SpoolConfig {
+        shipping: true,
+        ..SpoolConfig::new(&dir)
+    })?;
+    let now = Timestamp::now().as_millisecond();
+    let mut buf = Vec::new();
+    for i in 0..events {
+        let reader = accessd_engine::synth::reader_in((i % 2000) as usize);
+        let door = accessd_engine::synth::door_id((i % 2000) as usize);
+        let holder = format!("H{:07}", i % 100_000);
+        EventRef {
+            id: EventId::v7(now, u128::from(i)),
+            time_ms: now,
+            request_id: i as u32,
+            reader: &reader,
+            credential: accessd_engine::synth::card(i % 100_000),
+            subject: Subject {
+                door: Some(&door),
+                site: Some("hq"),
+                holder: Some(&holder),
+            },
+            decision: Decision::new(Reason::Granted, 5000, 1),
+            snapshot_age_ms: 0,
+            reader_time_ms: None,
+            client: "bench",
+            server: "bench",
+        }
+        .write_record(&mut buf);
+        if buf.len() > 64 << 10 {
+            spool.append(&buf, 0)?;
+            buf.clear();
+        }
+    }
+    spool.append(&buf, 0)?;
+    // Where the shipper will be once it has everything.
+    let mut probe = SpoolReader::open_dir(&dir);
+    while !probe.read(10_000)?.events.is_empty() {}
+    let end = probe.position();
+    let reader = spool.reader(SHIPPER)?;
+    let client =
+        aws_sdk_dynamodb::Client::new(&accessd_loader::sdk_config(&table.settings()).await);
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let started = Instant::now();
+    let task = tokio::spawn(ship::run(
+        client,
+        reader,
+        ShipConfig::new(events_table.clone()),
+        stop_rx,
+    ));
+    let pos_file = dir.join(format!("{SHIPPER}.pos"));
+    let want = format!("{} {}\n", end.segment, end.offset);
+    loop {
+        if std::fs::read_to_string(&pos_file).is_ok_and(|p| p == want) {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!("not shipped within 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let _ = stop.send(true);
+    let _ = task.await;
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "shipped {events} events to `{events_table}` in {seconds:.2} s: {:.0} events/s",
+        events as f64 / seconds
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn build(records: usize) -> anyhow::Result<ExitCode> {

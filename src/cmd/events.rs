@@ -63,6 +63,11 @@ impl EventSink for SpoolSink {
     }
 }
 
+/// A decider's event log appending to `spool`.
+pub(crate) fn event_log(spool: &Spool, server: impl Into<Arc<str>>) -> EventLog {
+    EventLog::new(Arc::new(SpoolSink(spool.clone())), server)
+}
+
 /// The running event trail of a server.
 pub(crate) struct Trail {
     spool: Spool,
@@ -131,7 +136,7 @@ impl Trail {
         }
         let server = args.server_id.clone().unwrap_or_else(host_name);
         tracing::info!(dir = %dir.display(), server, "recording access events");
-        let log = EventLog::new(Arc::new(SpoolSink(spool.clone())), server);
+        let log = event_log(&spool, server);
         Ok(Some((Self { spool, stop, tasks }, log)))
     }
 

@@ -283,6 +283,66 @@ async fn events_are_shipped_and_an_outage_only_delays_them() {
     let event = accessd_loader::events::ship::event_of_item(item).unwrap();
     assert!(before.contains(&event), "{event:?}");
 
+    // The CLI reads both ends: the table by door, the spool as JSON lines.
+    let lines = |args: &[&str]| -> Vec<AccessEvent> {
+        let out = std::process::Command::new(crate::durable::bin())
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let queried = lines(&[
+        "events",
+        "query",
+        "--table",
+        "evt-events",
+        "--door",
+        "d1",
+        "--since",
+        "1h",
+        "--endpoint-url",
+        &endpoint,
+        "--region",
+        "us-east-1",
+    ]);
+    assert_eq!(queried, before, "all at door d1, in time order");
+    let by_holder = lines(&[
+        "events",
+        "query",
+        "--table",
+        "evt-events",
+        "--holder",
+        "E1",
+        "--endpoint-url",
+        &endpoint,
+        "--region",
+        "us-east-1",
+    ]);
+    assert_eq!(by_holder.len(), of_holder);
+    assert!(by_holder.iter().all(|e| e.holder.as_deref() == Some("E1")));
+    let tailed = lines(&["events", "tail", "--dir", spool.to_str().unwrap()]);
+    assert_eq!(tailed, before);
+    let last = lines(&[
+        "events",
+        "tail",
+        "--dir",
+        spool.to_str().unwrap(),
+        "--last",
+        "3",
+    ]);
+    assert_eq!(last, before[17..]);
+
     // DynamoDB goes away: decisions go on, their events wait in the spool.
     dynamodb.stop();
     for n in 0..30 {

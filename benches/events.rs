@@ -1,7 +1,8 @@
 //! The event spool's append path on one core: encoding a chunk of 64
 //! access events, and appending it to a spool (one `write` per chunk),
 //! beside its floors measured in the same run: copying the same bytes
-//! into a buffer, and a plain `write` of them to a file.
+//! into a buffer, and a plain `write` of them to a file. Then the server's
+//! decider without and with events, per chunk of 64 requests.
 //!
 //! Run: `cargo bench --bench events`
 
@@ -15,9 +16,87 @@
 use std::hint::black_box;
 use std::io::Write;
 
-use accessd_engine::{CredentialKey, Decision, EventId, EventRef, Reason, Subject};
+mod common;
+
+use std::sync::Arc;
+
+use accessd_engine::{
+    CredentialKey, Decision, EventId, EventRef, Reason, Request, SharedSnapshot, Subject,
+};
 use accessd_loader::events::{Spool, SpoolConfig};
+use accessd_protocol::{Asked, Decider, EventLog, EventSink, Journal, SnapshotDecider};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+/// Drops what it is given: what recording costs before the write.
+struct Discard;
+
+impl EventSink for Discard {
+    fn append(&self, _records: &[u8], _count: u64) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The spool as a decider's sink.
+struct SpoolSink(Spool);
+
+impl EventSink for SpoolSink {
+    fn append(&self, records: &[u8], count: u64) -> Result<(), String> {
+        self.0.append(records, count).map_err(|e| e.to_string())
+    }
+}
+
+/// The server's decider on a 100k-credential site, without events, with
+/// events encoded but dropped, and with events appended to a spool; 64
+/// requests a chunk, as a pipelining client's reads deliver them.
+fn bench_decider(c: &mut Criterion, dir: &std::path::Path) {
+    let params = common::params(100_000);
+    let (_, snapshot) = common::build(&params);
+    let requests = common::requests(&params, 100_000, 4096);
+    let shared = Arc::new(SharedSnapshot::new(snapshot));
+    let now = common::now();
+    let spool = Spool::open(SpoolConfig::new(dir.join("decider"))).unwrap();
+    let deciders = [
+        ("without_events", SnapshotDecider::new(Arc::clone(&shared))),
+        (
+            "events_discarded",
+            SnapshotDecider::new(Arc::clone(&shared))
+                .with_events(EventLog::new(Arc::new(Discard), "bench")),
+        ),
+        (
+            "events_spooled",
+            SnapshotDecider::new(Arc::clone(&shared))
+                .with_events(EventLog::new(Arc::new(SpoolSink(spool)), "bench")),
+        ),
+    ];
+    let mut group = c.benchmark_group("decider_100k_chunk_of_64");
+    group.throughput(Throughput::Elements(CHUNK));
+    for (name, decider) in deciders {
+        let decider = decider.with_clock(move || now);
+        let mut journal = Journal::default();
+        let mut i = 0usize;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                for _ in 0..CHUNK {
+                    let r = &requests[i % requests.len()];
+                    i += 1;
+                    let asked = Asked {
+                        request: Request {
+                            reader: &r.reader,
+                            credential: r.credential,
+                            pin: r.pin.as_deref().map(str::as_bytes),
+                        },
+                        request_id: i as u32,
+                        reader_time_ms: None,
+                        client: "bench",
+                    };
+                    black_box(decider.decide(&asked, &mut journal));
+                }
+                decider.commit(&mut journal);
+            })
+        });
+    }
+    group.finish();
+}
 
 const CHUNK: u64 = 64;
 
@@ -94,6 +173,7 @@ fn bench(c: &mut Criterion) {
     });
     group.finish();
     drop(spool);
+    bench_decider(c, &dir);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -1,13 +1,17 @@
 //! The floor under the QUIC service: a bare quinn echo server with the same
 //! TLS, transport limits and framing as accessd, driven by the same load
 //! engine as `accessd load`, next to the real accessd server on the demo
-//! site — measured in one run so the ratios are fair.
+//! site, without and with access events recorded into a spool
+//! (`serve --events-dir`) — measured in one run so the ratios are fair.
 //!
 //! ```text
 //! cargo bench --bench quic_echo                  # unpinned, 3 s per case
 //! taskset -c 0 cargo bench --bench quic_echo     # client and server on one vCPU
-//! cargo bench --bench quic_echo -- --secs 5 --only 1x64
+//! cargo bench --bench quic_echo -- --secs 5 --only 1x64 --rounds 5
 //! ```
+//!
+//! Each case runs the echo once, then accessd without and with events
+//! alternately (`--rounds`, default 3), and compares their medians.
 //!
 //! Without `--bench` (as under `cargo test --benches`) it runs one short
 //! case as a smoke test.
@@ -17,34 +21,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use accessd_engine::synth::{self, SynthParams};
-use accessd_engine::{Change, Decision, Presence, Reason, SharedSnapshot, SnapshotBuilder, decide};
+use accessd_engine::{Change, SharedSnapshot, SnapshotBuilder};
+use accessd_loader::events::{Spool, SpoolConfig};
 use accessd_protocol::load::{LoadReport, LoadSpec, MixRequest, Progress};
 use accessd_protocol::{
-    Answer, Asked, Decider, DevCa, Journal, Limits, SAN_ALL_READERS, TlsCredentials,
+    DevCa, EventLog, EventSink, Limits, SAN_ALL_READERS, SnapshotDecider, TlsCredentials,
 };
 use jiff::Timestamp;
 
-/// The binary's decider, minus `NotReady` (the bench site is loaded).
-struct BenchDecider {
-    snapshot: SharedSnapshot,
-    presence: Presence,
+/// The event spool as the decider's sink, as `serve --events-dir` wires it.
+struct SpoolSink(Spool);
+
+impl EventSink for SpoolSink {
+    fn append(&self, records: &[u8], count: u64) -> Result<(), String> {
+        self.0.append(records, count).map_err(|e| e.to_string())
+    }
 }
 
-impl Decider for BenchDecider {
-    fn decide(&self, asked: &Asked<'_>, _journal: &mut Journal) -> Answer {
-        let snapshot = self.snapshot.load();
-        let now = Timestamp::now();
-        Answer {
-            decision: decide(&snapshot, &self.presence, &asked.request, now),
-            snapshot_age_ms: 0,
-        }
-    }
+/// Drops what it is given.
+struct Discard;
 
-    fn refuse(&self, _asked: &Asked<'_>, reason: Reason, _journal: &mut Journal) -> Answer {
-        Answer {
-            decision: Decision::deny(reason, self.snapshot.load().version()),
-            snapshot_age_ms: 0,
-        }
+impl EventSink for Discard {
+    fn append(&self, _records: &[u8], _count: u64) -> Result<(), String> {
+        Ok(())
     }
 }
 
@@ -107,6 +106,11 @@ const CASES: [Case; 4] = [
     },
 ];
 
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
 fn row(r: &LoadReport) -> String {
     format!(
         "{:>9.0} fr/s {:>10.0} dec/s  p50 {:>7.1}  p99 {:>7.1}  p99.9 {:>7.1} µs  err {}",
@@ -131,6 +135,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let secs: f64 = arg("--secs").map_or(Ok(if full { 3.0 } else { 0.2 }), |s| s.parse())?;
     let only = arg("--only");
+    let rounds: usize = arg("--rounds").map_or(Ok(if full { 3 } else { 1 }), |s| s.parse())?;
 
     let server_rt = tokio::runtime::Runtime::new()?;
     let client_rt = tokio::runtime::Runtime::new()?;
@@ -153,10 +158,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut builder = SnapshotBuilder::new();
     let _refused = builder.apply_all(synth::site(&params).into_iter().map(Change::Upsert));
-    let decider = Arc::new(BenchDecider {
-        snapshot: SharedSnapshot::new(builder.publish(now)),
-        presence: Presence::new(),
-    });
+    // The server's own decider, twice on one snapshot: without events,
+    // and recording every decision into a spool (`serve --events-dir`).
+    let shared = Arc::new(SharedSnapshot::new(builder.publish(now)));
+    let decider = Arc::new(SnapshotDecider::new(Arc::clone(&shared)));
+    let spool_dir =
+        std::env::temp_dir().join(format!("accessd-bench-events-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&spool_dir);
+    // ACCESSD_BENCH_FSYNC_MS changes the spool's fsync interval (default
+    // 10 ms, as `serve`); ACCESSD_BENCH_SINK=discard encodes events but
+    // writes nothing (to split encoding from writing).
+    let fsync_ms = std::env::var("ACCESSD_BENCH_FSYNC_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let spool = Spool::open(SpoolConfig {
+        fsync_interval: Duration::from_millis(fsync_ms),
+        ..SpoolConfig::new(&spool_dir)
+    })?;
+    let sink: Arc<dyn EventSink> =
+        if std::env::var("ACCESSD_BENCH_SINK").as_deref() == Ok("discard") {
+            Arc::new(Discard)
+        } else {
+            Arc::new(SpoolSink(spool))
+        };
+    let recording =
+        Arc::new(SnapshotDecider::new(shared).with_events(EventLog::new(sink, "bench")));
     let mut rng = fastrand::Rng::with_seed(1);
     let mix: Arc<Vec<MixRequest>> = Arc::new(
         (0..20_000)
@@ -170,14 +197,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let local: SocketAddr = ([127, 0, 0, 1], 0).into();
     let limits = Limits::default();
-    let (echo_addr, accessd_addr) = server_rt.block_on(async {
+    let (echo_addr, accessd_addr, events_addr) = server_rt.block_on(async {
         let echo = accessd_protocol::bind(local, &server_tls, &limits)?;
         let real = accessd_protocol::bind(local, &server_tls, &limits)?;
-        let addrs = (echo.local_addr()?, real.local_addr()?);
+        let with_events = accessd_protocol::bind(local, &server_tls, &limits)?;
+        let addrs = (
+            echo.local_addr()?,
+            real.local_addr()?,
+            with_events.local_addr()?,
+        );
         tokio::spawn(echo_server(echo));
         tokio::spawn(accessd_protocol::run(
             real,
             decider,
+            limits.clone(),
+            std::future::pending(),
+        ));
+        tokio::spawn(accessd_protocol::run(
+            with_events,
+            recording,
             limits.clone(),
             std::future::pending(),
         ));
@@ -195,8 +233,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if !full && case.name != "1x64" && only.is_none() {
             continue;
         }
-        let mut results = Vec::new();
-        for (label, addr) in [("echo", echo_addr), ("accessd", accessd_addr)] {
+        let run = |label: &str, addr| -> Result<LoadReport, Box<dyn std::error::Error>> {
             let spec = LoadSpec {
                 addr,
                 server_name: "localhost".into(),
@@ -213,19 +250,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Arc::new(Progress::default()),
             ))?;
             println!("{:<12} {label:<8} {}", case.name, row(&report));
-            results.push(report);
-        }
-        if let [echo, real] = results.as_slice() {
-            println!(
-                "{:<12} ratio    throughput {:.2} × echo, p50 {:.2} × echo",
-                case.name,
-                real.decisions_per_sec() / echo.decisions_per_sec().max(1e-9),
-                real.quantile_us(0.5) / echo.quantile_us(0.5).max(1e-9),
-            );
-            if real.errors > 0 || echo.errors > 0 {
-                return Err(format!("{}: errors during the run", case.name).into());
+            if report.errors > 0 {
+                return Err(format!("{} {label}: errors during the run", case.name).into());
             }
+            Ok(report)
+        };
+        let echo = run("echo", echo_addr)?;
+        // Without and with events alternate, `rounds` times each: the
+        // machine's drift hits both alike; medians are compared.
+        let (mut without, mut with) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            without.push(run("accessd", accessd_addr)?.decisions_per_sec());
+            with.push(run("+events", events_addr)?.decisions_per_sec());
         }
+        let real = run("accessd", accessd_addr)?;
+        without.push(real.decisions_per_sec());
+        println!(
+            "{:<12} ratio    throughput {:.2} × echo, p50 {:.2} × echo; with events {:.3} × without (medians of {} and {} runs)",
+            case.name,
+            real.decisions_per_sec() / echo.decisions_per_sec().max(1e-9),
+            real.quantile_us(0.5) / echo.quantile_us(0.5).max(1e-9),
+            median(&mut with) / median(&mut without).max(1e-9),
+            with.len(),
+            without.len(),
+        );
     }
+    let _ = std::fs::remove_dir_all(&spool_dir);
     Ok(())
 }

@@ -72,7 +72,7 @@ pub mod synth;
 mod validate;
 
 pub use credential::{CardFormat, CredentialKey, CredentialParseError, MAX_UID_LEN, Uid};
-pub use decide::decide;
+pub use decide::{decide, decide_with_subject};
 pub use decision::{Decision, Reason, Request, UnknownReason, Verdict};
 pub use event::{
     AccessEvent, BadEventId, EventId, EventRef, MAX_PAYLOAD, RECORD_HEADER, RecordError,

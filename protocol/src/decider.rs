@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use accessd_engine::{
-    Decision, EventId, EventRef, Presence, Reason, SharedSnapshot, Snapshot, decide,
+    Decision, EventId, EventRef, Presence, Reason, SharedSnapshot, Snapshot, Subject,
+    decide_with_subject,
 };
 use jiff::Timestamp;
 
@@ -70,8 +71,8 @@ impl EventLog {
 
     fn record(
         &self,
-        snapshot: &Snapshot,
         asked: &Asked<'_>,
+        subject: Subject<'_>,
         answer: &Answer,
         now: Timestamp,
         journal: &mut Journal,
@@ -83,7 +84,7 @@ impl EventLog {
             request_id: asked.request_id,
             reader: asked.request.reader,
             credential: asked.request.credential,
-            subject: snapshot.subject(asked.request.reader, &asked.request.credential),
+            subject,
             decision: answer.decision,
             snapshot_age_ms: answer.snapshot_age_ms,
             reader_time_ms: asked.reader_time_ms,
@@ -187,6 +188,7 @@ impl SnapshotDecider {
         let snapshot = self.snapshot.load();
         let now = (self.clock)();
         let age = age_ms(&self.snapshot, &snapshot, now);
+        let mut subject = None;
         let decision = if let Some(reason) = refusal {
             Decision::deny(reason, snapshot.version())
         } else if snapshot.version() == 0 {
@@ -198,14 +200,25 @@ impl SnapshotDecider {
             // source has not confirmed for too long.
             Decision::deny(Reason::StaleData, snapshot.version())
         } else {
-            decide(&snapshot, &self.presence, &asked.request, now)
+            let (decision, found) =
+                decide_with_subject(&snapshot, &self.presence, &asked.request, now);
+            // An unknown reader stops `decide` before the card is looked
+            // up; the event still names the card's holder.
+            if decision.reason != Reason::UnknownReader {
+                subject = Some(found);
+            }
+            decision
         };
         let answer = Answer {
             decision,
             snapshot_age_ms: age,
         };
         if let Some(events) = &self.events {
-            events.record(&snapshot, asked, &answer, now, journal);
+            // Refusals and unknown readers (rare) look the subject up.
+            let subject = subject.unwrap_or_else(|| {
+                snapshot.subject(asked.request.reader, &asked.request.credential)
+            });
+            events.record(asked, subject, &answer, now, journal);
         }
         answer
     }
@@ -331,7 +344,10 @@ mod tests {
         decider.decide(&granted, &mut journal);
         decider.decide(&unknown, &mut journal);
         decider.refuse(&granted, Reason::ReaderNotPermitted, &mut journal);
-        assert_eq!(journal.count, 3);
+        let mut nowhere = lobby();
+        nowhere.request.reader = "no-such-reader";
+        decider.decide(&nowhere, &mut journal);
+        assert_eq!(journal.count, 4);
         assert!(sink.0.lock().unwrap().is_empty(), "nothing before commit");
         decider.commit(&mut journal);
         assert_eq!((journal.count, journal.bytes.len()), (0, 0));
@@ -344,10 +360,15 @@ mod tests {
             events.push(event);
             at_byte += n;
         }
-        assert_eq!(events.len(), 3);
-        let [grant, deny, refused] = &events[..] else {
+        assert_eq!(events.len(), 4);
+        let [grant, deny, refused, unknown_reader] = &events[..] else {
             unreachable!()
         };
+        // `decide` stops at an unknown reader; the event still names the
+        // card's holder.
+        assert_eq!(unknown_reader.reason, Reason::UnknownReader);
+        assert_eq!(unknown_reader.door, None);
+        assert_eq!(unknown_reader.holder, grant.holder);
         assert_eq!(grant.reason, Reason::Granted);
         assert_eq!(grant.door.as_deref(), Some("lobby"));
         assert!(grant.holder.is_some(), "{grant:?}");
@@ -365,6 +386,6 @@ mod tests {
         assert_eq!(refused.reason, Reason::ReaderNotPermitted);
         let mut ids: Vec<_> = events.iter().map(|e| e.id).collect();
         ids.dedup();
-        assert_eq!(ids.len(), 3, "ids are unique");
+        assert_eq!(ids.len(), 4, "ids are unique");
     }
 }

@@ -60,6 +60,7 @@
 mod credential;
 mod decide;
 mod decision;
+mod explain;
 mod model;
 mod pin;
 mod presence;
@@ -73,6 +74,7 @@ mod validate;
 pub use credential::{CardFormat, CredentialKey, CredentialParseError, MAX_UID_LEN, Uid};
 pub use decide::decide;
 pub use decision::{Decision, Reason, Request, UnknownReason, Verdict};
+pub use explain::{AssignmentState, Explanation, LevelCheck, Outcome, Rule, Step, explain};
 pub use model::{
     AccessLevelRecord, AreaRecord, AssignmentRecord, CardholderRecord, Change, CredentialRecord,
     CredentialStatus, Day, Direction, DoorGroupRecord, DoorMode, DoorRecord, HolderStatus,

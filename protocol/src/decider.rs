@@ -13,6 +13,10 @@ use jiff::Timestamp;
 
 use crate::server::{Answer, Decider};
 
+mod explain;
+
+pub use explain::Readiness;
+
 /// Where the decider reads the time.
 type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 

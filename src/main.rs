@@ -3,6 +3,7 @@
 //! each subcommand is a module under `cmd/`.
 
 mod cmd;
+mod http;
 mod mix;
 mod telemetry;
 
@@ -14,6 +15,10 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "accessd", version, about, long_about = None)]
 struct Cli {
+    /// How logs are written to standard error: `text` (colours only at a
+    /// terminal) or `json` (one object a line, for collectors).
+    #[arg(long, global = true, value_enum, default_value_t = telemetry::LogFormat::Text)]
+    log_format: telemetry::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -52,7 +57,25 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
+    telemetry::set_log_format(cli.log_format);
+    // A reader that went away (`accessd ... | head`) ends the output, not
+    // the program with a panic: printing to a closed pipe stops quietly.
+    telemetry::quiet_on_closed_pipe();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli.command)));
+    match result {
+        Ok(Ok(code)) => code,
+        Ok(Err(e)) if telemetry::is_closed_pipe(&e) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+        Err(payload) if telemetry::is_closed_pipe_panic(payload.as_ref()) => ExitCode::SUCCESS,
+        Err(payload) => std::panic::resume_unwind(payload),
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
         Command::Decide(args) => cmd::decide::run(args),
         Command::CheckSite(args) => cmd::site::check(args),
         Command::PinHash(args) => cmd::site::pin_hash(args),
@@ -66,12 +89,5 @@ fn main() -> ExitCode {
         Command::Load(args) => cmd::load::run(args),
         Command::Certs(args) => cmd::certs::run(args),
         Command::Demo(args) => cmd::demo::run(args),
-    };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
     }
 }

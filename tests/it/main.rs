@@ -15,6 +15,7 @@
 mod cli;
 mod durable;
 mod dynamodb;
+mod http;
 mod quic;
 mod support;
 mod telemetry;

@@ -3,13 +3,14 @@
 //! each subcommand is a module under `cmd/`.
 
 mod cmd;
+mod config;
 mod http;
 mod mix;
 mod telemetry;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// accessd: may this card pass this reader, now?
 #[derive(Parser, Debug)]
@@ -41,8 +42,13 @@ enum Command {
     /// Benchmarks of checkpoints: size, write, restore, cold start of
     /// `serve` from one, bootstrap memory.
     BenchCheckpoint(cmd::checkpoint_bench::Args),
-    /// Serve decisions over QUIC (mutual TLS) from a site file.
+    /// Serve decisions over QUIC (mutual TLS) from a site file or a
+    /// DynamoDB table; settings from flags, `ACCESSD_*` variables and
+    /// `--config FILE`, in that order.
+    #[command(args_override_self = true)]
     Serve(cmd::serve::Args),
+    /// Check a config file of `serve` and print the effective settings.
+    Config(cmd::config::Args),
     /// Inspect or verify a checkpoint file.
     Checkpoint(cmd::checkpoint::Args),
     /// Ask a running server for one decision.
@@ -56,7 +62,20 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `serve`'s config file and ACCESSD_* variables become flags ahead of
+    // the command line's own (see config.rs).
+    let argv = match config::expand_args(
+        std::env::args_os().collect(),
+        Cli::command(),
+        &config::accessd_env(),
+    ) {
+        Ok((argv, _)) => argv,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(argv);
     telemetry::set_log_format(cli.log_format);
     // A reader that went away (`accessd ... | head`) ends the output, not
     // the program with a panic: printing to a closed pipe stops quietly.
@@ -89,5 +108,6 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Load(args) => cmd::load::run(args),
         Command::Certs(args) => cmd::certs::run(args),
         Command::Demo(args) => cmd::demo::run(args),
+        Command::Config(args) => cmd::config::run(args),
     }
 }

@@ -51,6 +51,11 @@ pub(crate) struct ServerArgs {
 /// Arguments of `accessd serve`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
+    /// Read settings from this TOML file: keys are these flags with `_`
+    /// for `-` (deploy/accessd.toml); `ACCESSD_*` variables override it,
+    /// flags override both.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// The site file (TOML, see docs/site-file.md).
     #[arg(
         long,

@@ -13,6 +13,7 @@
 )]
 
 mod cli;
+mod config;
 mod durable;
 mod dynamodb;
 mod http;

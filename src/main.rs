@@ -3,17 +3,23 @@
 //! each subcommand is a module under `cmd/`.
 
 mod cmd;
+mod config;
+mod http;
 mod mix;
 mod telemetry;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// accessd: may this card pass this reader, now?
 #[derive(Parser, Debug)]
 #[command(name = "accessd", version, about, long_about = None)]
 struct Cli {
+    /// How logs are written to standard error: `text` (colours only at a
+    /// terminal) or `json` (one object a line, for collectors).
+    #[arg(long, global = true, value_enum, default_value_t = telemetry::LogFormat::Text)]
+    log_format: telemetry::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -36,8 +42,13 @@ enum Command {
     /// Benchmarks of checkpoints: size, write, restore, cold start of
     /// `serve` from one, bootstrap memory.
     BenchCheckpoint(cmd::checkpoint_bench::Args),
-    /// Serve decisions over QUIC (mutual TLS) from a site file.
+    /// Serve decisions over QUIC (mutual TLS) from a site file or a
+    /// DynamoDB table; settings from flags, `ACCESSD_*` variables and
+    /// `--config FILE`, in that order.
+    #[command(args_override_self = true)]
     Serve(Box<cmd::serve::Args>),
+    /// Check a config file of `serve` and print the effective settings.
+    Config(cmd::config::Args),
     /// Inspect or verify a checkpoint file.
     Checkpoint(cmd::checkpoint::Args),
     /// Read access events: the local spool (`tail`) or the events table
@@ -54,8 +65,39 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
+    // `serve`'s config file and ACCESSD_* variables become flags ahead of
+    // the command line's own (see config.rs).
+    let argv = match config::expand_args(
+        std::env::args_os().collect(),
+        Cli::command(),
+        &config::accessd_env(),
+    ) {
+        Ok((argv, _)) => argv,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(argv);
+    telemetry::set_log_format(cli.log_format);
+    // A reader that went away (`accessd ... | head`) ends the output, not
+    // the program with a panic: printing to a closed pipe stops quietly.
+    telemetry::quiet_on_closed_pipe();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli.command)));
+    match result {
+        Ok(Ok(code)) => code,
+        Ok(Err(e)) if telemetry::is_closed_pipe(&e) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+        Err(payload) if telemetry::is_closed_pipe_panic(payload.as_ref()) => ExitCode::SUCCESS,
+        Err(payload) => std::panic::resume_unwind(payload),
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
         Command::Decide(args) => cmd::decide::run(args),
         Command::CheckSite(args) => cmd::site::check(args),
         Command::PinHash(args) => cmd::site::pin_hash(args),
@@ -70,12 +112,6 @@ fn main() -> ExitCode {
         Command::Load(args) => cmd::load::run(args),
         Command::Certs(args) => cmd::certs::run(args),
         Command::Demo(args) => cmd::demo::run(args),
-    };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
+        Command::Config(args) => cmd::config::run(args),
     }
 }

@@ -1,11 +1,15 @@
 //! Access events: what every decision leaves behind, and the record format
 //! of the event log (the spool).
 //!
-//! A record is `length (u32 LE) | CRC-32 of the payload (u32 LE) |
-//! payload`. The payload is a small binary layout, version byte first,
-//! written on the decision path without allocating; readers turn it into
-//! an [`AccessEvent`] (JSON, DynamoDB items) off that path. The byte layout
-//! is documented in `docs/access-events.md`.
+//! A record holds the events of one chunk of frames (what one read of a
+//! stream delivered): `length (u32 LE) | CRC-32 of the payload (u32 LE) |
+//! payload`, the payload being a version byte, what the chunk's events
+//! share (the client and the server) and the events, each a small binary
+//! layout written on the decision path without allocating. Readers turn
+//! them into [`AccessEvent`]s (JSON, DynamoDB items) off that path. One
+//! checksum per chunk instead of per event keeps the cost per decision
+//! low; a torn record is a chunk whose answers were never sent. The byte
+//! layout is documented in `docs/access-events.md`.
 //!
 //! Nothing here does I/O: the spool's files and the shipper live in the
 //! loader, the encoding on the request path in the protocol's decider.
@@ -23,9 +27,10 @@ use crate::snapshot::Subject;
 /// Bytes before a record's payload: its length and checksum.
 pub const RECORD_HEADER: usize = 8;
 
-/// The largest payload a record may have. Ids are short; anything longer
-/// is a corrupt length, not an event.
-pub const MAX_PAYLOAD: usize = 16 * 1024;
+/// The largest payload a record may have: a chunk of frames is at most
+/// 64 KiB of requests (a few thousand), each event a few hundred bytes.
+/// Anything longer is a corrupt length.
+pub const MAX_PAYLOAD: usize = 4 << 20;
 
 /// The payload layout this build writes.
 const PAYLOAD_VERSION: u8 = 1;
@@ -128,32 +133,37 @@ pub struct EventRef<'a> {
     pub snapshot_age_ms: u32,
     /// The reader's own clock when it sent the request, if it said.
     pub reader_time_ms: Option<i64>,
-    /// The client certificate's identity.
-    pub client: &'a str,
-    /// The deciding server's id.
-    pub server: &'a str,
+}
+
+/// Begins a record in `out` for events of client `client` decided by
+/// server `server`; [`EventRef::write`] appends events, [`finish_record`]
+/// closes it. Returns where the record starts.
+pub fn begin_record(out: &mut Vec<u8>, client: &str, server: &str) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0; RECORD_HEADER]);
+    out.push(PAYLOAD_VERSION);
+    put_str(out, Some(client));
+    put_str(out, Some(server));
+    start
+}
+
+/// Closes the record begun at `start`: its length and checksum.
+pub fn finish_record(out: &mut [u8], start: usize) {
+    let payload = out.get(start + RECORD_HEADER..).unwrap_or_default();
+    let len = payload.len() as u32;
+    let crc = crc32fast::hash(payload);
+    let mut header = [0u8; RECORD_HEADER];
+    let (len_field, crc_field) = header.split_at_mut(4);
+    len_field.copy_from_slice(&len.to_le_bytes());
+    crc_field.copy_from_slice(&crc.to_le_bytes());
+    if let Some(slot) = out.get_mut(start..start + RECORD_HEADER) {
+        slot.copy_from_slice(&header);
+    }
 }
 
 impl EventRef<'_> {
-    /// Appends this event as one whole record (header and payload).
-    pub fn write_record(&self, out: &mut Vec<u8>) {
-        let start = out.len();
-        out.extend_from_slice(&[0; RECORD_HEADER]);
-        self.encode_payload(out);
-        let payload = out.get(start + RECORD_HEADER..).unwrap_or_default();
-        let len = payload.len() as u32;
-        let crc = crc32fast::hash(payload);
-        let mut header = [0u8; RECORD_HEADER];
-        let (len_field, crc_field) = header.split_at_mut(4);
-        len_field.copy_from_slice(&len.to_le_bytes());
-        crc_field.copy_from_slice(&crc.to_le_bytes());
-        if let Some(slot) = out.get_mut(start..start + RECORD_HEADER) {
-            slot.copy_from_slice(&header);
-        }
-    }
-
-    fn encode_payload(&self, out: &mut Vec<u8>) {
-        out.push(PAYLOAD_VERSION);
+    /// Appends this event to the record being written in `out`.
+    pub fn write(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.id.0.to_be_bytes());
         out.extend_from_slice(&self.time_ms.to_le_bytes());
         out.extend_from_slice(&self.request_id.to_le_bytes());
@@ -186,8 +196,6 @@ impl EventRef<'_> {
         put_str(out, self.subject.door);
         put_str(out, self.subject.site);
         put_str(out, self.subject.holder);
-        put_str(out, Some(self.client));
-        put_str(out, Some(self.server));
     }
 }
 
@@ -268,9 +276,9 @@ pub enum RecordError {
     Payload(String),
 }
 
-/// Reads the record at the start of `bytes`: the event and the record's
+/// Reads the record at the start of `bytes`: its events and the record's
 /// whole length.
-pub fn read_record(bytes: &[u8]) -> Result<(AccessEvent, usize), RecordError> {
+pub fn read_record(bytes: &[u8]) -> Result<(Vec<AccessEvent>, usize), RecordError> {
     let header = bytes.get(..RECORD_HEADER).ok_or(RecordError::Incomplete {
         have: bytes.len(),
         need: RECORD_HEADER,
@@ -291,8 +299,8 @@ pub fn read_record(bytes: &[u8]) -> Result<(AccessEvent, usize), RecordError> {
     if crc32fast::hash(payload) != crc {
         return Err(RecordError::Checksum);
     }
-    let event = decode_payload(payload).map_err(RecordError::Payload)?;
-    Ok((event, total))
+    let events = decode_payload(payload).map_err(RecordError::Payload)?;
+    Ok((events, total))
 }
 
 struct Cursor<'a>(&'a [u8]);
@@ -329,7 +337,7 @@ impl<'a> Cursor<'a> {
     }
 }
 
-fn decode_payload(payload: &[u8]) -> Result<AccessEvent, String> {
+fn decode_payload(payload: &[u8]) -> Result<Vec<AccessEvent>, String> {
     let mut c = Cursor(payload);
     let version = c.u8()?;
     if version != PAYLOAD_VERSION {
@@ -337,6 +345,19 @@ fn decode_payload(payload: &[u8]) -> Result<AccessEvent, String> {
             "payload version {version} (this build reads {PAYLOAD_VERSION})"
         ));
     }
+    let client = c.str("client")?.unwrap_or_default();
+    let server = c.str("server")?.unwrap_or_default();
+    let mut events = Vec::new();
+    while !c.0.is_empty() {
+        events.push(decode_event(&mut c, &client, &server)?);
+    }
+    if events.is_empty() {
+        return Err("a record without events".into());
+    }
+    Ok(events)
+}
+
+fn decode_event(c: &mut Cursor<'_>, client: &str, server: &str) -> Result<AccessEvent, String> {
     let id = EventId(u128::from_be_bytes(c.array()?));
     let time_ms = i64::from_le_bytes(c.array()?);
     let request_id = u32::from_le_bytes(c.array()?);
@@ -373,11 +394,6 @@ fn decode_payload(payload: &[u8]) -> Result<AccessEvent, String> {
     let door = c.str("door")?;
     let site = c.str("site")?;
     let holder = c.str("holder")?;
-    let client = c.str("client")?.unwrap_or_default();
-    let server = c.str("server")?.unwrap_or_default();
-    if !c.0.is_empty() {
-        return Err(format!("{} trailing byte(s)", c.0.len()));
-    }
     Ok(AccessEvent {
         id,
         time: ms(time_ms, "time")?,
@@ -392,13 +408,13 @@ fn decode_payload(payload: &[u8]) -> Result<AccessEvent, String> {
         unlock_ms,
         snapshot_version,
         snapshot_age_ms,
-        client,
+        client: client.to_owned(),
         reader_time: if has_reader_time {
             Some(ms(reader_time_ms, "reader time")?)
         } else {
             None
         },
-        server,
+        server: server.to_owned(),
         request_id,
     })
 }
@@ -422,23 +438,34 @@ mod tests {
             decision: Decision::new(Reason::Granted, 3000, 42),
             snapshot_age_ms: 150,
             reader_time_ms: Some(1_764_500_000_100),
-            client: "gateway-1",
-            server: "srv-a",
         }
     }
 
-    #[test]
-    fn a_record_reads_back_as_the_event_it_was_written_from() {
+    /// One record holding `events`.
+    fn record(events: &[EventRef<'_>]) -> Vec<u8> {
         let mut buf = Vec::new();
-        sample().write_record(&mut buf);
+        let start = begin_record(&mut buf, "gateway-1", "srv-a");
+        for e in events {
+            e.write(&mut buf);
+        }
+        finish_record(&mut buf, start);
+        buf
+    }
+
+    #[test]
+    fn a_record_reads_back_as_the_events_it_was_written_from() {
         let mut unknown = sample();
         unknown.credential = CredentialKey::Uid(Uid::new(&[4, 0xa2, 0x19]).unwrap());
         unknown.subject = Subject::default();
         unknown.decision = Decision::deny(Reason::UnknownCredential, 42);
         unknown.reader_time_ms = None;
-        unknown.write_record(&mut buf);
+        let mut buf = record(&[sample(), unknown]);
+        buf.extend(record(&[unknown]));
 
-        let (first, n) = read_record(&buf).unwrap();
+        let (events, n) = read_record(&buf).unwrap();
+        let [first, second] = &events[..] else {
+            panic!("{events:?}")
+        };
         assert_eq!(first.id, sample().id);
         assert_eq!(first.time.as_millisecond(), 1_764_500_000_123);
         assert_eq!(first.credential, "h10301:12:1001");
@@ -461,18 +488,18 @@ mod tests {
             ("gateway-1", "srv-a")
         );
 
-        let (second, m) = read_record(&buf[n..]).unwrap();
+        let (again, m) = read_record(&buf[n..]).unwrap();
         assert_eq!(n + m, buf.len());
+        assert_eq!(again, std::slice::from_ref(second));
         assert_eq!(second.credential, "uid:04a219");
-        assert_eq!((second.door, second.holder), (None, None));
+        assert_eq!((&second.door, &second.holder), (&None, &None));
         assert_eq!(second.reason, Reason::UnknownCredential);
         assert_eq!(second.reader_time, None);
     }
 
     #[test]
     fn torn_and_corrupt_records_are_told_apart_from_events() {
-        let mut buf = Vec::new();
-        sample().write_record(&mut buf);
+        let buf = record(&[sample(), sample()]);
         for cut in 0..buf.len() {
             assert!(
                 matches!(

@@ -61,6 +61,7 @@ mod credential;
 mod decide;
 mod decision;
 mod event;
+mod explain;
 mod model;
 mod pin;
 mod presence;
@@ -76,8 +77,9 @@ pub use decide::{decide, decide_with_subject};
 pub use decision::{Decision, Reason, Request, UnknownReason, Verdict};
 pub use event::{
     AccessEvent, BadEventId, EventId, EventRef, MAX_PAYLOAD, RECORD_HEADER, RecordError,
-    read_record,
+    begin_record, finish_record, read_record,
 };
+pub use explain::{AssignmentState, Explanation, LevelCheck, Outcome, Rule, Step, explain};
 pub use model::{
     AccessLevelRecord, AreaRecord, AssignmentRecord, CardholderRecord, Change, CredentialRecord,
     CredentialStatus, Day, Direction, DoorGroupRecord, DoorMode, DoorRecord, HolderStatus,

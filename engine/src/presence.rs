@@ -30,6 +30,15 @@ pub(crate) enum Passage {
     Refused,
 }
 
+/// Whether a passage into (`entering`) or out of an area breaks the last
+/// known state `p` there: that state is not older than `reset_after_ms`
+/// and already the one the passage leads to.
+#[inline]
+fn violates(p: &AreaPresence, entering: bool, now_ms: i64, reset_after_ms: Option<i64>) -> bool {
+    let fresh = reset_after_ms.is_none_or(|reset| now_ms - p.at_ms < reset);
+    fresh && p.inside == entering
+}
+
 /// Where every holder is, per anti-passback area. Share one `Presence`
 /// between all decisions of a process.
 #[derive(Debug, Default)]
@@ -78,10 +87,9 @@ impl Presence {
     ) -> Passage {
         let passage = |areas: &mut Vec<AreaPresence>| {
             let slot = areas.iter_mut().find(|p| p.area == *area);
-            let violation = slot.as_ref().is_some_and(|p| {
-                let fresh = reset_after_ms.is_none_or(|reset| now_ms - p.at_ms < reset);
-                fresh && p.inside == entering
-            });
+            let violation = slot
+                .as_ref()
+                .is_some_and(|p| violates(p, entering, now_ms, reset_after_ms));
             if violation && hard {
                 return Passage::Refused;
             }
@@ -111,6 +119,30 @@ impl Presence {
         }
         let mut areas = self.map.entry(Arc::from(holder)).or_default();
         passage(&mut areas)
+    }
+
+    /// What [`pass`](Self::pass) would find for this passage, without
+    /// recording anything (for explanations).
+    pub(crate) fn peek(
+        &self,
+        holder: &str,
+        area: &str,
+        entering: bool,
+        now_ms: i64,
+        reset_after_ms: Option<i64>,
+        hard: bool,
+    ) -> Passage {
+        let violation = self.map.get(holder).is_some_and(|areas| {
+            areas
+                .iter()
+                .find(|p| &*p.area == area)
+                .is_some_and(|p| violates(p, entering, now_ms, reset_after_ms))
+        });
+        match (violation, hard) {
+            (false, _) => Passage::Ok,
+            (true, false) => Passage::Violation,
+            (true, true) => Passage::Refused,
+        }
     }
 
     /// Whether `holder` is known to be inside `area` (for tests and

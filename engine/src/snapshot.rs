@@ -43,6 +43,7 @@ pub use crate::validate::ApplyError;
 use crate::validate::validate;
 
 mod export;
+mod names;
 mod shared;
 mod topology;
 
@@ -156,6 +157,8 @@ pub(crate) struct Topology {
     pub(crate) levels: Vec<Option<LevelEntry>>,
     /// References that did not resolve when this topology was built.
     problems: Vec<String>,
+    /// The ids behind the indices above, for explanations.
+    pub(crate) names: names::Names,
 }
 
 /// A cardholder as decisions need it, shared by all its credentials.

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use accessd_engine::{
-    Decision, EventId, EventRef, Presence, Reason, SharedSnapshot, Snapshot, Subject,
-    decide_with_subject,
+    Decision, EventId, EventRef, Presence, Reason, SharedSnapshot, Snapshot, Subject, begin_record,
+    decide_with_subject, finish_record,
 };
 use jiff::Timestamp;
 
@@ -77,6 +77,12 @@ impl EventLog {
         now: Timestamp,
         journal: &mut Journal,
     ) {
+        if journal.count == 0 {
+            // One record per journal: a journal is one chunk of one
+            // client's frames.
+            journal.bytes.clear();
+            begin_record(&mut journal.bytes, asked.client, &self.server);
+        }
         let time_ms = now.as_millisecond();
         EventRef {
             id: self.next_id(time_ms),
@@ -88,14 +94,16 @@ impl EventLog {
             decision: answer.decision,
             snapshot_age_ms: answer.snapshot_age_ms,
             reader_time_ms: asked.reader_time_ms,
-            client: asked.client,
-            server: &self.server,
         }
-        .write_record(&mut journal.bytes);
+        .write(&mut journal.bytes);
         journal.count += 1;
     }
 
     fn commit(&self, journal: &mut Journal) {
+        if journal.count == 0 {
+            return;
+        }
+        finish_record(&mut journal.bytes, 0);
         if let Err(e) = self.sink.append(&journal.bytes, journal.count) {
             // The doors keep working; the loss is counted by the sink and
             // said here, once a second at most.
@@ -107,6 +115,10 @@ impl EventLog {
         journal.clear();
     }
 }
+
+mod explain;
+
+pub use explain::Readiness;
 
 /// Where the decider reads the time.
 type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
@@ -356,8 +368,8 @@ mod tests {
         let mut events = Vec::new();
         let mut at_byte = 0;
         while at_byte < bytes.len() {
-            let (event, n) = accessd_engine::read_record(&bytes[at_byte..]).unwrap();
-            events.push(event);
+            let (record, n) = accessd_engine::read_record(&bytes[at_byte..]).unwrap();
+            events.extend(record);
             at_byte += n;
         }
         assert_eq!(events.len(), 4);

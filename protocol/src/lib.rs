@@ -56,7 +56,7 @@ mod tls;
 #[cfg(feature = "net")]
 pub use client::{Client, ClientError, Pipeline, connect_quic};
 #[cfg(feature = "net")]
-pub use decider::{EventLog, EventSink, SnapshotDecider, age_ms};
+pub use decider::{EventLog, EventSink, Readiness, SnapshotDecider, age_ms};
 pub use frame::{
     BatchRequestFrame, BatchResponseFrame, BatchResponseWriter, DecodeError, EncodeError,
     ErrorCode, ErrorFrame, Frame, FrameType, HEADER_LEN, InvalidFrame, MAX_BATCH, MAX_BODY_LEN,

@@ -66,15 +66,15 @@ pub struct Asked<'a> {
     pub client: &'a str,
 }
 
-/// What the decisions of one chunk of frames leave behind: encoded access
-/// event records, appended by [`Decider::decide`] and [`Decider::refuse`]
-/// and made durable by [`Decider::commit`] before any of their answers is
-/// sent.
+/// What the decisions of one chunk of frames of one client leave behind:
+/// an access-event record, appended to by [`Decider::decide`] and
+/// [`Decider::refuse`] and made durable by [`Decider::commit`] before any
+/// of their answers is sent.
 #[derive(Debug, Default)]
 pub struct Journal {
-    /// Whole records, one after the other.
+    /// The record being written.
     pub bytes: Vec<u8>,
-    /// How many.
+    /// Events in it.
     pub count: u64,
 }
 

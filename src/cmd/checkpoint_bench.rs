@@ -170,6 +170,7 @@ async fn cold_start(
         .arg(dir.join("server.key"))
         .arg("--checkpoint")
         .arg(path)
+        .args(["--http-addr", "off"])
         .env("AWS_ACCESS_KEY_ID", "bench")
         .env("AWS_SECRET_ACCESS_KEY", "bench")
         .env("RUST_LOG", "warn")

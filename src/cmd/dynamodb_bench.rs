@@ -100,6 +100,8 @@ async fn ship(table: TableArgs, events: u64) -> anyhow::Result<ExitCode> {
     })?;
     let now = Timestamp::now().as_millisecond();
     let mut buf = Vec::new();
+    let mut start = accessd_engine::begin_record(&mut buf, "bench", "bench");
+    let mut in_record = 0;
     for i in 0..events {
         let reader = accessd_engine::synth::reader_in((i % 2000) as usize);
         let door = accessd_engine::synth::door_id((i % 2000) as usize);
@@ -118,16 +120,22 @@ async fn ship(table: TableArgs, events: u64) -> anyhow::Result<ExitCode> {
             decision: Decision::new(Reason::Granted, 5000, 1),
             snapshot_age_ms: 0,
             reader_time_ms: None,
-            client: "bench",
-            server: "bench",
         }
-        .write_record(&mut buf);
-        if buf.len() > 64 << 10 {
-            spool.append(&buf, 0)?;
+        .write(&mut buf);
+        in_record += 1;
+        // Records of 64 events, as a busy server's chunks.
+        if in_record == 64 {
+            accessd_engine::finish_record(&mut buf, start);
+            spool.append(&buf, in_record)?;
             buf.clear();
+            start = accessd_engine::begin_record(&mut buf, "bench", "bench");
+            in_record = 0;
         }
     }
-    spool.append(&buf, 0)?;
+    if in_record > 0 {
+        accessd_engine::finish_record(&mut buf, start);
+        spool.append(&buf, in_record)?;
+    }
     // Where the shipper will be once it has everything.
     let mut probe = SpoolReader::open_dir(&dir);
     while !probe.read(10_000)?.events.is_empty() {}

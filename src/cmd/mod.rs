@@ -5,6 +5,7 @@ pub(crate) mod certs;
 pub(crate) mod check;
 pub(crate) mod checkpoint;
 pub(crate) mod checkpoint_bench;
+pub(crate) mod config;
 pub(crate) mod decide;
 pub(crate) mod demo;
 pub(crate) mod dynamodb;

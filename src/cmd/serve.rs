@@ -51,6 +51,11 @@ pub(crate) struct ServerArgs {
 /// Arguments of `accessd serve`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
+    /// Read settings from this TOML file: keys are these flags with `_`
+    /// for `-` (deploy/accessd.toml); `ACCESSD_*` variables override it,
+    /// flags override both.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// The site file (TOML, see docs/site-file.md).
     #[arg(
         long,
@@ -65,9 +70,8 @@ pub(crate) struct Args {
     listen: SocketAddr,
     #[command(flatten)]
     tls: TlsArgs,
-    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9100).
-    #[arg(long)]
-    metrics_addr: Option<SocketAddr>,
+    #[command(flatten)]
+    http: crate::http::HttpArgs,
     /// Connections served at once; more are refused.
     #[arg(long, default_value_t = 4096)]
     max_connections: usize,
@@ -109,7 +113,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(args: Args) -> anyhow::Result<ExitCode> {
-    crate::telemetry::init_metrics(args.metrics_addr)?;
+    let metrics = crate::telemetry::init_metrics()?;
+    let http = crate::http::HttpListener::bind(&args.http).await?;
     let tls = args.tls.load()?;
     let presence = Arc::new(Presence::new());
     // DynamoDB when a table is given, else the site file.
@@ -123,7 +128,7 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
                     &presence,
                 )
                 .await?;
-            (Some(source), None)
+            (Some(Arc::new(source)), None)
         }
         (None, Some(path)) => {
             let site = super::site::load_served(path, args.checkpoint.as_deref(), &presence)?;
@@ -176,9 +181,56 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
         Some((trail, log)) => (decider.with_events(log), Some(trail)),
         None => (decider, None),
     };
-    accessd_protocol::run(endpoint, Arc::new(decider), limits, shutdown_signal()).await;
+    let decider = Arc::new(decider);
+    // One shutdown for both listeners.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let http_task = match http {
+        Some(http) => {
+            let view = crate::http::ServerView {
+                decider: Arc::clone(&decider),
+                metrics,
+                started: std::time::Instant::now(),
+                source: match (&source, &args.site) {
+                    (Some(source), _) => crate::http::SourceView::DynamoDb {
+                        table: args.dynamodb.dynamodb_table.clone().unwrap_or_default(),
+                        source: Arc::clone(source),
+                    },
+                    (None, path) => {
+                        crate::http::SourceView::SiteFile(path.clone().unwrap_or_default())
+                    }
+                },
+                checkpoint: args.checkpoint.clone(),
+                connections: {
+                    let endpoint = endpoint.clone();
+                    Box::new(move || endpoint.open_connections())
+                },
+                quic_addr: endpoint.local_addr().ok(),
+            };
+            tracing::info!(addr = %http.local_addr()?, "HTTP listening");
+            Some(tokio::spawn(http.run(view, stopped(stop_rx.clone()))))
+        }
+        None => None,
+    };
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    accessd_protocol::run(endpoint, decider, limits, stopped(stop_rx)).await;
     if let Some(trail) = trail {
+        // Durable after the last decision; shipping resumes at next start.
         trail.shutdown().await;
+    }
+    if let Some(mut task) = http_task
+        && tokio::time::timeout(Duration::from_secs(2), &mut task)
+            .await
+            .is_err()
+    {
+        tracing::warn!("HTTP requests still open at shutdown; closed");
+        task.abort();
+        let _ = task.await;
     }
     gauges.abort();
     if let (Some(stop), Some(task)) = (stop_site, site_task) {
@@ -186,8 +238,14 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
         let _ = task.await;
     }
     if let Some(source) = source {
-        // Writes the last checkpoint, after the last decision.
-        source.shutdown().await;
+        // Writes the last checkpoint, after the last decision. The HTTP
+        // listener, the only other holder, has stopped.
+        match Arc::try_unwrap(source) {
+            Ok(source) => {
+                source.shutdown().await;
+            }
+            Err(_) => tracing::error!("the source is still in use; no last checkpoint"),
+        }
     }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)

@@ -139,3 +139,73 @@ fn tempfile() -> (std::path::PathBuf, std::fs::File) {
     let file = std::fs::File::create(&path).unwrap();
     (path, file)
 }
+
+/// Runs accessd with its standard output a pipe whose reading end is
+/// already closed, as `accessd ... | head` is once `head` has exited.
+fn into_closed_pipe(args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    Command::new(env!("CARGO_BIN_EXE_accessd"))
+        .args(args)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run accessd")
+}
+
+#[test]
+fn printing_to_a_closed_pipe_exits_quietly() {
+    let mut file = tempfile();
+    for minute in 0..2000 {
+        writeln!(
+            file.1,
+            r#"{{"reader":"lobby-in","card":"h10301:12:1001","at":"2026-11-30T10:{:02}:00-05:00"}}"#,
+            minute % 60
+        )
+        .unwrap();
+    }
+    file.1.flush().unwrap();
+    let requests = file.0.to_str().unwrap().to_owned();
+    let decide_one = [
+        "decide",
+        "--site",
+        EXAMPLE,
+        "--reader",
+        "lobby-in",
+        "--card",
+        "h10301:12:1001",
+        "--at",
+        "2026-11-30T09:00:00-05:00",
+    ];
+    let runs: [&[&str]; 3] = [
+        &["check-site", "--site", EXAMPLE],
+        &decide_one,
+        &["decide", "--site", EXAMPLE, "--requests", &requests],
+    ];
+    for args in runs {
+        let out = into_closed_pipe(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+    }
+    // And `| head -1` for real: a reader that takes one line and leaves.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_accessd"))
+        .args(["decide", "--site", EXAMPLE, "--requests", &requests])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert!(first.contains("\"reason\":\"granted\""), "{first}");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.is_empty(), "{err}");
+    assert_eq!(out.status.code(), Some(0));
+    std::fs::remove_file(&file.0).ok();
+}

@@ -35,7 +35,7 @@ pub(crate) fn settings(endpoint: &str) -> AwsSettings {
     }
 }
 
-async fn table(endpoint: &str, name: &str, records: &[Record]) -> Admin {
+pub(crate) async fn table(endpoint: &str, name: &str, records: &[Record]) -> Admin {
     let backend = AwsBackend::connect(&settings(endpoint), name).await;
     let admin = Admin::new(backend);
     admin.create_tables(None).await.unwrap();
@@ -99,6 +99,7 @@ impl Served {
             .arg("--checkpoint")
             .arg(dir.join("state.ckpt"))
             .args(["--checkpoint-interval", "50ms"])
+            .args(["--http-addr", "off"])
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env("RUST_LOG", "info")

@@ -13,9 +13,11 @@
 )]
 
 mod cli;
+mod config;
 mod durable;
 mod dynamodb;
 mod events;
+mod http;
 mod quic;
 mod support;
 mod telemetry;

@@ -160,6 +160,12 @@ pub(super) fn build_topology(small: &SmallRecords, level_ids: &LevelIds) -> Topo
         }
     }
 
+    t.names = names::Names::of(
+        site_idx.iter().map(|(id, &i)| (*id, i)),
+        door_idx.iter().map(|(id, &i)| (*id, i)),
+        schedule_idx.iter().map(|(id, &i)| (*id, i)),
+        level_ids,
+    );
     t.problems = problems;
     t
 }

@@ -8,7 +8,8 @@
 //! ```
 //!
 //! A segment is an 8-byte magic followed by records (see
-//! [`accessd_engine::read_record`]: length, CRC-32, payload).
+//! [`accessd_engine::read_record`]: length, CRC-32, payload; one record
+//! per chunk of frames answered).
 //!
 //! Promises: an append returns once the bytes are in the kernel (a `write`
 //! to the file), so a kill -9 after it loses nothing; a syncer thread
@@ -187,9 +188,9 @@ fn scan(bytes: &[u8]) -> Scan {
             break None;
         }
         match read_record(rest) {
-            Ok((_, n)) => {
+            Ok((record, n)) => {
                 at += n;
-                events += 1;
+                events += record.len() as u64;
             }
             Err(e) => break Some(e),
         }
@@ -314,8 +315,8 @@ impl Spool {
         &self.inner.config.dir
     }
 
-    /// Appends `records` (whole records, as written by
-    /// [`accessd_engine::EventRef::write_record`], `count` of them) with one
+    /// Appends `records` (whole records, as written with
+    /// [`accessd_engine::begin_record`], holding `count` events) with one
     /// `write`. When it returns `Ok` the events survive a kill -9 of the
     /// process.
     pub fn append(&self, records: &[u8], count: u64) -> Result<(), SpoolError> {
@@ -611,7 +612,8 @@ impl SpoolReader {
         self.pos = pos;
     }
 
-    /// Reads up to `max` events from the current position. An incomplete
+    /// Reads about `max` events (whole records: a little more) from the
+    /// current position. An incomplete
     /// record at the end of the newest segment is a write in progress:
     /// it is left for the next read. A bad record in an older segment
     /// is logged and counted, and the rest of that segment skipped (its
@@ -668,8 +670,8 @@ impl SpoolReader {
                     break;
                 }
                 match read_record(rest) {
-                    Ok((event, n)) => {
-                        batch.events.push(event);
+                    Ok((record, n)) => {
+                        batch.events.extend(record);
                         at += n;
                     }
                     Err(RecordError::Incomplete { .. }) if (bytes.len() as u64) == cap => {

@@ -1,4 +1,5 @@
 //! Shared test support: external servers the tests talk to.
 
+pub(crate) mod http;
 pub(crate) mod moto;
 pub(crate) mod quic;

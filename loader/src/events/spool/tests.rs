@@ -18,10 +18,11 @@ fn config(dir: &Path) -> SpoolConfig {
     }
 }
 
-/// `n` records, request ids `first..first + n`.
+/// `n` records of one event each, request ids `first..first + n`.
 fn records(first: u32, n: u32) -> Vec<u8> {
     let mut out = Vec::new();
     for i in first..first + n {
+        let start = accessd_engine::begin_record(&mut out, "gw", "s1");
         EventRef {
             id: EventId::v7(1_764_500_000_000 + i64::from(i), u128::from(i)),
             time_ms: 1_764_500_000_000 + i64::from(i),
@@ -36,10 +37,9 @@ fn records(first: u32, n: u32) -> Vec<u8> {
             decision: Decision::deny(Reason::UnknownCredential, 3),
             snapshot_age_ms: 0,
             reader_time_ms: None,
-            client: "gw",
-            server: "s1",
         }
-        .write_record(&mut out);
+        .write(&mut out);
+        accessd_engine::finish_record(&mut out, start);
     }
     out
 }

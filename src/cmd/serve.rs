@@ -177,6 +177,19 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     let stopped = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    // SIGHUP, POST /v1/reload and changes of the site file: certificates
+    // and the site, without dropping a connection.
+    let reloader = Arc::new(crate::reload::Reloader::new(
+        args.tls.clone(),
+        limits.clone(),
+        endpoint.clone(),
+        args.site.clone().zip(site.clone()),
+    ));
+    let reloads = tokio::spawn(crate::reload::start(
+        Arc::clone(&reloader),
+        Duration::from_secs(1),
+        stop_rx.clone(),
+    ));
     let http_task = match http {
         Some(http) => {
             let view = crate::http::ServerView {
@@ -198,6 +211,7 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
                     Box::new(move || endpoint.open_connections())
                 },
                 quic_addr: endpoint.local_addr().ok(),
+                reloader,
             };
             tracing::info!(addr = %http.local_addr()?, "HTTP listening");
             Some(tokio::spawn(http.run(view, stopped(stop_rx.clone()))))
@@ -219,6 +233,7 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
         let _ = task.await;
     }
     gauges.abort();
+    let _ = reloads.await;
     if let (Some(stop), Some(task)) = (stop_site, site_task) {
         let _ = stop.send(true);
         let _ = task.await;

@@ -18,5 +18,6 @@ mod durable;
 mod dynamodb;
 mod http;
 mod quic;
+mod reload;
 mod support;
 mod telemetry;

@@ -263,21 +263,22 @@ impl Drop for Served {
     }
 }
 
-/// Polls `check` until it returns `Some`, or fails after 30 s with `what`
-/// and the server's log.
+/// Polls `check` until it returns `Some`, or fails after 60 s with `what`
+/// and the server's log (generous: DynamoDB retries back off up to 10 s,
+/// and the machine may be busy with other tests).
 pub(crate) async fn until<T, F, Fut>(served: &Served, what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(v) = check().await {
             return v;
         }
         assert!(
             Instant::now() < deadline,
-            "{what}: not within 30 s; log:\n{}",
+            "{what}: not within 60 s; log:\n{}",
             served.log()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -14,6 +14,7 @@ use accessd_protocol::{Answer, Decider, MAX_BATCH, MAX_PIN_LEN, MAX_READER_ID_LE
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
@@ -223,8 +224,24 @@ fn decide_one(state: &HttpState, request: &OwnedRequest) -> DecideAnswer {
     DecideAnswer::of(decision, snapshot_age_ms).counted()
 }
 
+/// A body that could not be read (too large, cut off), as JSON.
+fn unreadable(rejection: BytesRejection) -> Response {
+    let body = serde_json::json!({
+        "error": format!("cannot read the body: {}", rejection.body_text()),
+        "field": "body",
+    });
+    (rejection.status(), Json(body)).into_response()
+}
+
 /// `POST /v1/decide`.
-pub(crate) async fn decide(State(state): State<Arc<HttpState>>, body: Bytes) -> Response {
+pub(crate) async fn decide(
+    State(state): State<Arc<HttpState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => return unreadable(rejection),
+    };
     match parse_body(&body, false) {
         Err(e) => e.into_response(),
         Ok(Body::One(r)) => Json(decide_one(&state, &r)).into_response(),
@@ -291,7 +308,14 @@ fn explain_one(state: &HttpState, request: &OwnedRequest) -> ExplainAnswer {
 }
 
 /// `POST /v1/explain`.
-pub(crate) async fn explain(State(state): State<Arc<HttpState>>, body: Bytes) -> Response {
+pub(crate) async fn explain(
+    State(state): State<Arc<HttpState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => return unreadable(rejection),
+    };
     match parse_body(&body, true) {
         Err(e) => e.into_response(),
         Ok(Body::One(r)) => Json(explain_one(&state, &r)).into_response(),

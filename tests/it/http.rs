@@ -293,6 +293,11 @@ async fn probes_status_metrics_and_bad_input() {
         assert!(e["error"].as_str().unwrap().len() > 5);
         assert!(e.get("verdict").is_none());
     }
+    // A body beyond the limit (2 MB) is refused, as JSON too.
+    let huge = format!("{{\"reader\":\"{}\"}}", "x".repeat(3 << 20));
+    let reply = post(http, "/v1/decide", &huge).await;
+    assert_eq!(reply.status, 413, "{}", reply.body);
+    assert_eq!(reply.json()["field"], "body");
     let wrong_method = get(http, "/v1/decide").await;
     assert_eq!(wrong_method.status, 405);
     let missing = get(http, "/nope").await;
@@ -460,8 +465,12 @@ async fn readiness_flips_as_the_snapshot_appears_and_as_the_data_ages() {
     })
     .await;
     assert!(body["snapshot_version"].as_u64().unwrap() >= 1, "{body}");
-    let s = get(http, "/v1/status").await.json();
-    assert_eq!(s["source"]["state"], "live", "{s}");
+    // The source goes live once it has read the stream to its end.
+    let s = until(&served, "source live", || async {
+        let s = get(http, "/v1/status").await.json();
+        (s["source"]["state"] == "live").then_some(s)
+    })
+    .await;
     assert!(
         s["snapshot"]["stats"]["credentials"].as_u64().unwrap() >= 1,
         "{s}"

@@ -59,7 +59,9 @@ pub(crate) async fn request(
     }
     head.push_str("\r\n");
     head.push_str(body);
-    stream.write_all(head.as_bytes()).await.unwrap();
+    // A server may answer and stop reading before a large body is sent
+    // (413): the answer is what counts, so a failed write is not fatal.
+    let _ = stream.write_all(head.as_bytes()).await;
     let mut raw = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
         .await

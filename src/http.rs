@@ -373,6 +373,8 @@ async fn status(State(state): State<Arc<HttpState>>) -> Response {
                 "items_rejected": stats.rejected(),
                 "items_scanned": stats.scanned(),
                 "bootstraps": stats.bootstraps(),
+                "stream_lag_s": stats.stream_lag_seconds(),
+                "shards": stats.shard_positions(),
             })
         }
     };

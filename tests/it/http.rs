@@ -458,7 +458,7 @@ async fn readiness_flips_as_the_snapshot_appears_and_as_the_data_ages() {
 
     // DynamoDB appears with the table: ready.
     let moto = start_on(port);
-    crate::durable::table(&endpoint, name, &crate::dynamodb::site()).await;
+    let admin = crate::durable::table(&endpoint, name, &crate::dynamodb::site()).await;
     let body = until(&served, "ready", || async {
         let (status, body) = readyz(http).await;
         (status == 200).then_some(body)
@@ -479,6 +479,26 @@ async fn readiness_flips_as_the_snapshot_appears_and_as_the_data_ages() {
         .await
         .json();
     assert_eq!(d["verdict"], "grant", "{d}");
+    // A write shows in the status: per shard, the last sequence applied.
+    assert!(!s["source"]["shards"].as_array().unwrap().is_empty(), "{s}");
+    admin
+        .put(&crate::dynamodb::credential(
+            2,
+            accessd_engine::CredentialStatus::Active,
+        ))
+        .await
+        .unwrap();
+    let s = until(&served, "the write in the status", || async {
+        let s = get(http, "/v1/status").await.json();
+        let applied = s["source"]["stream_records_applied"].as_u64() >= Some(1);
+        let positioned = s["source"]["shards"]
+            .as_array()
+            .is_some_and(|shards| shards.iter().any(|sh| sh["last_sequence"].is_string()));
+        (applied && positioned).then_some(s)
+    })
+    .await;
+    assert!(s["source"]["last_sequence"].is_string(), "{s}");
+    assert!(s["source"]["stream_lag_s"].is_number(), "{s}");
 
     // DynamoDB gone: once the data is older than the policy, not ready,
     // and decisions (HTTP and QUIC) are stale_data.

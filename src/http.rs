@@ -153,7 +153,6 @@ impl HttpListener {
         view: ServerView,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) {
-        let addr = self.listener.local_addr().ok();
         let state = Arc::new(HttpState {
             view,
             token: self.token,
@@ -169,7 +168,6 @@ impl HttpListener {
             }
         });
         tracing::info!(
-            addr = ?addr,
             authenticated = state.token.is_some(),
             "HTTP: /healthz /readyz /metrics /v1/status /v1/decide /v1/explain /v1/reload"
         );

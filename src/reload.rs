@@ -146,7 +146,10 @@ impl Reloader {
 fn note(what: &'static str, outcome: &Outcome) {
     metrics::counter!(RELOADS, "what" => what, "result" => outcome.name()).increment(1);
     match outcome {
-        Outcome::Reloaded { version } => tracing::info!(what, ?version, "reloaded"),
+        Outcome::Reloaded {
+            version: Some(version),
+        } => tracing::info!(what, version, "reloaded"),
+        Outcome::Reloaded { version: None } => tracing::info!(what, "reloaded"),
         Outcome::Unchanged => tracing::debug!(what, "unchanged"),
         Outcome::Refused { error } => {
             tracing::error!(what, %error, "reload refused; the old one keeps serving")

@@ -83,7 +83,7 @@ pub(crate) struct Args {
     idle_timeout_secs: u64,
     /// Keep a checkpoint here (data, stream position, anti-passback
     /// presence) and start from it: at once, and offline if DynamoDB cannot
-    /// be reached. See docs/operations.md.
+    /// be reached. See docs/durability.md.
     #[arg(long)]
     checkpoint: Option<PathBuf>,
     /// Write the checkpoint at most this often (and at shutdown), e.g. 5s.

@@ -208,13 +208,32 @@ pub(crate) fn expand_args(
     env: &[(String, String)],
 ) -> anyhow::Result<(Vec<OsString>, BTreeMap<String, Origin>)> {
     let mut origins = BTreeMap::new();
-    // The subcommand is the first `serve`: no option of accessd takes
-    // `serve` as its value.
-    let Some(at) = argv.iter().position(|a| a == "serve") else {
-        return Ok((argv, origins));
-    };
     let mut cli = cli;
     cli.build();
+    // The subcommand is the first word that is neither an option nor the
+    // value of one of accessd's own options (`--log-format json`).
+    let mut at = None;
+    let mut words = argv.iter().enumerate().skip(1);
+    while let Some((i, word)) = words.next() {
+        let Some(text) = word.to_str() else { break };
+        if let Some(long) = text.strip_prefix("--") {
+            let takes = cli
+                .get_arguments()
+                .find(|a| a.get_long() == Some(long))
+                .is_some_and(takes_value);
+            if takes {
+                words.next();
+            }
+            continue;
+        }
+        if !text.starts_with('-') {
+            at = (text == "serve").then_some(i);
+            break;
+        }
+    }
+    let Some(at) = at else {
+        return Ok((argv, origins));
+    };
     let Some(serve) = cli.find_subcommand("serve") else {
         return Ok((argv, origins));
     };
@@ -370,8 +389,32 @@ mod tests {
 
     #[test]
     fn other_commands_and_bad_toml() {
+        let env = vec![("ACCESSD_LISTEN".to_owned(), "127.0.0.1:2".to_owned())];
         let same = args(&["accessd", "decide", "--config", "x"]);
-        assert_eq!(expand_args(same.clone(), cli(), &[]).unwrap().0, same);
+        assert_eq!(expand_args(same.clone(), cli(), &env).unwrap().0, same);
+        // `serve` as a value, not the command.
+        let same = args(&["accessd", "decide", "--site", "serve"]);
+        assert_eq!(expand_args(same.clone(), cli(), &env).unwrap().0, same);
+        // After a global option with its value, serve is found.
+        let global = Command::new("accessd")
+            .arg(Arg::new("log_format").long("log-format").global(true))
+            .subcommand(cli().find_subcommand("serve").unwrap().clone());
+        let (out, _) = expand_args(
+            args(&["accessd", "--log-format", "json", "serve"]),
+            global,
+            &env,
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            args(&[
+                "accessd",
+                "--log-format",
+                "json",
+                "serve",
+                "--listen=127.0.0.1:2"
+            ])
+        );
         let path = file("listen = \n");
         let e = expand_args(
             args(&["accessd", "serve", &format!("--config={}", path.display())]),

@@ -6,9 +6,10 @@
 //!  GET  /healthz      open    the process answers
 //!  GET  /readyz       open    200 when decisions come from data, else 503 + why
 //!  GET  /metrics      token   Prometheus text
-//!  GET  /v1/status    token   JSON: version, source, snapshot, checkpoint, connections
+//!  GET  /v1/status    token   JSON: version, source, snapshot, checkpoint, events, connections
 //!  POST /v1/decide    token   one request or a batch → the QUIC protocol's answers
 //!  POST /v1/explain   token   the same, with the combining rule's trace
+//!  POST /v1/reload    token   loopback only: certificates and the site file
 //! ```
 //!
 //! "token": when `--http-token-file` is given, these need `Authorization:
@@ -35,7 +36,7 @@ use accessd_protocol::SnapshotDecider;
 use anyhow::{Context, bail};
 use axum::Json;
 use axum::Router;
-use axum::extract::{MatchedPath, State};
+use axum::extract::{ConnectInfo, MatchedPath, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -152,7 +153,6 @@ impl HttpListener {
         view: ServerView,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) {
-        let addr = self.listener.local_addr().ok();
         let state = Arc::new(HttpState {
             view,
             token: self.token,
@@ -168,11 +168,11 @@ impl HttpListener {
             }
         });
         tracing::info!(
-            addr = ?addr,
             authenticated = state.token.is_some(),
-            "HTTP: /healthz /readyz /metrics /v1/status /v1/decide /v1/explain"
+            "HTTP: /healthz /readyz /metrics /v1/status /v1/decide /v1/explain /v1/reload"
         );
         let app = router(Arc::clone(&state));
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(error) = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await
@@ -195,10 +195,14 @@ pub(crate) struct ServerView {
     pub(crate) source: SourceView,
     /// The checkpoint file, if any.
     pub(crate) checkpoint: Option<PathBuf>,
+    /// The access-event trail's state, when events are recorded.
+    pub(crate) events: Option<Box<dyn Fn() -> serde_json::Value + Send + Sync>>,
     /// QUIC connections open now.
     pub(crate) connections: Box<dyn Fn() -> usize + Send + Sync>,
     /// The QUIC address served.
     pub(crate) quic_addr: Option<SocketAddr>,
+    /// Reloads certificates and the site file.
+    pub(crate) reloader: Arc<crate::reload::Reloader>,
 }
 
 /// Where the data comes from.
@@ -225,6 +229,7 @@ fn router(state: Arc<HttpState>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/decide", post(api::decide))
         .route("/v1/explain", post(api::explain))
+        .route("/v1/reload", post(reload))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             authenticate,
@@ -306,6 +311,40 @@ async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
     }
 }
 
+/// `POST /v1/reload`, from loopback only: reloads the TLS files and the
+/// site file; 200 when nothing was refused, else 422 (what was refused
+/// keeps its old version serving).
+async fn reload(
+    State(state): State<Arc<HttpState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    if !peer.ip().is_loopback() {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({ "error": "reload is allowed from loopback only" })),
+        )
+            .into_response();
+    }
+    let reloader = Arc::clone(&state.view.reloader);
+    match tokio::task::spawn_blocking(move || reloader.reload("POST /v1/reload")).await {
+        Ok(report) => {
+            let refused = matches!(report.tls, crate::reload::Outcome::Refused { .. })
+                || matches!(report.site, Some(crate::reload::Outcome::Refused { .. }));
+            let status = if refused {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                StatusCode::OK
+            };
+            (status, Json(report)).into_response()
+        }
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({ "error": format!("reload failed: {e}") })),
+        )
+            .into_response(),
+    }
+}
+
 async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
     let handle = &state.view.metrics;
     handle.run_upkeep();
@@ -334,6 +373,8 @@ async fn status(State(state): State<Arc<HttpState>>) -> Response {
                 "items_rejected": stats.rejected(),
                 "items_scanned": stats.scanned(),
                 "bootstraps": stats.bootstraps(),
+                "stream_lag_s": stats.stream_lag_seconds(),
+                "shards": stats.shard_positions(),
             })
         }
     };
@@ -367,6 +408,7 @@ async fn status(State(state): State<Arc<HttpState>>) -> Response {
             "stats": snapshot.stats(),
         },
         "checkpoint": checkpoint,
+        "events": view.events.as_ref().map(|f| f()),
         "quic": {
             "addr": view.quic_addr,
             "connections": (view.connections)(),

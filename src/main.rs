@@ -6,6 +6,7 @@ mod cmd;
 mod config;
 mod http;
 mod mix;
+mod reload;
 mod telemetry;
 
 use std::process::ExitCode;

@@ -89,6 +89,10 @@ pub(crate) fn init_metrics() -> anyhow::Result<PrometheusHandle> {
         "seconds since the served data was last confirmed current"
     );
     metrics::describe_counter!(
+        crate::reload::RELOADS,
+        "reloads of the TLS files and the site file, by what and result"
+    );
+    metrics::describe_counter!(
         crate::http::HTTP_REQUESTS,
         "HTTP requests answered, by route and status"
     );

@@ -32,8 +32,9 @@ pub(crate) enum Passage {
 
 /// Whether a passage into (`entering`) or out of an area breaks the last
 /// known state `p` there: that state is not older than `reset_after_ms`
-/// and already the one the passage leads to.
-#[inline]
+/// and already the one the passage leads to. The rule of
+/// [`Presence::pass`], which keeps its own inline copy on the decision
+/// path; the explain tests hold the two equal.
 fn violates(p: &AreaPresence, entering: bool, now_ms: i64, reset_after_ms: Option<i64>) -> bool {
     let fresh = reset_after_ms.is_none_or(|reset| now_ms - p.at_ms < reset);
     fresh && p.inside == entering
@@ -87,9 +88,10 @@ impl Presence {
     ) -> Passage {
         let passage = |areas: &mut Vec<AreaPresence>| {
             let slot = areas.iter_mut().find(|p| p.area == *area);
-            let violation = slot
-                .as_ref()
-                .is_some_and(|p| violates(p, entering, now_ms, reset_after_ms));
+            let violation = slot.as_ref().is_some_and(|p| {
+                let fresh = reset_after_ms.is_none_or(|reset| now_ms - p.at_ms < reset);
+                fresh && p.inside == entering
+            });
             if violation && hard {
                 return Passage::Refused;
             }

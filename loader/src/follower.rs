@@ -138,6 +138,16 @@ pub struct LoaderStats {
     bootstraps: AtomicU64,
     scanned: AtomicU64,
     last_sequence_seen: std::sync::Mutex<Option<String>>,
+    /// Every shard's position after the last stream read, and the lag of
+    /// that read (for status pages; the metrics carry the lag too).
+    stream: std::sync::Mutex<StreamView>,
+}
+
+/// Where the loader is in the stream, as of its last read.
+#[derive(Debug, Default, Clone)]
+struct StreamView {
+    shards: Vec<ShardPosition>,
+    lag_seconds: Option<f64>,
 }
 
 impl LoaderStats {
@@ -156,6 +166,20 @@ impl LoaderStats {
     /// Bootstraps started (the first one included).
     pub fn bootstraps(&self) -> u64 {
         self.bootstraps.load(Ordering::Relaxed)
+    }
+    /// Every shard's position (with its lineage) after the last stream
+    /// read; empty before the first.
+    pub fn shard_positions(&self) -> Vec<ShardPosition> {
+        self.stream
+            .lock()
+            .map(|v| v.shards.clone())
+            .unwrap_or_default()
+    }
+    /// Seconds between the last read and the creation of the last record
+    /// it applied (`Some(0.0)` when it applied none); `None` before the
+    /// first read.
+    pub fn stream_lag_seconds(&self) -> Option<f64> {
+        self.stream.lock().ok().and_then(|v| v.lag_seconds)
     }
     fn reject(&self, source: &'static str) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
@@ -760,6 +784,12 @@ impl<B: Backend> Loader<B> {
                 .max(0.0)
         });
         metrics::gauge!(m::STREAM_LAG_SECONDS).set(lag_s);
+        if let Ok(mut view) = self.stats.stream.lock() {
+            *view = StreamView {
+                shards: cursor.shard_positions(),
+                lag_seconds: Some(lag_s),
+            };
+        }
         Ok(round)
     }
 

@@ -67,7 +67,9 @@ pub use frame::{
 #[cfg(feature = "net")]
 pub use identity::{IdentityError, ReaderScope, SAN_ALL_READERS, SAN_READER, SAN_READER_PREFIX};
 #[cfg(feature = "net")]
-pub use server::{Answer, Asked, Decider, Journal, Limits, ServerError, bind, close, run};
+pub use server::{
+    Answer, Asked, Decider, Journal, Limits, ServerError, bind, close, run, server_config,
+};
 #[cfg(feature = "net")]
 pub use tls::{ALPN, DevCa, IssuedCert, TlsCredentials, TlsError};
 

@@ -162,6 +162,18 @@ pub fn bind(
     tls: &TlsCredentials,
     limits: &Limits,
 ) -> Result<Endpoint, ServerError> {
+    let config = server_config(tls, limits)?;
+    Endpoint::server(config, addr).map_err(|e| ServerError::Bind(addr, e))
+}
+
+/// The endpoint configuration [`bind`] serves with. Give a new one to a
+/// running endpoint (`Endpoint::set_server_config`) to rotate
+/// certificates: new handshakes use it, connections already open keep
+/// theirs.
+pub fn server_config(
+    tls: &TlsCredentials,
+    limits: &Limits,
+) -> Result<quinn::ServerConfig, ServerError> {
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls.server_config()?)
         .map_err(|e| TlsError::Config(e.to_string()))?;
     let mut transport = quinn::TransportConfig::default();
@@ -184,7 +196,7 @@ pub fn bind(
         .datagram_receive_buffer_size(None);
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(Arc::new(transport));
-    Endpoint::server(config, addr).map_err(|e| ServerError::Bind(addr, e))
+    Ok(config)
 }
 
 /// Serves `endpoint` until `shutdown` completes, then shuts down

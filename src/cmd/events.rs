@@ -73,6 +73,8 @@ pub(crate) struct Trail {
     spool: Spool,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    table: Option<String>,
+    bus: Option<String>,
 }
 
 impl Trail {
@@ -137,7 +139,28 @@ impl Trail {
         let server = args.server_id.clone().unwrap_or_else(host_name);
         tracing::info!(dir = %dir.display(), server, "recording access events");
         let log = event_log(&spool, server);
-        Ok(Some((Self { spool, stop, tasks }, log)))
+        let trail = Self {
+            spool,
+            stop,
+            tasks,
+            table: shipping_table,
+            bus: args.alarm_bus.clone(),
+        };
+        Ok(Some((trail, log)))
+    }
+
+    /// The trail's state for `/v1/status`, read when asked.
+    pub(crate) fn status(&self) -> impl Fn() -> serde_json::Value + Send + Sync + 'static {
+        let (spool, table, bus) = (self.spool.clone(), self.table.clone(), self.bus.clone());
+        move || {
+            serde_json::json!({
+                "dir": spool.dir(),
+                "spool_bytes": spool.total_bytes(),
+                "events_table": table,
+                "oldest_unshipped_ms": table.as_ref().map(|_| spool.oldest_unshipped_ms()),
+                "alarm_bus": bus,
+            })
+        }
     }
 
     /// After the last decision: makes the spool durable and stops the

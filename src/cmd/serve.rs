@@ -83,7 +83,7 @@ pub(crate) struct Args {
     idle_timeout_secs: u64,
     /// Keep a checkpoint here (data, stream position, anti-passback
     /// presence) and start from it: at once, and offline if DynamoDB cannot
-    /// be reached. See docs/operations.md.
+    /// be reached. See docs/durability.md.
     #[arg(long)]
     checkpoint: Option<PathBuf>,
     /// Write the checkpoint at most this often (and at shutdown), e.g. 5s.
@@ -187,6 +187,19 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     let stopped = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    // SIGHUP, POST /v1/reload and changes of the site file: certificates
+    // and the site, without dropping a connection.
+    let reloader = Arc::new(crate::reload::Reloader::new(
+        args.tls.clone(),
+        limits.clone(),
+        endpoint.clone(),
+        args.site.clone().zip(site.clone()),
+    ));
+    let reloads = tokio::spawn(crate::reload::start(
+        Arc::clone(&reloader),
+        Duration::from_secs(1),
+        stop_rx.clone(),
+    ));
     let http_task = match http {
         Some(http) => {
             let view = crate::http::ServerView {
@@ -203,11 +216,15 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
                     }
                 },
                 checkpoint: args.checkpoint.clone(),
+                events: trail.as_ref().map(|t| {
+                    Box::new(t.status()) as Box<dyn Fn() -> serde_json::Value + Send + Sync>
+                }),
                 connections: {
                     let endpoint = endpoint.clone();
                     Box::new(move || endpoint.open_connections())
                 },
                 quic_addr: endpoint.local_addr().ok(),
+                reloader,
             };
             tracing::info!(addr = %http.local_addr()?, "HTTP listening");
             Some(tokio::spawn(http.run(view, stopped(stop_rx.clone()))))
@@ -233,6 +250,7 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
         let _ = task.await;
     }
     gauges.abort();
+    let _ = reloads.await;
     if let (Some(stop), Some(task)) = (stop_site, site_task) {
         let _ = stop.send(true);
         let _ = task.await;

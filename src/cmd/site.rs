@@ -56,10 +56,91 @@ pub(crate) fn load_snapshot(path: &Path, now: Timestamp) -> anyhow::Result<Snaps
 #[derive(Clone)]
 pub(crate) struct ServedSite {
     pub(crate) shared: Arc<SharedSnapshot>,
-    builder: Arc<SnapshotBuilder>,
-    source: CheckpointSource,
+    /// The builder of the snapshot served and the bytes it was read from
+    /// (as a checkpoint names them); replaced together by a reload.
+    data: Arc<std::sync::Mutex<SiteData>>,
     /// Whether the checkpoint on disk already holds this site's data.
     checkpointed: bool,
+}
+
+#[derive(Clone)]
+struct SiteData {
+    builder: Arc<SnapshotBuilder>,
+    source: CheckpointSource,
+}
+
+/// What a reload of the site file did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum SiteReload {
+    /// The file holds the bytes already served.
+    Unchanged,
+    /// A new snapshot of the file is served, this version.
+    Reloaded(u64),
+    /// The file was refused (every problem in the message); the old site
+    /// keeps serving.
+    Refused(String),
+}
+
+impl ServedSite {
+    fn data(&self) -> SiteData {
+        match self.data.lock() {
+            Ok(d) => d.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Reads the site file at `path` again and, if its bytes changed and
+    /// it is valid as a whole, serves a new snapshot of it (the next
+    /// version). A file that does not read or check keeps the old site.
+    /// Presence is kept. Blocking: parses the file.
+    pub(crate) fn reload(&self, path: &Path) -> SiteReload {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) => {
+                return SiteReload::Refused(format!(
+                    "cannot read site file `{}`: {e}",
+                    path.display()
+                ));
+            }
+        };
+        let source = CheckpointSource::site_file(&bytes);
+        if source == self.data().source {
+            return SiteReload::Unchanged;
+        }
+        let site = match String::from_utf8(bytes)
+            .map_err(|e| anyhow::anyhow!(e))
+            .and_then(|text| SiteFile::parse(&text).map_err(|e| anyhow::anyhow!(e)))
+        {
+            Ok(site) => site,
+            Err(e) => {
+                return SiteReload::Refused(format!(
+                    "site file `{}` is not valid: {e:#}",
+                    path.display()
+                ));
+            }
+        };
+        let mut builder = SnapshotBuilder::starting_at(self.shared.load().version());
+        let refused = builder.apply_all(site.records.into_iter().map(Change::Upsert));
+        if let Some((_, e)) = refused.first() {
+            return SiteReload::Refused(format!("site file record refused by the builder: {e}"));
+        }
+        let snapshot = builder.publish(Timestamp::now());
+        let version = snapshot.version();
+        let stats = snapshot.stats();
+        // One lock for the swap, so a checkpoint sees the builder and the
+        // source of the same file.
+        let mut data = match self.data.lock() {
+            Ok(d) => d,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        self.shared.store(Arc::new(snapshot));
+        *data = SiteData {
+            builder: Arc::new(builder),
+            source,
+        };
+        tracing::info!(?stats, version, path = %path.display(), "site reloaded");
+        SiteReload::Reloaded(version)
+    }
 }
 
 /// Loads the site file to serve. With a checkpoint of the same file
@@ -130,15 +211,17 @@ pub(crate) fn load_served(
     );
     Ok(ServedSite {
         shared: Arc::new(SharedSnapshot::new(snapshot)),
-        builder: Arc::new(builder),
-        source,
+        data: Arc::new(std::sync::Mutex::new(SiteData {
+            builder: Arc::new(builder),
+            source,
+        })),
         checkpointed,
     })
 }
 
 /// Keeps the checkpoint of a served site file current: written when
-/// presence changed (at most once per `interval`), and once more at
-/// shutdown.
+/// presence or the data changed (at most once per `interval`), and once
+/// more at shutdown.
 pub(crate) async fn keep_checkpoint(
     site: ServedSite,
     path: PathBuf,
@@ -146,22 +229,28 @@ pub(crate) async fn keep_checkpoint(
     presence: Arc<Presence>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut written = site.checkpointed.then(|| presence.generation());
+    // What the checkpoint on disk holds: presence's generation and the
+    // data's version (a reload changes it).
+    let state = |site: &ServedSite, presence: &Presence| {
+        (presence.generation(), site.shared.load().version())
+    };
+    let mut written = site.checkpointed.then(|| state(&site, &presence));
     let mut tick = tokio::time::interval(interval);
     loop {
         let stop = tokio::select! {
             _ = tick.tick() => false,
             _ = shutdown.changed() => true,
         };
-        let generation = presence.generation();
+        let generation = state(&site, &presence);
         if written != Some(generation) {
             let (site, path, presence) = (site.clone(), path.clone(), Arc::clone(&presence));
             let result = tokio::task::spawn_blocking(move || {
+                let data = site.data();
                 checkpoint::write(
                     &path,
                     &CheckpointData {
-                        source: site.source.clone(),
-                        builder: &site.builder,
+                        source: data.source.clone(),
+                        builder: &data.builder,
                         fresh_as_of: site.shared.load().as_of(),
                         cursor: None,
                         presence: presence.entries(),

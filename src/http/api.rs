@@ -16,6 +16,7 @@ use accessd_protocol::{
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
@@ -240,9 +241,25 @@ fn decide_one(
     DecideAnswer::of(decision, snapshot_age_ms).counted()
 }
 
+/// A body that could not be read (too large, cut off), as JSON.
+fn unreadable(rejection: BytesRejection) -> Response {
+    let body = serde_json::json!({
+        "error": format!("cannot read the body: {}", rejection.body_text()),
+        "field": "body",
+    });
+    (rejection.status(), Json(body)).into_response()
+}
+
 /// `POST /v1/decide`. Every decision is an access event, as over QUIC,
 /// made durable before the answer is sent.
-pub(crate) async fn decide(State(state): State<Arc<HttpState>>, body: Bytes) -> Response {
+pub(crate) async fn decide(
+    State(state): State<Arc<HttpState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => return unreadable(rejection),
+    };
     let mut journal = Journal::default();
     let response = match parse_body(&body, false) {
         Err(e) => return e.into_response(),
@@ -318,7 +335,14 @@ fn explain_one(state: &HttpState, request: &OwnedRequest) -> ExplainAnswer {
 }
 
 /// `POST /v1/explain`.
-pub(crate) async fn explain(State(state): State<Arc<HttpState>>, body: Bytes) -> Response {
+pub(crate) async fn explain(
+    State(state): State<Arc<HttpState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => return unreadable(rejection),
+    };
     match parse_body(&body, true) {
         Err(e) => e.into_response(),
         Ok(Body::One(r)) => Json(explain_one(&state, &r)).into_response(),

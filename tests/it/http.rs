@@ -207,6 +207,8 @@ async fn probes_status_metrics_and_bad_input() {
             EXAMPLE,
             "--checkpoint",
             dir.join("state.ckpt").to_str().unwrap(),
+            "--events-dir",
+            dir.join("events").to_str().unwrap(),
         ],
         &[],
     );
@@ -238,6 +240,10 @@ async fn probes_status_metrics_and_bad_input() {
     );
     assert_eq!(s["quic"]["connections"], 1, "{s}");
     assert_eq!(s["quic"]["addr"], served.quic.to_string());
+    // The event trail: a spool (a site file ships nothing).
+    assert_eq!(s["events"]["dir"], json!(dir.join("events")), "{s}");
+    assert!(s["events"]["spool_bytes"].as_u64().unwrap() >= 8, "{s}");
+    assert_eq!(s["events"]["events_table"], Value::Null, "{s}");
     assert!(s["uptime_s"].as_f64().unwrap() >= 0.0);
     assert_eq!(
         s["checkpoint"]["path"],
@@ -293,6 +299,11 @@ async fn probes_status_metrics_and_bad_input() {
         assert!(e["error"].as_str().unwrap().len() > 5);
         assert!(e.get("verdict").is_none());
     }
+    // A body beyond the limit (2 MB) is refused, as JSON too.
+    let huge = format!("{{\"reader\":\"{}\"}}", "x".repeat(3 << 20));
+    let reply = post(http, "/v1/decide", &huge).await;
+    assert_eq!(reply.status, 413, "{}", reply.body);
+    assert_eq!(reply.json()["field"], "body");
     let wrong_method = get(http, "/v1/decide").await;
     assert_eq!(wrong_method.status, 405);
     let missing = get(http, "/nope").await;
@@ -453,15 +464,19 @@ async fn readiness_flips_as_the_snapshot_appears_and_as_the_data_ages() {
 
     // DynamoDB appears with the table: ready.
     let moto = start_on(port);
-    crate::durable::table(&endpoint, name, &crate::dynamodb::site()).await;
+    let admin = crate::durable::table(&endpoint, name, &crate::dynamodb::site()).await;
     let body = until(&served, "ready", || async {
         let (status, body) = readyz(http).await;
         (status == 200).then_some(body)
     })
     .await;
     assert!(body["snapshot_version"].as_u64().unwrap() >= 1, "{body}");
-    let s = get(http, "/v1/status").await.json();
-    assert_eq!(s["source"]["state"], "live", "{s}");
+    // The source goes live once it has read the stream to its end.
+    let s = until(&served, "source live", || async {
+        let s = get(http, "/v1/status").await.json();
+        (s["source"]["state"] == "live").then_some(s)
+    })
+    .await;
     assert!(
         s["snapshot"]["stats"]["credentials"].as_u64().unwrap() >= 1,
         "{s}"
@@ -470,6 +485,26 @@ async fn readiness_flips_as_the_snapshot_appears_and_as_the_data_ages() {
         .await
         .json();
     assert_eq!(d["verdict"], "grant", "{d}");
+    // A write shows in the status: per shard, the last sequence applied.
+    assert!(!s["source"]["shards"].as_array().unwrap().is_empty(), "{s}");
+    admin
+        .put(&crate::dynamodb::credential(
+            2,
+            accessd_engine::CredentialStatus::Active,
+        ))
+        .await
+        .unwrap();
+    let s = until(&served, "the write in the status", || async {
+        let s = get(http, "/v1/status").await.json();
+        let applied = s["source"]["stream_records_applied"].as_u64() >= Some(1);
+        let positioned = s["source"]["shards"]
+            .as_array()
+            .is_some_and(|shards| shards.iter().any(|sh| sh["last_sequence"].is_string()));
+        (applied && positioned).then_some(s)
+    })
+    .await;
+    assert!(s["source"]["last_sequence"].is_string(), "{s}");
+    assert!(s["source"]["stream_lag_s"].is_number(), "{s}");
 
     // DynamoDB gone: once the data is older than the policy, not ready,
     // and decisions (HTTP and QUIC) are stale_data.

@@ -19,5 +19,6 @@ mod dynamodb;
 mod events;
 mod http;
 mod quic;
+mod reload;
 mod support;
 mod telemetry;

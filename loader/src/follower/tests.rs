@@ -505,6 +505,7 @@ async fn spawn_without_data_serves_not_ready_until_the_table_answers() {
     // `not_ready` in the server).
     assert_eq!(source.snapshot().load().version(), 0);
     assert_eq!(source.status(), SourceStatus::Starting);
+    assert_eq!(source.stats().stream_lag_seconds(), None);
     eventually("first bootstrap", || {
         source.snapshot().load().version() >= 1
     })
@@ -515,6 +516,9 @@ async fn spawn_without_data_serves_not_ready_until_the_table_answers() {
         source.stats().bootstraps() >= 2,
         "the failed attempts count too"
     );
+    // The stream's view for status pages: every shard, and the lag.
+    assert!(!source.stats().shard_positions().is_empty());
+    assert!(source.stats().stream_lag_seconds().is_some());
     source.shutdown().await.unwrap();
 }
 

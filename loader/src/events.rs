@@ -3,7 +3,7 @@
 //! puts the events security staff act on onto an EventBridge bus.
 //!
 //! ```text
-//!  decisions ──append (one write per chunk of frames)──▶ Spool (segments, CRC per record)
+//!  decisions ──append (one record per chunk of frames)──▶ Spool (mapped segments, CRC per record)
 //!                                                          │            │
 //!                                     reader "shipper" ────┘            └──── reader "alarms"
 //!                                        │ BatchWriteItem                        │ PutEvents

@@ -22,7 +22,8 @@ use crate::server::{Answer, Asked, Decider, Journal};
 /// it was given across a crash of the process once `append` returns (the
 /// binary's event spool).
 pub trait EventSink: Send + Sync + 'static {
-    /// Appends `count` whole records with one write.
+    /// Appends whole records holding `count` events, durably against a
+    /// crash of the process once it returns.
     fn append(&self, records: &[u8], count: u64) -> Result<(), String>;
 }
 

@@ -92,8 +92,8 @@ impl Journal {
 ///
 /// `decide` and `refuse` are called on the request path: no I/O, no
 /// waiting. `commit` is called once per chunk of frames read, before the
-/// chunk's answers are written: the place for one `write` of the chunk's
-/// events.
+/// chunk's answers are written: the place to make the chunk's events
+/// durable.
 pub trait Decider: Send + Sync + 'static {
     /// Decides one request, recording its event in `journal` if it keeps
     /// events.

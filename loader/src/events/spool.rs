@@ -11,12 +11,16 @@
 //! [`accessd_engine::read_record`]: length, CRC-32, payload; one record
 //! per chunk of frames answered).
 //!
-//! Promises: an append returns once the bytes are in the kernel (a `write`
-//! to the file), so a kill -9 after it loses nothing; a syncer thread
-//! fdatasyncs the active segment every `fsync_interval`, so a power loss
-//! loses at most that much. On open, a tail that does not read as whole
-//! records (a write torn by a crash, a flipped bit) is copied to
-//! `quarantine/` and cut, never read as events.
+//! Promises: an append returns once the bytes are in the kernel's page
+//! cache, so a kill -9 after it loses nothing. The active segment is
+//! preallocated (`fallocate`, so a full disk is an error at rotation, never
+//! a fault on a store) and memory-mapped shared: an append is a copy under
+//! a lock, with no system call, and the stores belong to the file the
+//! moment they are made. A syncer thread fdatasyncs the active segment
+//! every `fsync_interval`, so a power loss loses at most that much. On
+//! open, a tail that does not read as whole records (a write torn by a
+//! crash, a flipped bit) is copied to `quarantine/` and cut, never read as
+//! events; the preallocated zeros after the last record are just cut.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -26,6 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use accessd_engine::{AccessEvent, RecordError, read_record};
+use memmap2::MmapMut;
 use metrics::{Counter, Gauge};
 
 use crate::checkpoint::write_atomic;
@@ -34,6 +39,8 @@ use crate::metrics as m;
 /// The first bytes of every segment file.
 pub const SEGMENT_MAGIC: &[u8; 8] = b"ACSDEVT1";
 const SEGMENT_SUFFIX: &str = ".seg";
+/// The smallest segment (so a tiny configured size still holds records).
+const MIN_SEGMENT: u64 = 512;
 
 /// How a spool behaves.
 #[derive(Clone, Debug)]
@@ -106,6 +113,10 @@ pub struct SpoolPos {
 
 struct Active {
     file: File,
+    /// The active segment, mapped shared: appends are stores into it.
+    map: MmapMut,
+    /// The mapped (preallocated) size.
+    capacity: u64,
     segment: u64,
     len: u64,
     /// Bytes written since the syncer last took the file.
@@ -210,19 +221,43 @@ fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
-/// Creates segment `segment`: the magic, fsynced, and the directory entry
-/// made durable.
-fn create_segment(dir: &Path, segment: u64) -> Result<File, SpoolError> {
+/// Creates segment `segment` of `capacity` bytes: the magic, the rest
+/// preallocated (zeros), fsynced, the directory entry made durable, and
+/// maps it for appends.
+fn create_segment(dir: &Path, segment: u64, capacity: u64) -> Result<(File, MmapMut), SpoolError> {
     let path = segment_path(dir, segment);
     let mut file = OpenOptions::new()
         .create_new(true)
-        .append(true)
+        .read(true)
+        .write(true)
         .open(&path)
         .map_err(io(&path))?;
     file.write_all(SEGMENT_MAGIC).map_err(io(&path))?;
+    preallocate(&file, capacity).map_err(io(&path))?;
     file.sync_all().map_err(io(&path))?;
     sync_dir(dir)?;
-    Ok(file)
+    // SAFETY: the file is this spool's own, in its own directory; nothing
+    // else truncates it while it is mapped (a rotation unmaps before it
+    // truncates), and its blocks are allocated, so stores cannot fault on
+    // a full disk.
+    #[expect(unsafe_code, reason = "appends are stores into a shared file mapping")]
+    let map = unsafe { MmapMut::map_mut(&file) }.map_err(io(&path))?;
+    Ok((file, map))
+}
+
+/// Allocates the blocks of `file` up to `len` bytes (its size becomes
+/// `len`), so that stores through a mapping never meet a full disk.
+fn preallocate(file: &File, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = libc::off_t::try_from(len).map_err(std::io::Error::other)?;
+    // SAFETY: a plain system call on an open descriptor we own.
+    #[expect(unsafe_code, reason = "posix_fallocate has no safe wrapper in std")]
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::from_raw_os_error(rc))
+    }
 }
 
 impl Spool {
@@ -233,7 +268,9 @@ impl Spool {
         let dir = config.dir.clone();
         fs::create_dir_all(&dir).map_err(io(&dir))?;
         let existing = segments(&dir)?;
-        let active = match existing.last() {
+        // The newest segment is sealed as it is (cut to its whole records)
+        // and appends go to a new one.
+        let next = match existing.last() {
             Some(&last) => {
                 let path = segment_path(&dir, last);
                 let bytes = read_file(&path)?;
@@ -241,15 +278,20 @@ impl Spool {
                     if bytes.len() < SEGMENT_MAGIC.len() && SEGMENT_MAGIC.starts_with(&bytes) {
                         // Created but its magic never fully written: empty.
                         fs::remove_file(&path).map_err(io(&path))?;
-                        let file = create_segment(&dir, last)?;
-                        Self::active(file, last, SEGMENT_MAGIC.len() as u64)
+                        last
                     } else {
                         return Err(SpoolError::Foreign(path));
                     }
                 } else {
                     let found = scan(&bytes);
-                    if let Some(why) = &found.bad {
+                    let rest = bytes.get(found.good_len as usize..).unwrap_or_default();
+                    // After the last record of a mapped segment: zeros
+                    // that were never written (a crash before the cut).
+                    let unwritten = rest.iter().all(|&b| b == 0);
+                    if let Some(why) = found.bad.as_ref().filter(|_| !unwritten) {
                         quarantine(&dir, last, found.good_len, &bytes, why)?;
+                    }
+                    if (bytes.len() as u64) != found.good_len {
                         let file = OpenOptions::new()
                             .write(true)
                             .open(&path)
@@ -257,15 +299,13 @@ impl Spool {
                         file.set_len(found.good_len).map_err(io(&path))?;
                         file.sync_all().map_err(io(&path))?;
                     }
-                    let file = OpenOptions::new()
-                        .append(true)
-                        .open(&path)
-                        .map_err(io(&path))?;
-                    Self::active(file, last, found.good_len)
+                    last + 1
                 }
             }
-            None => Self::active(create_segment(&dir, 1)?, 1, SEGMENT_MAGIC.len() as u64),
+            None => 1,
         };
+        let (file, map) = create_segment(&dir, next, config.segment_bytes.max(MIN_SEGMENT))?;
+        let active = Self::active(file, map, next);
         let inner = Arc::new(Inner {
             config,
             active: Mutex::new(active),
@@ -291,11 +331,13 @@ impl Spool {
         Ok(spool)
     }
 
-    fn active(file: File, segment: u64, len: u64) -> Active {
+    fn active(file: File, map: MmapMut, segment: u64) -> Active {
         Active {
+            capacity: map.len() as u64,
             file,
+            map,
             segment,
-            len,
+            len: SEGMENT_MAGIC.len() as u64,
             dirty: false,
             to_sync: Vec::new(),
         }
@@ -316,50 +358,68 @@ impl Spool {
     }
 
     /// Appends `records` (whole records, as written with
-    /// [`accessd_engine::begin_record`], holding `count` events) with one
-    /// `write`. When it returns `Ok` the events survive a kill -9 of the
-    /// process.
+    /// [`accessd_engine::begin_record`], holding `count` events): a copy
+    /// into the mapped active segment, no system call. When it returns
+    /// `Ok` the events survive a kill -9 of the process.
     pub fn append(&self, records: &[u8], count: u64) -> Result<(), SpoolError> {
         if records.is_empty() {
             return Ok(());
         }
+        let n = records.len() as u64;
         let mut active = self.lock();
-        if let Err(e) = active.file.write_all(records) {
-            let err = SpoolError::Io {
-                path: segment_path(&self.inner.config.dir, active.segment),
-                source: e,
-            };
+        let mut rotated = false;
+        if active.len + n > active.capacity {
+            if let Err(e) = self.rotate(&mut active, n) {
+                drop(active);
+                self.inner.appends_failed.increment(count);
+                return Err(e);
+            }
+            rotated = true;
+        }
+        let start = active.len as usize;
+        let Some(slot) = active.map.get_mut(start..start + records.len()) else {
+            // Cannot happen: the capacity was checked above.
+            let path = segment_path(&self.inner.config.dir, active.segment);
             drop(active);
             self.inner.appends_failed.increment(count);
-            return Err(err);
-        }
-        active.len += records.len() as u64;
+            return Err(SpoolError::Io {
+                path,
+                source: std::io::Error::other("append beyond the mapped segment"),
+            });
+        };
+        slot.copy_from_slice(records);
+        active.len += n;
         active.dirty = true;
-        let rotate = active.len >= self.inner.config.segment_bytes;
-        if rotate && let Err(e) = self.rotate(&mut active) {
-            tracing::error!(error = %e, "event spool: cannot begin a new segment; appending to the old one");
-        }
         drop(active);
-        let total = self
-            .inner
-            .total
-            .fetch_add(records.len() as u64, Ordering::Relaxed)
-            + records.len() as u64;
+        let total = self.inner.total.fetch_add(n, Ordering::Relaxed) + n;
         self.inner.spool_bytes.set(total as f64);
         self.inner.written.increment(count);
         self.inner.appended.notify_waiters();
-        if rotate {
+        if rotated {
             self.enforce_bound();
         }
         Ok(())
     }
 
-    fn rotate(&self, active: &mut Active) -> Result<(), SpoolError> {
+    /// Seals the active segment (unmapped, cut to its records, handed to
+    /// the syncer) and begins the next, big enough for `need` bytes.
+    fn rotate(&self, active: &mut Active, need: u64) -> Result<(), SpoolError> {
         let next = active.segment + 1;
-        let file = create_segment(&self.inner.config.dir, next)?;
+        let capacity = self
+            .inner
+            .config
+            .segment_bytes
+            .max(MIN_SEGMENT)
+            .max(SEGMENT_MAGIC.len() as u64 + need);
+        let (file, map) = create_segment(&self.inner.config.dir, next, capacity)?;
+        let old_map = std::mem::replace(&mut active.map, map);
+        drop(old_map);
         let old = std::mem::replace(&mut active.file, file);
+        let path = segment_path(&self.inner.config.dir, active.segment);
+        old.set_len(active.len).map_err(io(&path))?;
         active.to_sync.push(old);
         active.segment = next;
+        active.capacity = capacity;
         active.len = SEGMENT_MAGIC.len() as u64;
         Ok(())
     }
@@ -485,6 +545,11 @@ impl Spool {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
+        // A clean close leaves the active segment cut to its records.
+        let active = self.active.get_mut().unwrap_or_else(|p| p.into_inner());
+        let _ = active.map.flush();
+        let _ = active.file.set_len(active.len);
+        let _ = active.file.sync_data();
     }
 }
 
@@ -679,8 +744,14 @@ impl SpoolReader {
                         break;
                     }
                     Err(e) => {
-                        if seg == newest && matches!(e, RecordError::Incomplete { .. }) {
-                            // Being written.
+                        if seg == newest
+                            && matches!(
+                                e,
+                                RecordError::Incomplete { .. } | RecordError::BadLength(0)
+                            )
+                        {
+                            // Being written, or the preallocated zeros
+                            // after the last record.
                             break;
                         }
                         if self.warned != Some(seg) {

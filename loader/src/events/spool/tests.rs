@@ -199,3 +199,36 @@ fn an_empty_or_foreign_directory_is_handled() {
     spool.append(&records(0, 1), 1).unwrap();
     assert_eq!(read_all(&mut SpoolReader::open_dir(&dir)), [0]);
 }
+
+#[test]
+fn a_crashed_spool_keeps_every_appended_event_and_cuts_only_unwritten_zeros() {
+    let dir = temp_dir("crash");
+    let spool = Spool::open(SpoolConfig {
+        segment_bytes: 64 << 10,
+        ..config(&dir)
+    })
+    .unwrap();
+    spool.append(&records(0, 5), 5).unwrap();
+    let path = last_segment(&dir);
+    // No close: as after a kill -9, the mapped segment is still its
+    // preallocated size, zeros after the last record.
+    std::mem::forget(spool);
+    assert_eq!(fs::metadata(&path).unwrap().len(), 64 << 10);
+    // Readers stop at the zeros as at the end.
+    assert_eq!(read_all(&mut SpoolReader::open_dir(&dir)), [0, 1, 2, 3, 4]);
+
+    let spool = Spool::open(config(&dir)).unwrap();
+    assert!(
+        !dir.join("quarantine").exists(),
+        "zeros are not a torn tail"
+    );
+    assert!(
+        fs::metadata(&path).unwrap().len() < 64 << 10,
+        "cut to its records"
+    );
+    spool.append(&records(5, 1), 1).unwrap();
+    assert_eq!(
+        read_all(&mut SpoolReader::open_dir(&dir)),
+        [0, 1, 2, 3, 4, 5]
+    );
+}

@@ -63,17 +63,7 @@ impl EventId {
 
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let h = format!("{:032x}", self.0);
-        let part = |r: std::ops::Range<usize>| h.get(r).unwrap_or_default();
-        write!(
-            f,
-            "{}-{}-{}-{}-{}",
-            part(0..8),
-            part(8..12),
-            part(12..16),
-            part(16..20),
-            part(20..32)
-        )
+        fmt::Display::fmt(&uuid::Uuid::from_u128(self.0).hyphenated(), f)
     }
 }
 
@@ -86,15 +76,9 @@ impl FromStr for EventId {
     type Err = BadEventId;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let hex: String = s.chars().filter(|c| *c != '-').collect();
-        let dashes_ok = s.len() == 36
-            && [8, 13, 18, 23]
-                .iter()
-                .all(|&i| s.as_bytes().get(i) == Some(&b'-'));
-        match u128::from_str_radix(&hex, 16) {
-            Ok(v) if dashes_ok && hex.len() == 32 => Ok(Self(v)),
-            _ => Err(BadEventId(s.to_owned())),
-        }
+        uuid::Uuid::try_parse(s)
+            .map(|u| Self(u.as_u128()))
+            .map_err(|_| BadEventId(s.to_owned()))
     }
 }
 

@@ -493,3 +493,59 @@ async fn alarms_reach_an_eventbridge_bus() {
     drop(client);
     assert!(served.terminate().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_tail_follow_prints_decisions_as_they_are_made() {
+    use std::io::BufRead;
+
+    let dir = temp_dir("events-follow");
+    let spool = dir.join("events");
+    let spool_arg = spool.to_str().unwrap().to_owned();
+    let mut served =
+        Served::start_with(&dir, &["--site", EXAMPLE_SITE, "--events-dir", &spool_arg]);
+    let client = served.client().await;
+    let ask = |tag: i64| {
+        let client = &client;
+        async move {
+            let card: CredentialKey = "h10301:12:1001".parse().unwrap();
+            let request = Request {
+                reader: "lobby-in",
+                credential: card,
+                pin: None,
+            };
+            client.decide_at(&request, Some(tag)).await.unwrap();
+        }
+    };
+    ask(1).await;
+    let mut tail = std::process::Command::new(crate::durable::bin())
+        .args(["events", "tail", "--dir", &spool_arg, "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = tail.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let next = |what: &str| {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no line for {what}"));
+        serde_json::from_str::<AccessEvent>(&line).unwrap()
+    };
+    // What was there, then what comes.
+    assert_eq!(next("the first").reader_time.unwrap().as_millisecond(), 1);
+    ask(2).await;
+    ask(3).await;
+    assert_eq!(next("the second").reader_time.unwrap().as_millisecond(), 2);
+    assert_eq!(next("the third").reader_time.unwrap().as_millisecond(), 3);
+    tail.kill().unwrap();
+    tail.wait().unwrap();
+    drop(client);
+    assert!(served.terminate().success());
+}

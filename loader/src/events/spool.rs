@@ -430,14 +430,27 @@ impl Spool {
     }
 
     /// Bytes in all segments, counted on disk.
+    /// The active segment counts what was written to it, not its
+    /// preallocated size.
     pub fn bytes(&self) -> Result<u64, SpoolError> {
         let dir = &self.inner.config.dir;
+        let (active, written) = self.written_end();
         let mut total = 0;
         for s in segments(dir)? {
+            if s == active {
+                total += written;
+                continue;
+            }
             let path = segment_path(dir, s);
             total += fs::metadata(&path).map_err(io(&path))?.len();
         }
         Ok(total)
+    }
+
+    /// The active segment and how many of its bytes hold records.
+    fn written_end(&self) -> (u64, u64) {
+        let a = self.lock();
+        (a.segment, a.len)
     }
 
     /// Deletes the oldest segments while the spool is above its bound.
@@ -725,7 +738,15 @@ impl SpoolReader {
             file.seek(SeekFrom::Start(offset)).map_err(io(&path))?;
             let mut bytes = Vec::new();
             // Enough for `max` events of any size, bounded.
-            let cap = (max as u64).saturating_mul(512).clamp(64 << 10, 8 << 20);
+            let mut cap = (max as u64).saturating_mul(512).clamp(64 << 10, 8 << 20);
+            // In-process readers know where the active segment's records
+            // end: no reading of its preallocated zeros.
+            if let Some(spool) = &self.spool {
+                let (active, written) = spool.written_end();
+                if active == seg {
+                    cap = cap.min(written.saturating_sub(offset));
+                }
+            }
             file.take(cap).read_to_end(&mut bytes).map_err(io(&path))?;
             let mut at = 0usize;
             let mut stop_segment = false;

@@ -209,6 +209,13 @@ fn a_crashed_spool_keeps_every_appended_event_and_cuts_only_unwritten_zeros() {
     })
     .unwrap();
     spool.append(&records(0, 5), 5).unwrap();
+    let written = SEGMENT_MAGIC.len() as u64 + records(0, 5).len() as u64;
+    assert_eq!(
+        spool.bytes().unwrap(),
+        written,
+        "what was written, not the preallocation"
+    );
+    assert_eq!(spool.total_bytes(), written);
     let path = last_segment(&dir);
     // No close: as after a kill -9, the mapped segment is still its
     // preallocated size, zeros after the last record.

@@ -226,23 +226,30 @@ fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
 /// maps it for appends.
 fn create_segment(dir: &Path, segment: u64, capacity: u64) -> Result<(File, MmapMut), SpoolError> {
     let path = segment_path(dir, segment);
-    let mut file = OpenOptions::new()
-        .create_new(true)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(io(&path))?;
-    file.write_all(SEGMENT_MAGIC).map_err(io(&path))?;
-    preallocate(&file, capacity).map_err(io(&path))?;
-    file.sync_all().map_err(io(&path))?;
-    sync_dir(dir)?;
-    // SAFETY: the file is this spool's own, in its own directory; nothing
-    // else truncates it while it is mapped (a rotation unmaps before it
-    // truncates), and its blocks are allocated, so stores cannot fault on
-    // a full disk.
-    #[expect(unsafe_code, reason = "appends are stores into a shared file mapping")]
-    let map = unsafe { MmapMut::map_mut(&file) }.map_err(io(&path))?;
-    Ok((file, map))
+    let made = (|| {
+        let mut file = OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        file.write_all(SEGMENT_MAGIC).map_err(io(&path))?;
+        preallocate(&file, capacity).map_err(io(&path))?;
+        file.sync_all().map_err(io(&path))?;
+        sync_dir(dir)?;
+        // SAFETY: the file is this spool's own, in its own directory;
+        // nothing else truncates it while it is mapped (a rotation unmaps
+        // before it truncates), and its blocks are allocated, so stores
+        // cannot fault on a full disk.
+        #[expect(unsafe_code, reason = "appends are stores into a shared file mapping")]
+        let map = unsafe { MmapMut::map_mut(&file) }.map_err(io(&path))?;
+        Ok((file, map))
+    })();
+    if made.is_err() {
+        // A full disk, say: the next rotation tries again from scratch.
+        let _ = fs::remove_file(&path);
+    }
+    made
 }
 
 /// Allocates the blocks of `file` up to `len` bytes (its size becomes
@@ -291,15 +298,22 @@ impl Spool {
                     if let Some(why) = found.bad.as_ref().filter(|_| !unwritten) {
                         quarantine(&dir, last, found.good_len, &bytes, why)?;
                     }
-                    if (bytes.len() as u64) != found.good_len {
-                        let file = OpenOptions::new()
-                            .write(true)
-                            .open(&path)
-                            .map_err(io(&path))?;
-                        file.set_len(found.good_len).map_err(io(&path))?;
-                        file.sync_all().map_err(io(&path))?;
+                    if found.good_len == SEGMENT_MAGIC.len() as u64 {
+                        // No record in it (a start and a stop with no
+                        // decision): reuse it rather than keep empties.
+                        fs::remove_file(&path).map_err(io(&path))?;
+                        last
+                    } else {
+                        if (bytes.len() as u64) != found.good_len {
+                            let file = OpenOptions::new()
+                                .write(true)
+                                .open(&path)
+                                .map_err(io(&path))?;
+                            file.set_len(found.good_len).map_err(io(&path))?;
+                            file.sync_all().map_err(io(&path))?;
+                        }
+                        last + 1
                     }
-                    last + 1
                 }
             }
             None => 1,

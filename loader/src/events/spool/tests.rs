@@ -239,3 +239,22 @@ fn a_crashed_spool_keeps_every_appended_event_and_cuts_only_unwritten_zeros() {
         [0, 1, 2, 3, 4, 5]
     );
 }
+
+#[test]
+fn starts_and_stops_without_decisions_leave_no_empty_segments() {
+    let dir = temp_dir("restarts");
+    for _ in 0..5 {
+        drop(Spool::open(config(&dir)).unwrap());
+    }
+    assert_eq!(segments(&dir).unwrap().len(), 1);
+    let spool = Spool::open(config(&dir)).unwrap();
+    spool.append(&records(0, 1), 1).unwrap();
+    drop(spool);
+    drop(Spool::open(config(&dir)).unwrap());
+    assert_eq!(
+        segments(&dir).unwrap().len(),
+        2,
+        "the one with an event is kept"
+    );
+    assert_eq!(read_all(&mut SpoolReader::open_dir(&dir)), [0]);
+}

@@ -104,31 +104,33 @@ impl Trail {
             .with_context(|| format!("cannot open the event spool in `{}`", dir.display()))?;
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
-        let settings = aws.map(|(s, _)| s.clone()).unwrap_or_default();
-        if let Some(table) = &shipping_table {
-            let sdk = sdk_config(&settings).await;
+        // One SDK configuration (credentials, endpoint) for both clients.
+        let sdk = match (&shipping_table, &args.alarm_bus) {
+            (None, None) => None,
+            _ => Some(sdk_config(&aws.map(|(s, _)| s.clone()).unwrap_or_default()).await),
+        };
+        if let (Some(table), Some(sdk)) = (&shipping_table, &sdk) {
             let reader = spool.reader(SHIPPER)?;
             let config = ShipConfig {
                 retention: Duration::from_secs(args.events_retention_days * 24 * 3600),
                 ..ShipConfig::new(table.clone())
             };
             tasks.push(tokio::spawn(ship::run(
-                aws_sdk_dynamodb::Client::new(&sdk),
+                aws_sdk_dynamodb::Client::new(sdk),
                 reader,
                 config,
                 stop_rx.clone(),
             )));
             tracing::info!(table, "shipping access events");
         }
-        if let Some(bus) = &args.alarm_bus {
-            let sdk = sdk_config(&settings).await;
+        if let (Some(bus), Some(sdk)) = (&args.alarm_bus, &sdk) {
             let reader = spool.reader(ALARMS)?;
             let rule = BurstRule {
                 denies: args.alarm_burst_denies,
                 window: args.alarm_burst_window,
             };
             tasks.push(tokio::spawn(alarm::run(
-                aws_sdk_eventbridge::Client::new(&sdk),
+                aws_sdk_eventbridge::Client::new(sdk),
                 bus.clone(),
                 reader,
                 rule,
@@ -249,27 +251,17 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Prints one event a line; a closed pipe ends quietly.
+/// Prints one event a line. A closed pipe is an error `main` ends on
+/// quietly (`telemetry::is_closed_pipe`).
 fn print_lines<'a>(
     out: &mut impl Write,
     events: impl IntoIterator<Item = &'a accessd_engine::AccessEvent>,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<()> {
     for event in events {
-        let line = serde_json::to_string(event)?;
-        if let Err(e) = writeln!(out, "{line}") {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                return Ok(false);
-            }
-            return Err(e.into());
-        }
+        writeln!(out, "{}", serde_json::to_string(event)?)?;
     }
-    if let Err(e) = out.flush() {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            return Ok(false);
-        }
-        return Err(e.into());
-    }
-    Ok(true)
+    out.flush()?;
+    Ok(())
 }
 
 fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
@@ -298,15 +290,11 @@ fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        if !print_lines(&mut out, &window)? {
-            return Ok(ExitCode::SUCCESS);
-        }
+        print_lines(&mut out, &window)?;
     }
     loop {
         let batch = reader.read(4096)?;
-        if !print_lines(&mut out, &batch.events)? {
-            return Ok(ExitCode::SUCCESS);
-        }
+        print_lines(&mut out, &batch.events)?;
         if batch.events.is_empty() {
             if !args.follow {
                 return Ok(ExitCode::SUCCESS);
@@ -366,9 +354,7 @@ async fn query(args: QueryArgs) -> anyhow::Result<ExitCode> {
             }
         }
         printed += events.len();
-        if !print_lines(&mut out, &events)? {
-            return Ok(ExitCode::SUCCESS);
-        }
+        print_lines(&mut out, &events)?;
         start = page.last_evaluated_key;
         if start.is_none() || printed >= args.limit {
             return Ok(ExitCode::SUCCESS);

@@ -142,7 +142,7 @@ fn tempfile() -> (std::path::PathBuf, std::fs::File) {
 
 /// Runs accessd with its standard output a pipe whose reading end is
 /// already closed, as `accessd ... | head` is once `head` has exited.
-fn into_closed_pipe(args: &[&str]) -> Output {
+pub(crate) fn into_closed_pipe(args: &[&str]) -> Output {
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
     Command::new(env!("CARGO_BIN_EXE_accessd"))

@@ -166,6 +166,11 @@ async fn kill_9_under_load_loses_no_event_of_an_answered_decision() {
     assert_eq!(grant.holder.as_deref(), Some("alice"));
     assert_eq!(grant.client, "accessd gateway");
     assert!(events.iter().any(|e| e.reason == Reason::HolderInactive));
+    // Thousands of lines into a closed pipe: a quiet, successful end.
+    let out = crate::cli::into_closed_pipe(&["events", "tail", "--dir", &spool_arg]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.is_empty(), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
 }
 
 /// Ids in the events table `table`.

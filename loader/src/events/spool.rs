@@ -125,6 +125,21 @@ struct Active {
     to_sync: Vec<File>,
 }
 
+impl Active {
+    /// What the syncer (or a final sync) must fdatasync, taken under the
+    /// lock and synced outside it: a handle on the active segment when it
+    /// has new bytes (or `always`), and the sealed segments not yet synced.
+    fn take_unsynced(&mut self, always: bool) -> (Option<std::io::Result<File>>, Vec<File>) {
+        let active = if self.dirty || always {
+            self.dirty = false;
+            Some(self.file.try_clone())
+        } else {
+            None
+        };
+        (active, std::mem::take(&mut self.to_sync))
+    }
+}
+
 struct Inner {
     config: SpoolConfig,
     active: Mutex<Active>,
@@ -556,16 +571,15 @@ impl Spool {
 
     /// Makes everything appended so far durable now (graceful shutdown).
     pub fn sync(&self) -> Result<(), SpoolError> {
-        let (file, sealed) = {
-            let mut a = self.lock();
-            a.dirty = false;
-            (a.file.try_clone(), std::mem::take(&mut a.to_sync))
-        };
+        let (active, sealed) = self.lock().take_unsynced(true);
+        let dir = &self.inner.config.dir;
         for f in sealed {
-            f.sync_data().map_err(io(&self.inner.config.dir))?;
+            f.sync_data().map_err(io(dir))?;
         }
-        file.and_then(|f| f.sync_data())
-            .map_err(io(&self.inner.config.dir))
+        match active {
+            Some(file) => file.and_then(|f| f.sync_data()).map_err(io(dir)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -589,16 +603,12 @@ fn syncer(spool: Weak<Inner>) {
             return;
         }
         let interval = inner.config.fsync_interval;
-        let (file, sealed) = {
-            let mut a = inner.active.lock().unwrap_or_else(|p| p.into_inner());
-            let file = if a.dirty {
-                a.dirty = false;
-                a.file.try_clone().ok()
-            } else {
-                None
-            };
-            (file, std::mem::take(&mut a.to_sync))
-        };
+        let (file, sealed) = inner
+            .active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take_unsynced(false);
+        let file = file.and_then(Result::ok);
         let dir = inner.config.dir.clone();
         drop(inner);
         for f in sealed.iter().chain(file.iter()) {

@@ -24,26 +24,8 @@ use accessd_engine::{
     CredentialKey, Decision, EventId, EventRef, Reason, Request, SharedSnapshot, Subject,
 };
 use accessd_loader::events::{Spool, SpoolConfig};
-use accessd_protocol::{Asked, Decider, EventLog, EventSink, Journal, SnapshotDecider};
+use accessd_protocol::{Asked, Decider, EventLog, Journal, SnapshotDecider};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-
-/// Drops what it is given: what recording costs before the write.
-struct Discard;
-
-impl EventSink for Discard {
-    fn append(&self, _records: &[u8], _count: u64) -> Result<(), String> {
-        Ok(())
-    }
-}
-
-/// The spool as a decider's sink.
-struct SpoolSink(Spool);
-
-impl EventSink for SpoolSink {
-    fn append(&self, records: &[u8], count: u64) -> Result<(), String> {
-        self.0.append(records, count).map_err(|e| e.to_string())
-    }
-}
 
 /// The server's decider on a 100k-credential site, without events, with
 /// events encoded but dropped, and with events appended to a spool; 64
@@ -60,12 +42,12 @@ fn bench_decider(c: &mut Criterion, dir: &std::path::Path) {
         (
             "events_discarded",
             SnapshotDecider::new(Arc::clone(&shared))
-                .with_events(EventLog::new(Arc::new(Discard), "bench")),
+                .with_events(EventLog::new(Arc::new(common::Discard), "bench")),
         ),
         (
             "events_spooled",
             SnapshotDecider::new(Arc::clone(&shared))
-                .with_events(EventLog::new(Arc::new(SpoolSink(spool)), "bench")),
+                .with_events(EventLog::new(Arc::new(common::SpoolSink(spool)), "bench")),
         ),
     ];
     let mut group = c.benchmark_group("decider_100k_chunk_of_64");

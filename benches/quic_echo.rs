@@ -16,6 +16,8 @@
 //! Without `--bench` (as under `cargo test --benches`) it runs one short
 //! case as a smoke test.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,24 +30,6 @@ use accessd_protocol::{
     DevCa, EventLog, EventSink, Limits, SAN_ALL_READERS, SnapshotDecider, TlsCredentials,
 };
 use jiff::Timestamp;
-
-/// The event spool as the decider's sink, as `serve --events-dir` wires it.
-struct SpoolSink(Spool);
-
-impl EventSink for SpoolSink {
-    fn append(&self, records: &[u8], count: u64) -> Result<(), String> {
-        self.0.append(records, count).map_err(|e| e.to_string())
-    }
-}
-
-/// Drops what it is given.
-struct Discard;
-
-impl EventSink for Discard {
-    fn append(&self, _records: &[u8], _count: u64) -> Result<(), String> {
-        Ok(())
-    }
-}
 
 /// Echoes every byte of every stream back: the server does no work, so
 /// what remains is QUIC, TLS, the socket and the client.
@@ -178,9 +162,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     })?;
     let sink: Arc<dyn EventSink> =
         if std::env::var("ACCESSD_BENCH_SINK").as_deref() == Ok("discard") {
-            Arc::new(Discard)
+            Arc::new(common::Discard)
         } else {
-            Arc::new(SpoolSink(spool))
+            Arc::new(common::SpoolSink(spool))
         };
     let recording =
         Arc::new(SnapshotDecider::new(shared).with_events(EventLog::new(sink, "bench")));

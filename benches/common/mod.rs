@@ -78,3 +78,21 @@ pub(crate) fn requests(
         })
         .collect()
 }
+
+/// The event spool as a decider's sink, as `serve --events-dir` wires it.
+pub(crate) struct SpoolSink(pub(crate) accessd_loader::events::Spool);
+
+impl accessd_protocol::EventSink for SpoolSink {
+    fn append(&self, records: &[u8], count: u64) -> Result<(), String> {
+        self.0.append(records, count).map_err(|e| e.to_string())
+    }
+}
+
+/// Drops what it is given: what recording costs before the write.
+pub(crate) struct Discard;
+
+impl accessd_protocol::EventSink for Discard {
+    fn append(&self, _records: &[u8], _count: u64) -> Result<(), String> {
+        Ok(())
+    }
+}

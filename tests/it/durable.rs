@@ -3,17 +3,17 @@
 //! started offline from its checkpoint, started with no DynamoDB at all,
 //! and facing a DynamoDB that goes away and comes back re-created.
 
-use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use accessd_engine::{CredentialKey, CredentialStatus, Reason, Record, Request, Verdict};
 use accessd_loader::checkpoint::Checkpoint;
 use accessd_loader::{Admin, AwsBackend, AwsSettings};
-use accessd_protocol::{Client, TlsCredentials};
+use accessd_protocol::Client;
 
 use crate::dynamodb::{credential, site};
+use crate::support::http;
 use crate::support::moto::{free_port, moto, start_on};
 
 pub(crate) fn bin() -> &'static str {
@@ -47,13 +47,10 @@ fn card(n: u64) -> CredentialKey {
     format!("h10301:1:{n}").parse().unwrap()
 }
 
-/// `accessd serve` running as a child process.
-pub(crate) struct Served {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-    dir: PathBuf,
-}
+/// `accessd serve` running as a child process with its checkpoint in its
+/// directory (written every 50 ms) and no HTTP listener: the shared
+/// [`http::Served`] with these settings.
+pub(crate) struct Served(http::Served);
 
 impl Served {
     /// Starts `accessd serve` on the table at `endpoint`, with certificates
@@ -68,108 +65,30 @@ impl Served {
     /// Starts `accessd serve` with these source arguments, with
     /// certificates and the checkpoint in `dir`.
     pub(crate) fn start_with(dir: &Path, source: &[&str]) -> Self {
-        if !dir.join("ca.pem").exists() {
-            let status = Command::new(bin())
-                .args(["certs", "--out"])
-                .arg(dir)
-                .stdout(Stdio::null())
-                .status()
-                .unwrap();
-            assert!(status.success());
-        }
-        let port = UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let runs = std::fs::read_dir(dir).unwrap().count();
-        let log = dir.join(format!("serve-{runs}.log"));
-        let child = Command::new(bin())
-            .arg("serve")
-            .args(source)
-            .arg("--listen")
-            .arg(addr.to_string())
-            .arg("--ca")
-            .arg(dir.join("ca.pem"))
-            .arg("--cert")
-            .arg(dir.join("server.pem"))
-            .arg("--key")
-            .arg(dir.join("server.key"))
-            .arg("--checkpoint")
-            .arg(dir.join("state.ckpt"))
-            .args(["--checkpoint-interval", "50ms"])
-            .args(["--http-addr", "off"])
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Self {
-            child,
-            addr,
-            log,
-            dir: dir.to_owned(),
-        }
+        let checkpoint = dir.join("state.ckpt");
+        let mut args = source.to_vec();
+        args.extend(["--checkpoint", checkpoint.to_str().unwrap()]);
+        args.extend(["--checkpoint-interval", "50ms", "--http-addr", "off"]);
+        Self(http::Served::start(dir, &args, &[]))
     }
 
     pub(crate) fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.0.log()
     }
 
     /// A gateway client, connected once the server answers.
     pub(crate) async fn client(&mut self) -> Client {
-        let tls = TlsCredentials::from_pem_files(
-            &self.dir.join("ca.pem"),
-            &self.dir.join("gateway.pem"),
-            &self.dir.join("gateway.key"),
-        )
-        .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("serve exited ({status}): {}", self.log());
-            }
-            let attempt = tokio::time::timeout(
-                Duration::from_secs(2),
-                Client::connect(self.addr, "localhost", &tls),
-            )
-            .await;
-            if let Ok(Ok(client)) = attempt {
-                return client;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "serve never answered: {}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.0.client().await
     }
 
     /// SIGKILL: no shutdown, no last checkpoint.
-    pub(crate) fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+    pub(crate) fn kill9(self) {
+        self.0.kill9();
     }
 
     /// SIGTERM, and the exit status.
-    pub(crate) fn terminate(mut self) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    pub(crate) fn terminate(self) -> std::process::ExitStatus {
+        self.0.terminate()
     }
 }
 

@@ -251,6 +251,12 @@ impl Served {
         assert!(status.success());
     }
 
+    /// SIGKILL: no shutdown, no last checkpoint.
+    pub(crate) fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
     /// SIGTERM, and the exit status.
     pub(crate) fn terminate(mut self) -> std::process::ExitStatus {
         self.signal("-TERM");

@@ -91,5 +91,6 @@ pub use presence::{Presence, PresenceEntry};
 pub use schedule::ScheduleError;
 pub use site::{SECTIONS, SiteError, SiteFile, SiteProblem};
 pub use snapshot::{
-    ApplyError, HolderBundle, SharedSnapshot, Snapshot, SnapshotBuilder, SnapshotStats, Subject,
+    ApplyError, CredentialView, HolderBundle, HolderView, LevelView, ReaderView, SharedSnapshot,
+    Snapshot, SnapshotBuilder, SnapshotStats, Subject,
 };

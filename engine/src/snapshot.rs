@@ -43,11 +43,13 @@ pub use crate::validate::ApplyError;
 use crate::validate::validate;
 
 mod export;
+mod lookup;
 mod names;
 mod shared;
 mod topology;
 
 pub use export::HolderBundle;
+pub use lookup::{CredentialView, HolderView, LevelView, ReaderView};
 pub use shared::SharedSnapshot;
 use topology::build_topology;
 

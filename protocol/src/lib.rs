@@ -51,6 +51,8 @@ pub mod metrics;
 #[cfg(feature = "net")]
 mod server;
 #[cfg(feature = "net")]
+pub mod stats;
+#[cfg(feature = "net")]
 mod tls;
 
 #[cfg(feature = "net")]

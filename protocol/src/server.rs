@@ -15,7 +15,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use accessd_engine::{Decision, Reason, Request, Verdict};
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
@@ -435,6 +435,7 @@ async fn serve_stream<D: Decider>(
             // Reset by the client or connection lost: nobody to answer.
             Err(_) => return,
         };
+        let arrived = Instant::now();
         let outcome = process(
             &mut reader,
             chunk.get(..n).unwrap_or_default(),
@@ -447,6 +448,7 @@ async fn serve_stream<D: Decider>(
                 return;
             }
             out.clear();
+            crate::stats::STATS.service_time(arrived.elapsed());
         }
         if let Err(fatal) = outcome {
             // The framing is lost. Deliver the answers and the error frame
@@ -492,6 +494,7 @@ struct Tally {
 
 impl Tally {
     fn flush(&self) {
+        crate::stats::STATS.count(self.grant, self.deny);
         if self.grant > 0 {
             metrics::counter!(crate::metrics::DECISIONS, "verdict" => "grant")
                 .increment(self.grant);

@@ -214,6 +214,8 @@ impl DecideAnswer {
         };
         // The same counter as QUIC's: decisions answered, by verdict.
         metrics::counter!(accessd_protocol::metrics::DECISIONS, "verdict" => verdict).increment(1);
+        let grant = u64::from(self.verdict == Verdict::Grant);
+        accessd_protocol::stats::STATS.count(grant, 1 - grant);
         self
     }
 }

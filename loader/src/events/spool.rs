@@ -558,6 +558,18 @@ impl Spool {
         Ok(reader)
     }
 
+    /// A reader from the newest event on, for live views (the console):
+    /// it keeps no position and holds no segment back, so a follower
+    /// that falls behind a full spool misses what was deleted (and says
+    /// so in the log) rather than growing the spool.
+    pub fn follower(&self) -> SpoolReader {
+        let mut reader = SpoolReader::new(self.inner.config.dir.clone(), None);
+        let (segment, offset) = self.written_end();
+        reader.pos = SpoolPos { segment, offset };
+        reader.spool = Some(self.clone());
+        reader
+    }
+
     /// Waits until something is appended (or `timeout` passes).
     pub async fn appended(&self, timeout: Duration) {
         let _ = tokio::time::timeout(timeout, self.inner.appended.notified()).await;

@@ -258,3 +258,28 @@ fn starts_and_stops_without_decisions_leave_no_empty_segments() {
     );
     assert_eq!(read_all(&mut SpoolReader::open_dir(&dir)), [0]);
 }
+
+#[test]
+fn a_follower_reads_only_what_is_appended_after_it_and_holds_nothing_back() {
+    let dir = temp_dir("follower");
+    let spool = Spool::open(SpoolConfig {
+        segment_bytes: 2_000,
+        max_bytes: 8_000,
+        ..config(&dir)
+    })
+    .unwrap();
+    spool.append(&records(0, 10), 10).unwrap();
+    let mut follower = spool.follower();
+    assert_eq!(read_all(&mut follower), Vec::<u32>::new());
+    spool.append(&records(10, 3), 3).unwrap();
+    assert_eq!(read_all(&mut follower), vec![10, 11, 12]);
+    // A follower that stops reading does not keep segments: the bound
+    // still holds, and it moves on past what was deleted.
+    for chunk in 0..20 {
+        spool.append(&records(100 + chunk * 10, 10), 10).unwrap();
+    }
+    assert!(spool.bytes().unwrap() <= 8_000 + 2_000, "the bound held");
+    let after = read_all(&mut follower);
+    assert_eq!(after.last(), Some(&299));
+    assert!(!after.contains(&100), "deleted events are skipped: {after:?}");
+}

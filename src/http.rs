@@ -10,6 +10,9 @@
 //!  POST /v1/decide    token   one request or a batch → the QUIC protocol's answers
 //!  POST /v1/explain   token   the same, with the combining rule's trace
 //!  POST /v1/reload    token   loopback only: certificates and the site file
+//!  GET  /ui/          open    the web console (see [`console`]), whose data
+//!                             comes from /v1/status, /v1/explain, /v1/live,
+//!                             /v1/readers, /v1/holders/{id}, /v1/cards/{card}
 //! ```
 //!
 //! "token": when `--http-token-file` is given, these need `Authorization:
@@ -22,6 +25,7 @@
 //! uses, so the staleness policy and `not_ready` apply alike.
 
 mod api;
+mod console;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -169,7 +173,7 @@ impl HttpListener {
         });
         tracing::info!(
             authenticated = state.token.is_some(),
-            "HTTP: /healthz /readyz /metrics /v1/status /v1/decide /v1/explain /v1/reload"
+            "HTTP: /healthz /readyz /metrics /v1/status /v1/decide /v1/explain /v1/reload /v1/live /v1/readers /v1/holders /v1/cards /ui/"
         );
         let app = router(Arc::clone(&state));
         let app = app.into_make_service_with_connect_info::<SocketAddr>();
@@ -195,8 +199,8 @@ pub(crate) struct ServerView {
     pub(crate) source: SourceView,
     /// The checkpoint file, if any.
     pub(crate) checkpoint: Option<PathBuf>,
-    /// The access-event trail's state, when events are recorded.
-    pub(crate) events: Option<Box<dyn Fn() -> serde_json::Value + Send + Sync>>,
+    /// The access-event trail, when events are recorded.
+    pub(crate) events: Option<crate::cmd::events::TrailView>,
     /// QUIC connections open now.
     pub(crate) connections: Box<dyn Fn() -> usize + Send + Sync>,
     /// The QUIC address served.
@@ -230,6 +234,10 @@ fn router(state: Arc<HttpState>) -> Router {
         .route("/v1/decide", post(api::decide))
         .route("/v1/explain", post(api::explain))
         .route("/v1/reload", post(reload))
+        .route("/v1/live", get(console::live))
+        .route("/v1/readers", get(console::readers))
+        .route("/v1/holders/{id}", get(console::holder))
+        .route("/v1/cards/{card}", get(console::card))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             authenticate,
@@ -237,6 +245,11 @@ fn router(state: Arc<HttpState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/", get(console::to_console))
+        .route("/ui", get(console::to_console))
+        .route("/ui/", get(console::index))
+        .route("/ui/app.js", get(console::app_js))
+        .route("/ui/style.css", get(console::style_css))
         .merge(guarded)
         .fallback(not_found)
         .layer(axum::middleware::from_fn(count))
@@ -408,7 +421,11 @@ async fn status(State(state): State<Arc<HttpState>>) -> Response {
             "stats": snapshot.stats(),
         },
         "checkpoint": checkpoint,
-        "events": view.events.as_ref().map(|f| f()),
+        "events": view.events.as_ref().map(crate::cmd::events::TrailView::status),
+        "decisions": {
+            "stats": accessd_protocol::stats::STATS.read(),
+            "service_time_bounds_us": accessd_protocol::stats::bucket_bounds_us(),
+        },
         "quic": {
             "addr": view.quic_addr,
             "connections": (view.connections)(),

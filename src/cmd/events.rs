@@ -75,6 +75,35 @@ pub(crate) struct Trail {
     tasks: Vec<JoinHandle<()>>,
     table: Option<String>,
     bus: Option<String>,
+    burst: BurstRule,
+}
+
+/// What the HTTP face reads of a running trail: its state for
+/// `/v1/status`, and the spool for the console's live view and lookups.
+#[derive(Clone)]
+pub(crate) struct TrailView {
+    /// The spool.
+    pub(crate) spool: Spool,
+    /// The events table shipped to, if any.
+    pub(crate) table: Option<String>,
+    /// The EventBridge bus alarms go to, if any.
+    pub(crate) bus: Option<String>,
+    /// What counts as a burst of denies (for the console's alarms too).
+    pub(crate) burst: BurstRule,
+}
+
+impl TrailView {
+    /// The trail's state for `/v1/status`.
+    pub(crate) fn status(&self) -> serde_json::Value {
+        let spool = &self.spool;
+        serde_json::json!({
+            "dir": spool.dir(),
+            "spool_bytes": spool.total_bytes(),
+            "events_table": self.table,
+            "oldest_unshipped_ms": self.table.as_ref().map(|_| spool.oldest_unshipped_ms()),
+            "alarm_bus": self.bus,
+        })
+    }
 }
 
 impl Trail {
@@ -123,12 +152,13 @@ impl Trail {
             )));
             tracing::info!(table, "shipping access events");
         }
+        let burst = BurstRule {
+            denies: args.alarm_burst_denies,
+            window: args.alarm_burst_window,
+        };
         if let (Some(bus), Some(sdk)) = (&args.alarm_bus, &sdk) {
             let reader = spool.reader(ALARMS)?;
-            let rule = BurstRule {
-                denies: args.alarm_burst_denies,
-                window: args.alarm_burst_window,
-            };
+            let rule = burst;
             tasks.push(tokio::spawn(alarm::run(
                 aws_sdk_eventbridge::Client::new(sdk),
                 bus.clone(),
@@ -147,21 +177,18 @@ impl Trail {
             tasks,
             table: shipping_table,
             bus: args.alarm_bus.clone(),
+            burst,
         };
         Ok(Some((trail, log)))
     }
 
-    /// The trail's state for `/v1/status`, read when asked.
-    pub(crate) fn status(&self) -> impl Fn() -> serde_json::Value + Send + Sync + 'static {
-        let (spool, table, bus) = (self.spool.clone(), self.table.clone(), self.bus.clone());
-        move || {
-            serde_json::json!({
-                "dir": spool.dir(),
-                "spool_bytes": spool.total_bytes(),
-                "events_table": table,
-                "oldest_unshipped_ms": table.as_ref().map(|_| spool.oldest_unshipped_ms()),
-                "alarm_bus": bus,
-            })
+    /// What the HTTP face reads of the trail.
+    pub(crate) fn view(&self) -> TrailView {
+        TrailView {
+            spool: self.spool.clone(),
+            table: self.table.clone(),
+            bus: self.bus.clone(),
+            burst: self.burst,
         }
     }
 

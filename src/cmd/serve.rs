@@ -216,9 +216,7 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
                     }
                 },
                 checkpoint: args.checkpoint.clone(),
-                events: trail.as_ref().map(|t| {
-                    Box::new(t.status()) as Box<dyn Fn() -> serde_json::Value + Send + Sync>
-                }),
+                events: trail.as_ref().map(super::events::Trail::view),
                 connections: {
                     let endpoint = endpoint.clone();
                     Box::new(move || endpoint.open_connections())

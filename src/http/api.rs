@@ -31,8 +31,18 @@ pub(crate) struct OwnedRequest {
     reader: String,
     card: CredentialKey,
     pin: Option<String>,
-    /// Explain only: the instant to explain at.
-    at: Option<Timestamp>,
+    /// Explain only: when to explain at.
+    at: Option<At>,
+}
+
+/// When `/v1/explain` explains: an instant, or a wall-clock time at the
+/// reader's site (what a person asking about "9:00 on Monday" means).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum At {
+    /// An RFC 3339 instant, with its offset.
+    Instant(Timestamp),
+    /// A civil date and time without an offset, in the site's time zone.
+    SiteTime(jiff::civil::DateTime),
 }
 
 impl OwnedRequest {
@@ -128,12 +138,18 @@ fn parse_one(value: &Value, prefix: &str, allow_at: bool) -> Result<OwnedRequest
     }
     let at = match text(object, "at")? {
         None => None,
-        Some(s) => Some(s.parse::<Timestamp>().map_err(|e| {
-            bad(
-                field("at"),
-                format!("`at` is not an RFC 3339 instant such as 2026-11-30T09:00:00-05:00: {e}"),
-            )
-        })?),
+        Some(s) => Some(match s.parse::<Timestamp>() {
+            Ok(t) => At::Instant(t),
+            Err(e) => At::SiteTime(s.parse::<jiff::civil::DateTime>().map_err(|_| {
+                bad(
+                    field("at"),
+                    format!(
+                        "`at` is neither an RFC 3339 instant such as 2026-11-30T09:00:00-05:00 \
+                         nor a time at the reader's site such as 2026-11-30T09:00: {e}"
+                    ),
+                )
+            })?),
+        }),
     };
     Ok(OwnedRequest {
         reader,
@@ -307,11 +323,39 @@ struct Trace {
     levels: Vec<accessd_engine::LevelCheck>,
 }
 
-fn explain_one(state: &HttpState, request: &OwnedRequest) -> ExplainAnswer {
-    let (e, age) = state
-        .view
-        .decider
-        .explain(&request.as_request(), request.at);
+/// The instant `at` means for `reader`: a site time is read in the time
+/// zone of the reader's site (a time that a clock change skips or repeats
+/// is taken as jiff's `compatible` rule does: the later of a gap, the
+/// earlier of a fold).
+fn instant_of(
+    state: &HttpState,
+    reader: &str,
+    at: Option<At>,
+) -> Result<Option<Timestamp>, BadRequest> {
+    match at {
+        None => Ok(None),
+        Some(At::Instant(t)) => Ok(Some(t)),
+        Some(At::SiteTime(civil)) => {
+            let snapshot = state.view.decider.snapshot().load_full();
+            let zone = snapshot.reader_time_zone(reader).ok_or_else(|| {
+                bad(
+                    "at",
+                    format!(
+                        "reader `{reader}` is not known, so a time without an offset has no \
+                         site time zone: give an instant such as {civil}Z"
+                    ),
+                )
+            })?;
+            zone.to_timestamp(civil)
+                .map(Some)
+                .map_err(|e| bad("at", format!("`{civil}` at the reader's site: {e}")))
+        }
+    }
+}
+
+fn explain_one(state: &HttpState, request: &OwnedRequest) -> Result<ExplainAnswer, BadRequest> {
+    let at = instant_of(state, &request.reader, request.at)?;
+    let (e, age) = state.view.decider.explain(&request.as_request(), at);
     let Explanation {
         decision,
         at,
@@ -322,7 +366,7 @@ fn explain_one(state: &HttpState, request: &OwnedRequest) -> ExplainAnswer {
         steps,
         levels,
     } = e;
-    ExplainAnswer {
+    Ok(ExplainAnswer {
         answer: DecideAnswer::of(decision, age),
         trace: Trace {
             at,
@@ -333,7 +377,7 @@ fn explain_one(state: &HttpState, request: &OwnedRequest) -> ExplainAnswer {
             steps,
             levels,
         },
-    }
+    })
 }
 
 /// `POST /v1/explain`.
@@ -347,10 +391,25 @@ pub(crate) async fn explain(
     };
     match parse_body(&body, true) {
         Err(e) => e.into_response(),
-        Ok(Body::One(r)) => Json(explain_one(&state, &r)).into_response(),
+        Ok(Body::One(r)) => match explain_one(&state, &r) {
+            Ok(answer) => Json(answer).into_response(),
+            Err(e) => e.into_response(),
+        },
         Ok(Body::Batch(rs)) => {
-            let answers: Vec<ExplainAnswer> = rs.iter().map(|r| explain_one(&state, r)).collect();
-            Json(answers).into_response()
+            let answers: Result<Vec<ExplainAnswer>, BadRequest> = rs
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    explain_one(&state, r).map_err(|e| BadRequest {
+                        field: format!("[{i}].{}", e.field),
+                        ..e
+                    })
+                })
+                .collect();
+            match answers {
+                Ok(answers) => Json(answers).into_response(),
+                Err(e) => e.into_response(),
+            }
         }
     }
 }
@@ -401,6 +460,13 @@ mod tests {
             field_of(r#"{"reader":"r1","card":"h10301:1:1","at":"monday"}"#, true),
             "at"
         );
+        assert_eq!(
+            field_of(
+                r#"{"reader":"r1","card":"h10301:1:1","at":"2026-11-30T25:00"}"#,
+                true
+            ),
+            "at"
+        );
         let big = format!(
             "[{}]",
             vec![r#"{"reader":"r1","card":"h10301:1:1"}"#; MAX_BATCH + 1].join(",")
@@ -426,7 +492,17 @@ mod tests {
             panic!("refused")
         };
         assert_eq!(rs.len(), 2);
-        assert!(rs[1].at.is_some());
+        assert!(matches!(rs[1].at, Some(At::Instant(_))));
+        let Ok(Body::One(r)) = parse_body(
+            br#"{"reader":"a","card":"uid:04a1b2","at":"2026-11-30T09:00"}"#,
+            true,
+        ) else {
+            panic!("refused")
+        };
+        assert_eq!(
+            r.at,
+            Some(At::SiteTime(jiff::civil::date(2026, 11, 30).at(9, 0, 0, 0)))
+        );
     }
 
     #[test]

@@ -193,6 +193,25 @@ async fn decide_over_http_agrees_with_quic_and_explain_agrees_with_decide() {
             .any(|l| l["covers_door"] == true && l["schedule_active"] == false),
         "{e}"
     );
+    // A time without an offset is the reader's site time: the same answer.
+    let site_time = post(
+        http,
+        "/v1/explain",
+        r#"{"reader":"lobby-in","card":"h10301:12:1001","at":"2026-11-30T23:00"}"#,
+    )
+    .await;
+    assert_eq!(site_time.status, 200, "{}", site_time.body);
+    assert_eq!(site_time.json()["at"], e["at"]);
+    assert_eq!(site_time.json()["local_time"], e["local_time"]);
+    // ...which an unknown reader does not have.
+    let unknown = post(
+        http,
+        "/v1/explain",
+        r#"[{"reader":"lobby-in","card":"h10301:12:1001"},{"reader":"nowhere","card":"h10301:12:1001","at":"2026-11-30T23:00"}]"#,
+    )
+    .await;
+    assert_eq!(unknown.status, 400, "{}", unknown.body);
+    assert_eq!(unknown.json()["field"], "[1].at", "{}", unknown.body);
     drop(client);
     assert!(served.terminate().success());
 }
@@ -356,7 +375,25 @@ async fn beyond_loopback_needs_a_token_and_the_token_is_checked() {
     assert_eq!(get(http, "/readyz").await.status, 200);
     let bearer = format!("Bearer {token}");
     let wrong = format!("Bearer {token}x");
-    for path in ["/v1/status", "/metrics"] {
+    // The console's page holds no data and is open; its data is not.
+    for path in ["/ui/", "/ui/app.js", "/ui/style.css"] {
+        let page = get(http, path).await;
+        assert_eq!(page.status, 200, "{path}");
+        assert!(
+            page.headers
+                .contains("content-security-policy: default-src 'self'"),
+            "{path}: {}",
+            page.headers
+        );
+    }
+    for path in [
+        "/v1/status",
+        "/metrics",
+        "/v1/readers",
+        "/v1/holders/alice",
+        "/v1/cards/h10301:12:1001",
+        "/v1/live",
+    ] {
         let none = get(http, path).await;
         assert_eq!(none.status, 401, "{path}");
         assert!(
@@ -366,6 +403,13 @@ async fn beyond_loopback_needs_a_token_and_the_token_is_checked() {
         );
         let bad = request(http, "GET", path, &[("Authorization", &wrong)], None).await;
         assert_eq!(bad.status, 401, "{path}");
+        if path == "/v1/live" {
+            // A stream: answered 409 here, since this server records no events.
+            let good = request(http, "GET", path, &[("Authorization", &bearer)], None).await;
+            assert_eq!(good.status, 409, "{path}: {}", good.body);
+            assert!(good.body.contains("--events-dir"), "{}", good.body);
+            continue;
+        }
         let good = request(http, "GET", path, &[("Authorization", &bearer)], None).await;
         assert_eq!(good.status, 200, "{path}: {}", good.body);
     }

@@ -14,6 +14,7 @@
 
 mod cli;
 mod config;
+mod console;
 mod durable;
 mod dynamodb;
 mod events;

@@ -570,6 +570,28 @@ impl Spool {
         reader
     }
 
+    /// Where to start reading to see about the newest `bytes` of the
+    /// spool: the start of the oldest segment that lies within them (the
+    /// newest segment at least). For lookups of recent events.
+    pub fn recent_start(&self, bytes: u64) -> Result<SpoolPos, SpoolError> {
+        let dir = &self.inner.config.dir;
+        let (active, written) = self.written_end();
+        let mut start = active;
+        let mut total = written;
+        for seg in segments(dir)?.into_iter().rev().filter(|&s| s < active) {
+            let len = fs::metadata(segment_path(dir, seg)).map_or(0, |m| m.len());
+            total = total.saturating_add(len);
+            if total > bytes {
+                break;
+            }
+            start = seg;
+        }
+        Ok(SpoolPos {
+            segment: start,
+            offset: SEGMENT_MAGIC.len() as u64,
+        })
+    }
+
     /// Waits until something is appended (or `timeout` passes).
     pub async fn appended(&self, timeout: Duration) {
         let _ = tokio::time::timeout(timeout, self.inner.appended.notified()).await;

@@ -279,7 +279,16 @@ fn a_follower_reads_only_what_is_appended_after_it_and_holds_nothing_back() {
         spool.append(&records(100 + chunk * 10, 10), 10).unwrap();
     }
     assert!(spool.bytes().unwrap() <= 8_000 + 2_000, "the bound held");
+    // The newest few segments are where recent lookups start.
+    let mut recent = SpoolReader::open_dir(&dir);
+    recent.seek(spool.recent_start(3_000).unwrap());
+    let recent = read_all(&mut recent);
+    assert_eq!(recent.last(), Some(&299));
+    assert!(recent.len() < 200 && recent.len() >= 10, "{}", recent.len());
     let after = read_all(&mut follower);
     assert_eq!(after.last(), Some(&299));
-    assert!(!after.contains(&100), "deleted events are skipped: {after:?}");
+    assert!(
+        !after.contains(&100),
+        "deleted events are skipped: {after:?}"
+    );
 }

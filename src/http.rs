@@ -388,6 +388,7 @@ async fn status(State(state): State<Arc<HttpState>>) -> Response {
                 "bootstraps": stats.bootstraps(),
                 "stream_lag_s": stats.stream_lag_seconds(),
                 "shards": stats.shard_positions(),
+                "shard_lag_s": stats.shard_lag_seconds(),
             })
         }
     };

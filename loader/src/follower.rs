@@ -148,6 +148,10 @@ pub struct LoaderStats {
 struct StreamView {
     shards: Vec<ShardPosition>,
     lag_seconds: Option<f64>,
+    /// Per shard read without error in the last round: seconds between
+    /// the read and the creation of its newest record (0 when it had
+    /// none: caught up).
+    shard_lag_seconds: std::collections::BTreeMap<String, f64>,
 }
 
 impl LoaderStats {
@@ -180,6 +184,14 @@ impl LoaderStats {
     /// first read.
     pub fn stream_lag_seconds(&self) -> Option<f64> {
         self.stream.lock().ok().and_then(|v| v.lag_seconds)
+    }
+    /// The same, shard by shard, for the shards the last round read
+    /// without error (a shard whose read failed is absent).
+    pub fn shard_lag_seconds(&self) -> std::collections::BTreeMap<String, f64> {
+        self.stream
+            .lock()
+            .map(|v| v.shard_lag_seconds.clone())
+            .unwrap_or_default()
     }
     fn reject(&self, source: &'static str) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
@@ -692,6 +704,7 @@ impl<B: Backend> Loader<B> {
         results.sort_by(|a, b| a.0.cmp(&b.0));
         let mut failure: Option<RoundError> = None;
         let mut succeeded = 0usize;
+        let mut shard_lags = Vec::new();
         for (id, iterator, page) in results {
             let Some(shard) = cursor.shards.get_mut(&id) else {
                 continue;
@@ -728,6 +741,7 @@ impl<B: Backend> Loader<B> {
                 }
             };
             succeeded += 1;
+            let mut shard_created = None;
             for record in &page.records {
                 if let Some(why) = &record.unreadable {
                     if !self.apply_unreadable(builder, record, why, &id) {
@@ -745,8 +759,10 @@ impl<B: Backend> Loader<B> {
                 }
                 if let Some(created) = record.created {
                     lag = Some(created);
+                    shard_created = Some(created);
                 }
             }
+            shard_lags.push((id.clone(), shard_created));
             round.records += page.records.len();
             if let Some(last) = page.records.iter().rev().find(|r| !r.sequence.is_empty()) {
                 shard.last_sequence = Some(last.sequence.clone());
@@ -775,19 +791,20 @@ impl<B: Backend> Loader<B> {
                 tracing::warn!(%error, "a shard read failed; the others were applied");
             }
         }
-        let lag_s = lag.map_or(0.0, |created| {
-            self.config
-                .clock
-                .now()
-                .duration_since(created)
-                .as_secs_f64()
-                .max(0.0)
-        });
+        let now = self.config.clock.now();
+        let lag_of = |created: Option<Timestamp>| {
+            created.map_or(0.0, |c| now.duration_since(c).as_secs_f64().max(0.0))
+        };
+        let lag_s = lag_of(lag);
         metrics::gauge!(m::STREAM_LAG_SECONDS).set(lag_s);
         if let Ok(mut view) = self.stats.stream.lock() {
             *view = StreamView {
                 shards: cursor.shard_positions(),
                 lag_seconds: Some(lag_s),
+                shard_lag_seconds: shard_lags
+                    .into_iter()
+                    .map(|(id, created)| (id, lag_of(created)))
+                    .collect(),
             };
         }
         Ok(round)

@@ -549,6 +549,12 @@ async fn readiness_flips_as_the_snapshot_appears_and_as_the_data_ages() {
     .await;
     assert!(s["source"]["last_sequence"].is_string(), "{s}");
     assert!(s["source"]["stream_lag_s"].is_number(), "{s}");
+    // Lag shard by shard, for every shard of the stream (moto has one).
+    let lags = s["source"]["shard_lag_s"].as_object().unwrap();
+    for shard in s["source"]["shards"].as_array().unwrap() {
+        let lag = &lags[shard["id"].as_str().unwrap()];
+        assert!(lag.as_f64().is_some_and(|l| l >= 0.0), "{s}");
+    }
 
     // DynamoDB gone: once the data is older than the policy, not ready,
     // and decisions (HTTP and QUIC) are stale_data.

@@ -292,9 +292,13 @@ async function pollStatus() {
       el("div", { class: "value" + (small ? " small" : "") }, String(value)))));
   const shards = src.kind === "dynamodb" && Array.isArray(src.shards) ? src.shards : [];
   $("#shards tbody").replaceChildren(...(shards.length
-    ? shards.map(sh => el("tr", {}, el("td", {}, sh.id), el("td", {}, sh.parent || "—"),
-        el("td", {}, sh.last_sequence || "nothing read yet"), el("td", {}, sh.finished ? "closed, read to its end" : "open")))
-    : [el("tr", {}, el("td", { colSpan: 4, class: "muted" }, src.kind === "dynamodb" ? "no shard read yet" : "a site file has no stream"))]));
+    ? shards.map(sh => {
+        const lag = (src.shard_lag_s || {})[sh.id];
+        return el("tr", {}, el("td", {}, sh.id), el("td", {}, sh.parent || "—"),
+          el("td", {}, sh.last_sequence || "nothing read yet"), el("td", {}, sh.finished ? "closed, read to its end" : "open"),
+          el("td", {}, lag === undefined ? "not read in the last round" : lag.toFixed(1) + " s"));
+      })
+    : [el("tr", {}, el("td", { colSpan: 5, class: "muted" }, src.kind === "dynamodb" ? "no shard read yet" : "a site file has no stream"))]));
   drawChart();
 }
 

@@ -425,8 +425,57 @@ async fn the_console_shows_live_decisions_status_explanations_and_lookups_in_a_b
             .len();
         assert!(len > 10_000, "{page}.png is {len} bytes");
     }
-    browser.run("window.close()");
-    drop(browser);
     drop(load);
     assert!(served.terminate().success());
+
+    // With a token file the page loads, asks for the token, and shows the
+    // data once it is given; the data was never served without it.
+    let token = "console-token-0123456789";
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, token).unwrap();
+    let mut guarded = Served::start(
+        &dir,
+        &[
+            "--site",
+            EXAMPLE,
+            "--http-token-file",
+            token_file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let http = guarded.http().await;
+    assert_eq!(get(http, "/v1/status").await.status, 401);
+    let url = format!("http://{http}/ui/#status");
+    tokio::task::spawn_blocking(move || {
+        browser.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": 1200, "height": 900, "deviceScaleFactor": 1, "mobile": false }),
+        );
+        browser.navigate(&url);
+        browser.wait_for(
+            "the token form",
+            "!document.querySelector('#login').hidden",
+            "true",
+        );
+        let before = browser.wait_for(
+            "no figures without the token",
+            "true",
+            "document.querySelectorAll('[data-figure]').length",
+        );
+        assert_eq!(before, json!(0), "figures shown without a token");
+        browser.run(&format!(
+            "document.querySelector('#token').value = '{token}'; \
+             document.querySelector('#login').requestSubmit();"
+        ));
+        let version = browser.wait_for(
+            "the status once the token is given",
+            "document.querySelector('[data-figure=version] .value')",
+            "document.querySelector('[data-figure=version] .value').textContent",
+        );
+        assert_eq!(version, json!("1"));
+        browser.screenshot(&shots.join("token.png"));
+    })
+    .await
+    .unwrap();
+    assert!(guarded.terminate().success());
 }

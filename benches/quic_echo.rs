@@ -226,6 +226,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 batch: case.batch,
                 duration: Duration::from_secs_f64(secs),
                 rate: None,
+                sockets: None,
+                handshake_rate: None,
             };
             let report = client_rt.block_on(accessd_protocol::load::run(
                 &spec,

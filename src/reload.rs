@@ -68,7 +68,7 @@ pub(crate) struct Report {
 pub(crate) struct Reloader {
     tls: TlsArgs,
     limits: Limits,
-    endpoint: quinn::Endpoint,
+    endpoint: accessd_protocol::Endpoints,
     site: Option<(PathBuf, ServedSite)>,
     /// One reload at a time (SIGHUP, HTTP and the watcher may race).
     busy: std::sync::Mutex<()>,
@@ -78,7 +78,7 @@ impl Reloader {
     pub(crate) fn new(
         tls: TlsArgs,
         limits: Limits,
-        endpoint: quinn::Endpoint,
+        endpoint: accessd_protocol::Endpoints,
         site: Option<(PathBuf, ServedSite)>,
     ) -> Self {
         Self {

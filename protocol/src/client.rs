@@ -102,26 +102,48 @@ pub async fn connect_quic(
     server_name: &str,
     tls: &TlsCredentials,
 ) -> Result<Connection, ClientError> {
+    let endpoint = client_endpoint(addr)?;
+    // The endpoint lives as long as a connection on it does.
+    connect_on(&endpoint, &client_config(tls)?, addr, server_name).await
+}
+
+/// The client configuration [`connect_on`] takes: mutual TLS with
+/// `tls`, and a keep-alive well inside the server's idle timeout.
+pub fn client_config(tls: &TlsCredentials) -> Result<quinn::ClientConfig, ClientError> {
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls.client_config()?)
         .map_err(|e| TlsError::Config(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(Duration::from_secs(10)));
     config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+/// A client endpoint on a fresh local UDP socket of `addr`'s family; many
+/// connections may share it (one socket for many readers, as a gateway
+/// or the load generator's `--sockets` do).
+pub fn client_endpoint(addr: SocketAddr) -> Result<Endpoint, ClientError> {
     let bind: SocketAddr = if addr.is_ipv4() {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     };
-    let endpoint = Endpoint::client(bind).map_err(|e| ClientError::Connect(e.to_string()))?;
+    Endpoint::client(bind).map_err(|e| ClientError::Connect(e.to_string()))
+}
+
+/// Opens a connection to `addr` on `endpoint`.
+pub async fn connect_on(
+    endpoint: &Endpoint,
+    config: &quinn::ClientConfig,
+    addr: SocketAddr,
+    server_name: &str,
+) -> Result<Connection, ClientError> {
     let connecting = endpoint
-        .connect_with(config, addr, server_name)
+        .connect_with(config.clone(), addr, server_name)
         .map_err(|e| ClientError::Connect(e.to_string()))?;
-    let conn = connecting
+    connecting
         .await
-        .map_err(|e| ClientError::Connect(e.to_string()))?;
-    // The endpoint lives as long as a connection on it does.
-    Ok(conn)
+        .map_err(|e| ClientError::Connect(e.to_string()))
 }
 
 enum Waiter {

@@ -56,7 +56,9 @@ pub mod stats;
 mod tls;
 
 #[cfg(feature = "net")]
-pub use client::{Client, ClientError, Pipeline, connect_quic};
+pub use client::{
+    Client, ClientError, Pipeline, client_config, client_endpoint, connect_on, connect_quic,
+};
 #[cfg(feature = "net")]
 pub use decider::{EventLog, EventSink, Readiness, SnapshotDecider, age_ms};
 pub use frame::{
@@ -70,7 +72,8 @@ pub use frame::{
 pub use identity::{IdentityError, ReaderScope, SAN_ALL_READERS, SAN_READER, SAN_READER_PREFIX};
 #[cfg(feature = "net")]
 pub use server::{
-    Answer, Asked, Decider, Journal, Limits, ServerError, bind, close, run, server_config,
+    Answer, Asked, Decider, Endpoints, Journal, Limits, ServerError, bind, bind_endpoints, close,
+    run, server_config,
 };
 #[cfg(feature = "net")]
 pub use tls::{ALPN, DevCa, IssuedCert, TlsCredentials, TlsError};

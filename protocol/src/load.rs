@@ -1,7 +1,16 @@
 //! The load generator's engine: connections × pipelined streams, closed
-//! loop (keep `in_flight` frames outstanding) or open loop (send on a fixed
-//! schedule and measure from the intended send time, so a stalled server
-//! cannot hide its stall: no coordinated omission).
+//! loop (keep `in_flight` frames outstanding) or open loop (each
+//! connection sends at random, Poisson-distributed times at its share of
+//! the rate, as independent readers do, and latency is measured from the
+//! intended send time, so a stalled server cannot hide its stall: no
+//! coordinated omission).
+//!
+//! Open loop keeps three measures apart: the latency a reader would see
+//! (from the intended time), the round trip (from the actual send), and
+//! the generator's own schedule lag (how late it sent frames that nothing
+//! held back; tokio's timers tick in milliseconds, so up to about 1 ms is
+//! the timer, not the server). When the generator could not send what was
+//! offered, [`LoadReport::generator_behind`] says so.
 //!
 //! It drives any server that answers each frame with one frame in order,
 //! so the same code measures accessd and the bare echo floor in
@@ -17,7 +26,7 @@ use accessd_engine::{CredentialKey, Verdict};
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
 
-use crate::client::{ClientError, Pipeline, connect_quic};
+use crate::client::{ClientError, Pipeline, client_config, client_endpoint, connect_on};
 use crate::frame::{Frame, MAX_BATCH, RequestFrame};
 use crate::tls::TlsCredentials;
 
@@ -51,7 +60,18 @@ pub struct LoadSpec {
     /// Open loop: total frames per second across all connections. `None`:
     /// closed loop.
     pub rate: Option<f64>,
+    /// Client UDP sockets the connections share, round robin; `None`: one
+    /// socket per connection, as separate readers have. Thousands of
+    /// connections from one process need fewer (file descriptors, and one
+    /// quinn driver per socket).
+    pub sockets: Option<usize>,
+    /// Handshakes started per second while connecting; `None`: as fast as
+    /// the server completes them, [`MAX_CONCURRENT_HANDSHAKES`] at a time.
+    pub handshake_rate: Option<f64>,
 }
+
+/// Handshakes in progress at once while connecting.
+pub const MAX_CONCURRENT_HANDSHAKES: usize = 64;
 
 /// Counters shared with a progress display while the load runs.
 #[derive(Debug, Default)]
@@ -79,8 +99,31 @@ pub struct LoadReport {
     pub errors: u64,
     /// Time from the first send to the last answer.
     pub elapsed: Duration,
-    /// Round-trip latency per frame, in nanoseconds.
+    /// Latency per frame in nanoseconds, from the time it was meant to be
+    /// sent (open loop) or was sent (closed loop) to its answer: what a
+    /// reader would see, a server's stall included.
     pub latency_ns: Histogram<u64>,
+    /// From each frame's actual send to its answer, in nanoseconds.
+    pub round_trip_ns: Histogram<u64>,
+    /// Open loop: how late the generator sent the frames nothing held back
+    /// (its own lag: timers, a busy core), in nanoseconds.
+    pub lag_ns: Histogram<u64>,
+    /// Open loop: frames due within the window (the offered load); closed
+    /// loop: frames sent.
+    pub offered: u64,
+    /// Frames sent.
+    pub sent: u64,
+    /// Open loop: frames that waited because their connection already had
+    /// `in_flight` frames unanswered (the server's answers were slow;
+    /// their latency counts the wait).
+    pub held_back: u64,
+    /// Time to connect every connection (handshakes, before the window).
+    pub connect_elapsed: Duration,
+    /// Each handshake's time, in nanoseconds.
+    pub handshake_ns: Histogram<u64>,
+    /// The client's resident memory per connection once connected, in
+    /// bytes (from `/proc/self/status`; `None` where it cannot be read).
+    pub client_rss_per_connection: Option<u64>,
     /// The first error seen, for the summary.
     pub first_error: Option<String>,
 }
@@ -105,6 +148,35 @@ impl LoadReport {
     pub fn max_us(&self) -> f64 {
         self.latency_ns.max() as f64 / 1000.0
     }
+
+    /// Why these figures say more about the generator than the server:
+    /// it sent noticeably less than was offered although nothing held it
+    /// back, or sent late (schedule lag p99 above 2 ms). `None` when the
+    /// generator kept its schedule.
+    pub fn generator_behind(&self) -> Option<String> {
+        if self.held_back > 0 && self.sent < self.offered {
+            // The server's answers held it back: that is the measurement.
+            return None;
+        }
+        let lag_p99_ms = self.lag_ns.value_at_quantile(0.99) as f64 / 1e6;
+        let short = self.sent as f64 + 0.5 < self.offered as f64 * 0.97;
+        (short || lag_p99_ms > 2.0).then(|| {
+            format!(
+                "the load generator could not keep up: it sent {} of {} frames offered, \
+                 schedule lag p99 {lag_p99_ms:.1} ms; give it a core of its own, more \
+                 --sockets, or a lower rate",
+                self.sent, self.offered
+            )
+        })
+    }
+}
+
+/// Resident memory of this process, in bytes, from `/proc/self/status`.
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Why a load run could not start.
@@ -148,17 +220,26 @@ pub async fn run(
     {
         return Err(LoadError::Spec("rate must be a positive number".into()));
     }
-    let mut pipes = Vec::with_capacity(spec.connections);
-    for _ in 0..spec.connections {
-        let conn = connect_quic(spec.addr, &spec.server_name, tls).await?;
-        let (send, recv) = conn.open_bi().await.map_err(ClientError::from)?;
-        pipes.push((conn, Pipeline::new(send, recv)));
+    if spec.sockets == Some(0) {
+        return Err(LoadError::Spec("sockets must be at least 1".into()));
     }
+    if let Some(rate) = spec.handshake_rate
+        && !(rate.is_finite() && rate > 0.0)
+    {
+        return Err(LoadError::Spec(
+            "handshake rate must be a positive number".into(),
+        ));
+    }
+    let rss_before = rss_bytes();
+    let connected = connect_all(spec, tls).await?;
+    let client_rss_per_connection = rss_before
+        .zip(rss_bytes())
+        .map(|(before, after)| after.saturating_sub(before) / spec.connections as u64);
     let start = Instant::now();
     let stop_at = start + spec.duration;
     let stopped = Arc::new(AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, (conn, pipe)) in pipes.into_iter().enumerate() {
+    for (i, (conn, pipe)) in connected.pipes.into_iter().enumerate() {
         let spec = spec.clone();
         let mix = mix.clone();
         let progress = progress.clone();
@@ -179,6 +260,8 @@ pub async fn run(
             }
         }
     }
+    // The endpoints shared by several connections close with the last.
+    drop(connected.endpoints);
     Ok(LoadReport {
         frames: total.frames,
         decisions: total.decisions,
@@ -190,7 +273,83 @@ pub async fn run(
             .unwrap_or_else(Instant::now)
             .duration_since(start),
         latency_ns: total.hist,
+        round_trip_ns: total.round_trip,
+        lag_ns: total.lag,
+        offered: total.offered,
+        sent: total.sent,
+        held_back: total.held_back,
+        connect_elapsed: connected.elapsed,
+        handshake_ns: connected.handshakes,
+        client_rss_per_connection,
         first_error: total.first_error,
+    })
+}
+
+/// Every connection with its stream, and how connecting went.
+struct Connected {
+    pipes: Vec<(quinn::Connection, Pipeline)>,
+    endpoints: Vec<quinn::Endpoint>,
+    elapsed: Duration,
+    handshakes: Histogram<u64>,
+}
+
+/// Connects `spec.connections` connections, at most
+/// [`MAX_CONCURRENT_HANDSHAKES`] at a time and at `spec.handshake_rate`,
+/// over `spec.sockets` shared sockets (or one each).
+async fn connect_all(spec: &LoadSpec, tls: &TlsCredentials) -> Result<Connected, LoadError> {
+    let config = client_config(tls)?;
+    let endpoints = match spec.sockets {
+        Some(n) => (0..n.min(spec.connections))
+            .map(|_| client_endpoint(spec.addr))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => Vec::new(),
+    };
+    let began = Instant::now();
+    let pace = spec
+        .handshake_rate
+        .map(|r| Duration::from_secs_f64(1.0 / r));
+    let mut handshakes = new_histogram();
+    let mut pending = tokio::task::JoinSet::new();
+    let mut pipes: Vec<Option<(quinn::Connection, Pipeline)>> =
+        (0..spec.connections).map(|_| None).collect();
+    let mut next = 0usize;
+    while next < spec.connections || !pending.is_empty() {
+        while next < spec.connections && pending.len() < MAX_CONCURRENT_HANDSHAKES {
+            if let Some(pace) = pace {
+                tokio::time::sleep_until(began + pace.mul_f64(next as f64)).await;
+            }
+            let endpoint = match endpoints.get(next % endpoints.len().max(1)) {
+                Some(e) => e.clone(),
+                None => client_endpoint(spec.addr)?,
+            };
+            let (config, addr, name) = (config.clone(), spec.addr, spec.server_name.clone());
+            let index = next;
+            pending.spawn(async move {
+                let t0 = Instant::now();
+                let conn = connect_on(&endpoint, &config, addr, &name).await?;
+                let took = t0.elapsed();
+                let (send, recv) = conn.open_bi().await.map_err(ClientError::from)?;
+                Ok::<_, ClientError>((index, took, conn, Pipeline::new(send, recv)))
+            });
+            next += 1;
+        }
+        match pending.join_next().await {
+            Some(Ok(Ok((index, took, conn, pipe)))) => {
+                handshakes.saturating_record(took.as_nanos().min(u128::from(u64::MAX)) as u64);
+                if let Some(slot) = pipes.get_mut(index) {
+                    *slot = Some((conn, pipe));
+                }
+            }
+            Some(Ok(Err(e))) => return Err(e.into()),
+            Some(Err(e)) => return Err(LoadError::Spec(format!("a connect task failed: {e}"))),
+            None => {}
+        }
+    }
+    Ok(Connected {
+        pipes: pipes.into_iter().flatten().collect(),
+        endpoints,
+        elapsed: began.elapsed(),
+        handshakes,
     })
 }
 
@@ -200,7 +359,12 @@ struct ConnReport {
     grants: u64,
     denies: u64,
     errors: u64,
+    offered: u64,
+    sent: u64,
+    held_back: u64,
     hist: Histogram<u64>,
+    round_trip: Histogram<u64>,
+    lag: Histogram<u64>,
     last: Option<Instant>,
     first_error: Option<String>,
 }
@@ -213,7 +377,12 @@ impl ConnReport {
             grants: 0,
             denies: 0,
             errors: 0,
+            offered: 0,
+            sent: 0,
+            held_back: 0,
             hist: new_histogram(),
+            round_trip: new_histogram(),
+            lag: new_histogram(),
             last: None,
             first_error: None,
         }
@@ -225,7 +394,12 @@ impl ConnReport {
         self.grants += o.grants;
         self.denies += o.denies;
         self.errors += o.errors;
+        self.offered += o.offered;
+        self.sent += o.sent;
+        self.held_back += o.held_back;
         let _ = self.hist.add(&o.hist);
+        let _ = self.round_trip.add(&o.round_trip);
+        let _ = self.lag.add(&o.lag);
         self.last = self.last.max(o.last);
         if self.first_error.is_none() {
             self.first_error = o.first_error;
@@ -237,6 +411,43 @@ impl ConnReport {
         if self.first_error.is_none() {
             self.first_error = Some(e.to_string());
         }
+    }
+}
+
+/// A frame sent and not yet answered.
+#[derive(Clone, Copy)]
+struct Outstanding {
+    /// When it was meant to go (closed loop: when it went).
+    intended: Instant,
+    /// When it went.
+    sent: Instant,
+}
+
+/// When an open-loop connection sends: Poisson arrivals at `per_sec`,
+/// from a random phase, as independent readers do (a fixed interval
+/// would have every connection fire in the same millisecond).
+struct Schedule {
+    next_due: Instant,
+    mean: f64,
+    rng: fastrand::Rng,
+}
+
+impl Schedule {
+    fn new(index: usize, start: Instant, per_sec: f64) -> Self {
+        let mut rng = fastrand::Rng::with_seed(0x5eed ^ index as u64);
+        let mean = 1.0 / per_sec;
+        let first = Duration::from_secs_f64(rng.f64() * mean);
+        Self {
+            next_due: start + first,
+            mean,
+            rng,
+        }
+    }
+
+    fn advance(&mut self) {
+        // Exponential inter-arrival: -ln(U) × mean, U in (0, 1].
+        let u = 1.0 - self.rng.f64();
+        self.next_due += Duration::from_secs_f64(-u.ln() * self.mean);
     }
 }
 
@@ -254,12 +465,14 @@ async fn drive(
     // Spread the connections over the mix so they do not ask in lockstep.
     let mut cursor = index.wrapping_mul(7919) % mix.len();
     let mut next_id: u32 = 1;
-    // Send times of outstanding frames, in order (answers come in order).
-    let mut sent: VecDeque<Instant> = VecDeque::with_capacity(spec.in_flight);
-    let interval = spec
+    // Outstanding frames, in order (answers come in order).
+    let mut sent: VecDeque<Outstanding> = VecDeque::with_capacity(spec.in_flight);
+    let mut schedule = spec
         .rate
-        .map(|r| Duration::from_secs_f64(spec.connections as f64 / r));
-    let mut next_due = Instant::now();
+        .map(|r| Schedule::new(index, Instant::now(), r / spec.connections as f64));
+    // Open loop: a due frame found the connection at its in-flight cap;
+    // frames sent before the backlog clears were held back, not late.
+    let mut capped = false;
     let mut items: Vec<RequestFrame<'_>> = Vec::with_capacity(spec.batch);
     let mut sending = true;
     loop {
@@ -267,24 +480,32 @@ async fn drive(
         if sending && now >= stop_at {
             sending = false;
             stopped.store(true, Ordering::Relaxed);
+            if let Some(schedule) = &mut schedule {
+                // Due and never sent: offered all the same.
+                while schedule.next_due < stop_at {
+                    report.offered += 1;
+                    schedule.advance();
+                }
+            }
         }
         if sending {
             // Queue what is due: in closed loop, up to `in_flight`
             // outstanding; in open loop, every frame whose time has come
             // (capped at `in_flight`; the latency still counts from the
             // intended time).
-            while sent.len() < spec.in_flight {
-                let intended = match interval {
+            loop {
+                let intended = match &schedule {
                     None => now,
-                    Some(iv) => {
-                        if next_due > now {
-                            break;
-                        }
-                        let t = next_due;
-                        next_due += iv;
-                        t
+                    Some(s) if s.next_due > now => {
+                        capped = false;
+                        break;
                     }
+                    Some(s) => s.next_due,
                 };
+                if sent.len() >= spec.in_flight {
+                    capped = schedule.is_some();
+                    break;
+                }
                 items.clear();
                 for _ in 0..spec.batch {
                     let Some(m) = mix.get(cursor) else { break };
@@ -304,9 +525,27 @@ async fn drive(
                     Some(pipe.queue_batch(&items))
                 };
                 match queued {
-                    Some(Ok(())) => sent.push_back(intended),
+                    Some(Ok(())) => {
+                        sent.push_back(Outstanding {
+                            intended,
+                            sent: now,
+                        });
+                        report.sent += 1;
+                        report.offered += 1;
+                    }
                     Some(Err(e)) => report.error(e),
                     None => break,
+                }
+                if let Some(s) = &mut schedule {
+                    if capped {
+                        report.held_back += 1;
+                    } else {
+                        let late = now.duration_since(intended);
+                        report
+                            .lag
+                            .saturating_record(late.as_nanos().min(u128::from(u64::MAX)) as u64);
+                    }
+                    s.advance();
                 }
             }
             if let Err(e) = pipe.flush().await {
@@ -314,22 +553,22 @@ async fn drive(
                 return report;
             }
         }
+        let next_due = schedule.as_ref().map(|s| s.next_due.min(stop_at));
         if sent.is_empty() {
             if !sending {
                 break;
             }
-            if let Some(iv) = interval {
+            if let Some(due) = next_due {
                 // Nothing outstanding: sleep until the next send is due.
-                tokio::time::sleep_until(next_due.min(stop_at)).await;
-                let _ = iv;
+                tokio::time::sleep_until(due).await;
                 continue;
             }
         }
-        let read = match (interval, sending) {
-            (Some(_), true) => {
+        let read = match (next_due, sending) {
+            (Some(due), true) => {
                 tokio::select! {
                     r = pipe.read(|f| on_frame(f, &mut sent, &mut report, progress)) => Some(r),
-                    () = tokio::time::sleep_until(next_due.min(stop_at)) => None,
+                    () = tokio::time::sleep_until(due) => None,
                 }
             }
             (_, false) => {
@@ -374,17 +613,22 @@ async fn drive(
 
 fn on_frame(
     frame: Frame<'_>,
-    sent: &mut VecDeque<Instant>,
+    sent: &mut VecDeque<Outstanding>,
     report: &mut ConnReport,
     progress: &Progress,
 ) {
     let now = Instant::now();
-    let Some(t0) = sent.pop_front() else {
+    let Some(o) = sent.pop_front() else {
         report.error(format!("unsolicited {:?} frame", frame.frame_type()));
         return;
     };
-    let ns = now.duration_since(t0).as_nanos().min(u128::from(u64::MAX)) as u64;
-    report.hist.saturating_record(ns.max(1));
+    let ns = |since: Instant| {
+        now.duration_since(since)
+            .as_nanos()
+            .min(u128::from(u64::MAX)) as u64
+    };
+    report.hist.saturating_record(ns(o.intended).max(1));
+    report.round_trip.saturating_record(ns(o.sent).max(1));
     report.last = Some(now);
     let decisions = match frame {
         Frame::Response(r) => {

@@ -166,6 +166,106 @@ pub fn bind(
     Endpoint::server(config, addr).map_err(|e| ServerError::Bind(addr, e))
 }
 
+/// The QUIC endpoints that serve one address together. quinn handles
+/// every datagram of an endpoint on one task, so one endpoint keeps one
+/// core busy at most for its packets; several endpoints on `SO_REUSEPORT`
+/// sockets let the kernel spread clients over them (by the hash of their
+/// address and port), each endpoint on its own task.
+///
+/// The price: a client whose address or port changes (a NAT rebinding)
+/// may land on an endpoint that does not know its connection; it gets a
+/// stateless reset and reconnects (one handshake). See
+/// `docs/benchmarks.md` ("Fleet") for why this and not routing by
+/// connection id.
+#[derive(Clone, Debug)]
+pub struct Endpoints(Arc<[Endpoint]>);
+
+impl From<Endpoint> for Endpoints {
+    fn from(endpoint: Endpoint) -> Self {
+        Self(Arc::from([endpoint]))
+    }
+}
+
+impl Endpoints {
+    /// The address served.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match self.0.first() {
+            Some(e) => e.local_addr(),
+            None => Err(std::io::Error::other("no endpoint")),
+        }
+    }
+
+    /// Connections open now, over every endpoint.
+    pub fn open_connections(&self) -> usize {
+        self.0.iter().map(Endpoint::open_connections).sum()
+    }
+
+    /// Sets the server configuration of every endpoint (certificate
+    /// rotation; `None` stops accepting).
+    pub fn set_server_config(&self, config: Option<quinn::ServerConfig>) {
+        for e in self.0.iter() {
+            e.set_server_config(config.clone());
+        }
+    }
+
+    /// The endpoints.
+    pub fn iter(&self) -> impl Iterator<Item = &Endpoint> {
+        self.0.iter()
+    }
+
+    /// How many endpoints serve the address.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there is none (never, for a bound server).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Binds `count` QUIC endpoints on `addr` with `SO_REUSEPORT` (one plain
+/// endpoint when `count` is 1). Port 0 picks one free port for all.
+pub fn bind_endpoints(
+    addr: SocketAddr,
+    tls: &TlsCredentials,
+    limits: &Limits,
+    count: usize,
+) -> Result<Endpoints, ServerError> {
+    if count <= 1 {
+        return bind(addr, tls, limits).map(Endpoints::from);
+    }
+    let config = server_config(tls, limits)?;
+    let runtime = Arc::new(quinn::TokioRuntime);
+    let mut endpoints = Vec::with_capacity(count);
+    let mut at = addr;
+    for _ in 0..count {
+        let socket = reuseport_socket(at).map_err(|e| ServerError::Bind(at, e))?;
+        // The first socket chose the port; the others join it.
+        at = socket.local_addr().map_err(|e| ServerError::Bind(at, e))?;
+        let endpoint = Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(config.clone()),
+            socket,
+            runtime.clone(),
+        )
+        .map_err(|e| ServerError::Bind(at, e))?;
+        endpoints.push(endpoint);
+    }
+    Ok(Endpoints(endpoints.into()))
+}
+
+fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
 /// The endpoint configuration [`bind`] serves with. Give a new one to a
 /// running endpoint (`Endpoint::set_server_config`) to rotate
 /// certificates: new handshakes use it, connections already open keep
@@ -205,20 +305,36 @@ pub fn server_config(
 /// `drain_timeout` passes), and closes every connection with
 /// [`close::SHUTDOWN`].
 pub async fn run<D: Decider>(
-    endpoint: Endpoint,
+    endpoints: impl Into<Endpoints>,
     decider: Arc<D>,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
+    let endpoints: Endpoints = endpoints.into();
     tokio::pin!(shutdown);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
+    // One accepting task per endpoint, into one queue: the connection
+    // limit and the shutdown stay in one place.
+    let (incoming_tx, mut incoming_rx) = tokio::sync::mpsc::channel::<quinn::Incoming>(64);
+    let mut acceptors = JoinSet::new();
+    for endpoint in endpoints.iter() {
+        let (endpoint, tx) = (endpoint.clone(), incoming_tx.clone());
+        acceptors.spawn(async move {
+            while let Some(incoming) = endpoint.accept().await {
+                if tx.send(incoming).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    drop(incoming_tx);
     loop {
         tokio::select! {
             biased;
             () = &mut shutdown => break,
-            incoming = endpoint.accept() => {
+            incoming = incoming_rx.recv() => {
                 let Some(incoming) = incoming else { break };
                 let Ok(permit) = permits.clone().try_acquire_owned() else {
                     metrics::counter!(crate::metrics::CONNECTIONS_REFUSED, "reason" => "limit").increment(1);
@@ -243,7 +359,8 @@ pub async fn run<D: Decider>(
         connections = conns.len(),
         "shutting down: draining connections"
     );
-    endpoint.set_server_config(None);
+    endpoints.set_server_config(None);
+    acceptors.abort_all();
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(limits.drain_timeout + Duration::from_secs(1), async {
         while conns.join_next().await.is_some() {}
@@ -252,9 +369,16 @@ pub async fn run<D: Decider>(
     if drained.is_err() {
         conns.abort_all();
     }
-    endpoint.close(VarInt::from_u32(close::SHUTDOWN), b"server shutting down");
+    for endpoint in endpoints.iter() {
+        endpoint.close(VarInt::from_u32(close::SHUTDOWN), b"server shutting down");
+    }
     // Let the CONNECTION_CLOSE frames go out.
-    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        for endpoint in endpoints.iter() {
+            endpoint.wait_idle().await;
+        }
+    })
+    .await;
 }
 
 struct ConnCtx<D> {

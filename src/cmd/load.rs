@@ -29,9 +29,20 @@ pub(crate) struct Shape {
     /// Requests per frame; above 1, batch frames are sent.
     #[arg(long, default_value_t = 1)]
     pub(crate) batch: usize,
-    /// Open loop: frames per second in total. Without it: closed loop.
+    /// Open loop: frames per second in total, each connection sending at
+    /// random (Poisson) times at its share. Without it: closed loop.
     #[arg(long)]
     pub(crate) rate: Option<f64>,
+    /// UDP sockets the connections share (round robin). Default: one per
+    /// connection, like separate readers; thousands of connections need
+    /// fewer (file descriptors).
+    #[arg(long)]
+    pub(crate) sockets: Option<usize>,
+    /// Handshakes started per second while connecting (before the
+    /// measured window). Default: as fast as the server completes them,
+    /// 64 at a time.
+    #[arg(long)]
+    pub(crate) handshake_rate: Option<f64>,
     /// Share of unknown cards in the mix.
     #[arg(long, default_value_t = 0.05)]
     pub(crate) unknown_share: f64,
@@ -82,6 +93,25 @@ pub(crate) struct Summary {
     p99_us: f64,
     p999_us: f64,
     max_us: f64,
+    /// Round trips, from each frame's actual send (open loop: without the
+    /// generator's own lag).
+    rtt_p50_us: f64,
+    rtt_p99_us: f64,
+    /// Open loop: frames offered, sent, and held back by the in-flight cap.
+    offered: u64,
+    sent: u64,
+    held_back: u64,
+    /// Open loop: the generator's own schedule lag.
+    lag_p99_us: f64,
+    /// Connecting, before the measured window.
+    connect_s: f64,
+    handshake_p50_us: f64,
+    handshake_p99_us: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_rss_per_connection: Option<u64>,
+    /// Set when the generator, not the server, limited the figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    generator_behind: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     first_error: Option<String>,
 }
@@ -111,6 +141,21 @@ impl Summary {
             p99_us: round(r.quantile_us(0.99)),
             p999_us: round(r.quantile_us(0.999)),
             max_us: round(r.max_us()),
+            rtt_p50_us: round(r.round_trip_ns.value_at_quantile(0.5) as f64 / 1000.0),
+            rtt_p99_us: round(r.round_trip_ns.value_at_quantile(0.99) as f64 / 1000.0),
+            offered: r.offered,
+            sent: r.sent,
+            held_back: r.held_back,
+            lag_p99_us: round(r.lag_ns.value_at_quantile(0.99) as f64 / 1000.0),
+            connect_s: round(r.connect_elapsed.as_secs_f64() * 100.0) / 100.0,
+            handshake_p50_us: round(r.handshake_ns.value_at_quantile(0.5) as f64 / 1000.0),
+            handshake_p99_us: round(r.handshake_ns.value_at_quantile(0.99) as f64 / 1000.0),
+            client_rss_per_connection: r.client_rss_per_connection,
+            generator_behind: if spec.rate.is_some() {
+                r.generator_behind()
+            } else {
+                None
+            },
             first_error: r.first_error.clone(),
         }
     }
@@ -140,6 +185,31 @@ impl Summary {
             "  latency µs: p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
             self.p50_us, self.p90_us, self.p99_us, self.p999_us, self.max_us
         );
+        if self.mode == "open" {
+            println!(
+                "  round trip µs (from the actual send): p50 {}  p99 {}; schedule lag p99 {} µs",
+                self.rtt_p50_us, self.rtt_p99_us, self.lag_p99_us
+            );
+            println!(
+                "  offered {} frames, sent {}, {} held back by the in-flight cap",
+                self.offered, self.sent, self.held_back
+            );
+        }
+        println!(
+            "  connected in {:.2} s (handshake p50 {} µs, p99 {} µs){}",
+            self.connect_s,
+            self.handshake_p50_us,
+            self.handshake_p99_us,
+            self.client_rss_per_connection
+                .map(|b| format!(
+                    ", client memory {:.1} KiB per connection",
+                    b as f64 / 1024.0
+                ))
+                .unwrap_or_default()
+        );
+        if let Some(why) = &self.generator_behind {
+            println!("  WARNING: {why}");
+        }
         if let Some(e) = &self.first_error {
             println!("  first error: {e}");
         }
@@ -216,6 +286,8 @@ pub(crate) fn spec(
         batch: shape.batch,
         duration: Duration::from_secs_f64(duration),
         rate: shape.rate,
+        sockets: shape.sockets,
+        handshake_rate: shape.handshake_rate,
     })
 }
 

@@ -72,6 +72,11 @@ pub(crate) struct Args {
     tls: TlsArgs,
     #[command(flatten)]
     http: crate::http::HttpArgs,
+    /// QUIC endpoints serving --listen together (SO_REUSEPORT), so that
+    /// packet handling spreads over cores; 0: one per available core (at
+    /// most 16). See docs/benchmarks.md ("Fleet").
+    #[arg(long, default_value_t = 0)]
+    endpoints: usize,
     /// Connections served at once; more are refused.
     #[arg(long, default_value_t = 4096)]
     max_connections: usize,
@@ -147,9 +152,16 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
         idle_timeout: Duration::from_secs(args.idle_timeout_secs),
         ..Limits::default()
     };
-    let endpoint = accessd_protocol::bind(args.listen, &tls, &limits)?;
+    let endpoints = match args.endpoints {
+        0 => std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(16),
+        n => n,
+    };
+    let endpoint = accessd_protocol::bind_endpoints(args.listen, &tls, &limits, endpoints)?;
     tracing::info!(
         addr = %endpoint.local_addr()?,
+        endpoints,
         version = shared.load().version(),
         max_staleness = ?args.max_staleness,
         "serving"

@@ -578,6 +578,181 @@ async fn many_requests_in_flight_and_batches() {
     server.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_endpoints_share_one_port_and_serve_every_client() {
+    let shared = Arc::new(SharedSnapshot::new(example()));
+    let server =
+        crate::support::quic::start_server_on(shared, accessd_protocol::Limits::default(), 3).await;
+    assert_eq!(server.endpoints.len(), 3);
+    for e in server.endpoints.iter() {
+        assert_eq!(e.local_addr().unwrap(), server.addr, "one port for all");
+    }
+    // Each client on its own socket: the kernel spreads them by port.
+    let mut clients = Vec::new();
+    for _ in 0..24 {
+        let client = server.gateway().await;
+        let answer = client
+            .decide(&req("lobby-in", "h10301:12:1001", None))
+            .await
+            .unwrap();
+        assert_eq!(answer.reason(), Some(Reason::Granted));
+        clients.push(client);
+    }
+    assert_eq!(server.endpoints.open_connections(), 24);
+    let busy = server
+        .endpoints
+        .iter()
+        .filter(|e| e.open_connections() > 0)
+        .count();
+    assert!(busy >= 2, "24 clients all on one of 3 endpoints");
+    // No server configuration: no endpoint accepts a new client, and the
+    // clients already connected go on.
+    server.endpoints.set_server_config(None);
+    for _ in 0..4 {
+        // Ignored, not refused: the client would wait for its idle
+        // timeout. A loopback handshake takes milliseconds.
+        let attempt = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            server.connect(&server.certs.gateway),
+        )
+        .await;
+        assert!(!matches!(attempt, Ok(Ok(_))), "a handshake was accepted");
+    }
+    let answer = clients[0]
+        .decide(&req("lobby-in", "h10301:12:1001", None))
+        .await
+        .unwrap();
+    assert_eq!(answer.reason(), Some(Reason::Granted));
+    drop(clients);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_keeps_its_open_loop_schedule_and_accounts_for_it() {
+    use accessd_protocol::load::{LoadSpec, MixRequest, Progress};
+
+    let (server, _shared) = example_server().await;
+    let mix = Arc::new(vec![MixRequest {
+        reader: "lobby-in".into(),
+        credential: card("h10301:12:1001"),
+        pin: None,
+    }]);
+    let spec = LoadSpec {
+        addr: server.addr,
+        server_name: "localhost".into(),
+        connections: 40,
+        in_flight: 1,
+        batch: 1,
+        duration: std::time::Duration::from_secs(2),
+        rate: Some(400.0),
+        sockets: Some(4),
+        handshake_rate: Some(400.0),
+    };
+    let report = accessd_protocol::load::run(
+        &spec,
+        &server.certs.gateway,
+        mix.clone(),
+        Arc::new(Progress::default()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.errors, 0, "{:?}", report.first_error);
+    assert_eq!(report.handshake_ns.len(), 40, "every handshake measured");
+    // Paced at 400/s, 40 handshakes take at least 97.5 ms.
+    assert!(report.connect_elapsed >= std::time::Duration::from_millis(97));
+    // About 800 frames offered (Poisson: ±15 % is beyond 4 σ), all sent
+    // and answered: a loopback server keeps up with 400/s.
+    assert!(
+        (680..=920).contains(&report.offered),
+        "offered {}",
+        report.offered
+    );
+    // Poisson arrivals sometimes come faster than the previous answer:
+    // such a frame waits (held back, its latency counting the wait), and
+    // only such frames can be left unsent at the end.
+    assert!(report.offered - report.sent <= report.held_back);
+    assert!(
+        report.held_back * 3 < report.sent,
+        "{} held back",
+        report.held_back
+    );
+    assert_eq!(report.frames, report.sent);
+    assert_eq!(report.latency_ns.len(), report.frames);
+    assert_eq!(report.round_trip_ns.len(), report.frames);
+    // The round trip never exceeds the latency from the intended time.
+    assert!(report.round_trip_ns.min() <= report.latency_ns.min());
+    // Every frame sent was either late by the generator's own lag or held
+    // back by its connection's cap (whether the lag stayed small depends on
+    // what else this machine runs: `generator_behind` is tested apart).
+    assert_eq!(report.lag_ns.len() + report.held_back, report.sent);
+
+    // Offered far more than one frame in flight per connection can carry
+    // (each connection would need 500 answers a second at most 1 ms
+    // apart): frames are held back, and that is the server's share, not
+    // the generator's.
+    let flood = LoadSpec {
+        rate: Some(200_000.0),
+        connections: 4,
+        sockets: None,
+        handshake_rate: None,
+        duration: std::time::Duration::from_millis(500),
+        ..spec
+    };
+    let report = accessd_protocol::load::run(
+        &flood,
+        &server.certs.gateway,
+        mix,
+        Arc::new(Progress::default()),
+    )
+    .await
+    .unwrap();
+    assert!(report.held_back > 0);
+    assert!(report.sent < report.offered);
+    assert!(
+        report.latency_ns.value_at_quantile(0.99) > report.round_trip_ns.value_at_quantile(0.99),
+        "waiting counts in the latency"
+    );
+    server.shutdown().await;
+}
+
+#[test]
+fn a_generator_that_fell_behind_says_so() {
+    use accessd_protocol::load::LoadReport;
+    let h = || hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
+    let mut report = LoadReport {
+        frames: 500,
+        decisions: 500,
+        grants: 500,
+        denies: 0,
+        errors: 0,
+        elapsed: std::time::Duration::from_secs(1),
+        latency_ns: h(),
+        round_trip_ns: h(),
+        lag_ns: h(),
+        offered: 1000,
+        sent: 500,
+        held_back: 0,
+        connect_elapsed: std::time::Duration::ZERO,
+        handshake_ns: h(),
+        client_rss_per_connection: None,
+        first_error: None,
+    };
+    let why = report
+        .generator_behind()
+        .expect("sent half of what was offered");
+    assert!(why.contains("sent 500 of 1000"), "{why}");
+    // Held back by the server's answers: that is the measurement.
+    report.held_back = 400;
+    assert!(report.generator_behind().is_none());
+    // On schedule, but late by 5 ms: behind.
+    report.held_back = 0;
+    report.sent = 1000;
+    for _ in 0..100 {
+        report.lag_ns.record(5_000_000).unwrap();
+    }
+    assert!(report.generator_behind().is_some());
+}
+
 #[tokio::test]
 async fn a_snapshot_swap_during_load_changes_answers_without_errors() {
     let mut builder = example_builder();

@@ -130,6 +130,8 @@ pub(crate) struct TestServer {
     pub(crate) certs: TestCerts,
     /// What it decides on.
     pub(crate) decider: Arc<TestDecider>,
+    /// Its QUIC endpoints.
+    pub(crate) endpoints: accessd_protocol::Endpoints,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -187,10 +189,25 @@ pub(crate) async fn start_server(snapshot: Arc<SharedSnapshot>) -> TestServer {
 
 /// [`start_server`] with other limits.
 pub(crate) async fn start_server_with(snapshot: Arc<SharedSnapshot>, limits: Limits) -> TestServer {
+    start_server_on(snapshot, limits, 1).await
+}
+
+/// [`start_server_with`] on `endpoints` endpoints sharing the port.
+pub(crate) async fn start_server_on(
+    snapshot: Arc<SharedSnapshot>,
+    limits: Limits,
+    endpoints: usize,
+) -> TestServer {
     let certs = TestCerts::new();
-    let endpoint =
-        accessd_protocol::bind(([127, 0, 0, 1], 0).into(), &certs.server, &limits).unwrap();
+    let endpoint = accessd_protocol::bind_endpoints(
+        ([127, 0, 0, 1], 0).into(),
+        &certs.server,
+        &limits,
+        endpoints,
+    )
+    .unwrap();
     let addr = endpoint.local_addr().unwrap();
+    let handle = endpoint.clone();
     let decider = Arc::new(TestDecider::new(snapshot));
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(accessd_protocol::run(
@@ -205,6 +222,7 @@ pub(crate) async fn start_server_with(snapshot: Arc<SharedSnapshot>, limits: Lim
         addr,
         certs,
         decider,
+        endpoints: handle,
         stop: Some(stop),
         task: Some(task),
     }

@@ -15,6 +15,12 @@
 //!
 //! Without `--bench` (as under `cargo test --benches`) it runs one short
 //! case as a smoke test.
+//!
+//! `--serve-echo ADDR --certs DIR [--endpoints N] [--secs S]` serves only
+//! the echo floor, with the certificates `accessd certs --out DIR` wrote,
+//! for `S` seconds (default 600): a separate process that `accessd load`
+//! drives exactly as it drives `accessd serve` (`scripts/fleet-bench`
+//! pins each to its own vCPU).
 
 mod common;
 
@@ -107,6 +113,37 @@ fn row(r: &LoadReport) -> String {
     )
 }
 
+/// `--serve-echo ADDR`: the echo floor alone, as its own process.
+#[expect(clippy::print_stdout, reason = "a bench reports on stdout")]
+fn serve_echo(
+    addr: &str,
+    certs: &str,
+    endpoints: usize,
+    secs: f64,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let dir = std::path::Path::new(certs);
+    let tls = TlsCredentials::from_pem_files(
+        &dir.join("ca.pem"),
+        &dir.join("server.pem"),
+        &dir.join("server.key"),
+    )?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let bound =
+            accessd_protocol::bind_endpoints(addr.parse()?, &tls, &Limits::default(), endpoints)?;
+        println!(
+            "echo serving {} on {} endpoint(s) for {secs} s",
+            bound.local_addr()?,
+            bound.len()
+        );
+        for endpoint in bound.iter() {
+            tokio::spawn(echo_server(endpoint.clone()));
+        }
+        tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })
+}
+
 #[expect(clippy::print_stdout, reason = "a bench reports on stdout")]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -117,6 +154,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .and_then(|i| args.get(i + 1))
             .cloned()
     };
+    if let Some(addr) = arg("--serve-echo") {
+        let certs = arg("--certs").ok_or("--serve-echo needs --certs DIR")?;
+        let endpoints = arg("--endpoints").map_or(Ok(1), |s| s.parse())?;
+        let secs = arg("--secs").map_or(Ok(600.0), |s| s.parse())?;
+        return serve_echo(&addr, &certs, endpoints, secs);
+    }
     let secs: f64 = arg("--secs").map_or(Ok(if full { 3.0 } else { 0.2 }), |s| s.parse())?;
     let only = arg("--only");
     let rounds: usize = arg("--rounds").map_or(Ok(if full { 3 } else { 1 }), |s| s.parse())?;

@@ -237,12 +237,16 @@ pub fn bind_endpoints(
     }
     let config = server_config(tls, limits)?;
     let runtime = Arc::new(quinn::TokioRuntime);
+    // A plain bind first: it fails if anything holds the address, so a
+    // second server started by mistake is refused ("address in use")
+    // instead of silently sharing the port through SO_REUSEPORT. It also
+    // picks the port when `addr` says 0.
+    let at = std::net::UdpSocket::bind(addr)
+        .and_then(|probe| probe.local_addr())
+        .map_err(|e| ServerError::Bind(addr, e))?;
     let mut endpoints = Vec::with_capacity(count);
-    let mut at = addr;
     for _ in 0..count {
         let socket = reuseport_socket(at).map_err(|e| ServerError::Bind(at, e))?;
-        // The first socket chose the port; the others join it.
-        at = socket.local_addr().map_err(|e| ServerError::Bind(at, e))?;
         let endpoint = Endpoint::new(
             quinn::EndpointConfig::default(),
             Some(config.clone()),

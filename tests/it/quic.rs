@@ -605,6 +605,18 @@ async fn several_endpoints_share_one_port_and_serve_every_client() {
         .filter(|e| e.open_connections() > 0)
         .count();
     assert!(busy >= 2, "24 clients all on one of 3 endpoints");
+    // A second server on the same address is refused, not let in to
+    // share the port.
+    let second = accessd_protocol::bind_endpoints(
+        server.addr,
+        &server.certs.server,
+        &accessd_protocol::Limits::default(),
+        2,
+    );
+    assert!(
+        matches!(second, Err(accessd_protocol::ServerError::Bind(..))),
+        "{second:?}"
+    );
     // No server configuration: no endpoint accepts a new client, and the
     // clients already connected go on.
     server.endpoints.set_server_config(None);
@@ -741,7 +753,8 @@ fn a_generator_that_fell_behind_says_so() {
         .generator_behind()
         .expect("sent half of what was offered");
     assert!(why.contains("sent 500 of 1000"), "{why}");
-    // Held back by the server's answers: that is the measurement.
+    // Held back by the server's answers, and on time otherwise: that is
+    // the measurement.
     report.held_back = 400;
     assert!(report.generator_behind().is_none());
     // On schedule, but late by 5 ms: behind.

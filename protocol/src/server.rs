@@ -315,6 +315,7 @@ pub async fn run<D: Decider>(
     shutdown: impl Future<Output = ()>,
 ) {
     let endpoints: Endpoints = endpoints.into();
+    let counters = Arc::new(DecisionCounters::register());
     tokio::pin!(shutdown);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -347,6 +348,7 @@ pub async fn run<D: Decider>(
                 };
                 let ctx = ConnCtx {
                     decider: decider.clone(),
+                    counters: counters.clone(),
                     stop: stop_rx.clone(),
                     drain: limits.drain_timeout,
                     max_streams: limits.max_streams_per_connection,
@@ -387,6 +389,7 @@ pub async fn run<D: Decider>(
 
 struct ConnCtx<D> {
     decider: Arc<D>,
+    counters: Arc<DecisionCounters>,
     stop: watch::Receiver<bool>,
     drain: Duration,
     max_streams: u32,
@@ -440,7 +443,7 @@ fn scope_of(conn: &Connection) -> Result<ReaderScope, IdentityError> {
     ReaderScope::from_certificate(leaf)
 }
 
-async fn serve_connection<D: Decider>(incoming: quinn::Incoming, mut ctx: ConnCtx<D>) {
+async fn serve_connection<D: Decider>(incoming: quinn::Incoming, ctx: ConnCtx<D>) {
     let remote = incoming.remote_address();
     let conn = match incoming.accept() {
         Ok(connecting) => connecting.await,
@@ -471,16 +474,21 @@ async fn serve_connection<D: Decider>(incoming: quinn::Incoming, mut ctx: ConnCt
         }
     };
     let mut streams = JoinSet::new();
+    // One wait for shutdown for the connection's life: registered once,
+    // not once per accepted stream.
+    let stop = stopped(ctx.stop.clone());
+    tokio::pin!(stop);
     loop {
         tokio::select! {
             biased;
-            () = stopped(&mut ctx.stop) => break,
+            () = &mut stop => break,
             s = conn.accept_bi() => match s {
                 Ok((send, recv)) => {
                     let stream = StreamCtx {
                         conn: conn.clone(),
                         scope: scope.clone(),
                         decider: ctx.decider.clone(),
+                        counters: ctx.counters.clone(),
                         stop: ctx.stop.clone(),
                         drain: ctx.drain,
                     };
@@ -508,27 +516,26 @@ struct StreamCtx<D> {
     conn: Connection,
     scope: Arc<ReaderScope>,
     decider: Arc<D>,
+    counters: Arc<DecisionCounters>,
     stop: watch::Receiver<bool>,
     drain: Duration,
 }
 
 const READ_CHUNK: usize = 64 * 1024;
 
-async fn serve_stream<D: Decider>(
-    mut send: SendStream,
-    mut recv: RecvStream,
-    mut ctx: StreamCtx<D>,
-) {
+async fn serve_stream<D: Decider>(mut send: SendStream, mut recv: RecvStream, ctx: StreamCtx<D>) {
     let mut chunk = vec![0u8; READ_CHUNK];
     let mut reader = FrameReader::default();
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     let mut journal = Journal::default();
     let mut drain_deadline: Option<tokio::time::Instant> = None;
+    let stop = stopped(ctx.stop.clone());
+    tokio::pin!(stop);
     loop {
         let read = match drain_deadline {
             None => tokio::select! {
                 r = recv.read(&mut chunk) => r,
-                () = stopped(&mut ctx.stop) => {
+                () = &mut stop => {
                     encode_error(&mut out, ErrorCode::GOING_AWAY, 0, "server shutting down");
                     drain_deadline = Some(tokio::time::Instant::now() + ctx.drain);
                     if send.write_all(&out).await.is_err() {
@@ -601,14 +608,36 @@ async fn serve_stream<D: Decider>(
     let _ = tokio::time::timeout(ctx.drain, send.stopped()).await;
 }
 
-/// Completes once shutdown has been signalled.
-async fn stopped(stop: &mut watch::Receiver<bool>) {
+/// Completes once shutdown has been signalled. Pinned once per stream or
+/// connection and polled by every `select!`: a fresh wait per read would
+/// register and deregister a waiter on the channel's shared list each time
+/// (a lock every stream takes, on every request).
+async fn stopped(mut stop: watch::Receiver<bool>) {
     // An error means the sender is gone, which also means "stop".
     let _ = stop.wait_for(|s| *s).await;
 }
 
 fn note_malformed(code: ErrorCode) {
     metrics::counter!(crate::metrics::FRAMES_MALFORMED, "code" => code.name()).increment(1);
+}
+
+/// The decision counters, looked up in the metrics registry once per
+/// server rather than once per chunk (a lookup hashes the name and labels
+/// and takes the registry's lock).
+struct DecisionCounters {
+    grant: metrics::Counter,
+    deny: metrics::Counter,
+    not_permitted: metrics::Counter,
+}
+
+impl DecisionCounters {
+    fn register() -> Self {
+        Self {
+            grant: metrics::counter!(crate::metrics::DECISIONS, "verdict" => "grant"),
+            deny: metrics::counter!(crate::metrics::DECISIONS, "verdict" => "deny"),
+            not_permitted: metrics::counter!(crate::metrics::READER_NOT_PERMITTED),
+        }
+    }
 }
 
 /// Decision counts of one chunk, flushed to metrics once per chunk so the
@@ -621,17 +650,16 @@ struct Tally {
 }
 
 impl Tally {
-    fn flush(&self) {
+    fn flush(&self, counters: &DecisionCounters) {
         crate::stats::STATS.count(self.grant, self.deny);
         if self.grant > 0 {
-            metrics::counter!(crate::metrics::DECISIONS, "verdict" => "grant")
-                .increment(self.grant);
+            counters.grant.increment(self.grant);
         }
         if self.deny > 0 {
-            metrics::counter!(crate::metrics::DECISIONS, "verdict" => "deny").increment(self.deny);
+            counters.deny.increment(self.deny);
         }
         if self.not_permitted > 0 {
-            metrics::counter!(crate::metrics::READER_NOT_PERMITTED).increment(self.not_permitted);
+            counters.not_permitted.increment(self.not_permitted);
         }
     }
 }
@@ -657,7 +685,7 @@ fn process<D: Decider>(
         }
         Ok::<(), InvalidFrame>(())
     });
-    tally.flush();
+    tally.flush(&ctx.counters);
     // Before the caller writes `out`: an answered decision has its event.
     if journal.count > 0 {
         ctx.decider.commit(journal);

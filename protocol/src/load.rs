@@ -552,7 +552,18 @@ async fn drive(
                 return report;
             }
         }
-        let next_due = schedule.as_ref().map(|s| s.next_due.min(stop_at));
+        // When to wake for the next send. A connection at its in-flight cap
+        // has a frame already due: waiting for that time would return at
+        // once and spin, starving every other connection of the thread
+        // (the generator "collapsing" under open loop); it waits for an
+        // answer instead (or the end).
+        let next_due = schedule.as_ref().map(|s| {
+            if capped {
+                stop_at
+            } else {
+                s.next_due.min(stop_at)
+            }
+        });
         if sent.is_empty() {
             if !sending {
                 break;

@@ -82,6 +82,10 @@ fn decide_into<'s>(
     let version = snapshot.version();
     let deny = |reason| Decision::deny(reason, version);
     let topo = &*snapshot.topology;
+    // The credential's bucket is the one cache miss of a decision at a
+    // million credentials: start it first, so the reader lookup runs while
+    // it is on its way. Rule 1 still decides before rule 2.
+    let cred = snapshot.cred(&request.credential);
 
     // 1. Reader and door.
     let Some(reader) = topo.readers.get(request.reader) else {
@@ -97,7 +101,7 @@ fn decide_into<'s>(
     subject.site = Some(&site.id);
 
     // 2. Credential.
-    let Some(cred) = snapshot.cred(&request.credential) else {
+    let Some(cred) = cred else {
         return deny(Reason::UnknownCredential);
     };
     // Dead in `decide`, so the cold half is not read for it there.

@@ -25,7 +25,7 @@ pub(crate) fn build(snapshot: &Snapshot, params: MixParams, now: Timestamp) -> V
     let mut rng = fastrand::Rng::with_seed(params.seed);
     let mut readers: Vec<&str> = snapshot.reader_ids().collect();
     readers.sort_unstable();
-    let mut creds: Vec<CredentialKey> = snapshot.credential_keys().copied().collect();
+    let mut creds: Vec<CredentialKey> = snapshot.credential_keys().collect();
     creds.sort_unstable();
     if readers.is_empty() {
         return Vec::new();

@@ -157,6 +157,91 @@ impl CredentialKey {
     }
 }
 
+/// Bit 63 marks a packed key, so no packed key is 0 (an empty slot of the
+/// credential table); bit 62 tells a card (0) from a UID (1).
+const PACKED: u64 = 1 << 63;
+const PACKED_UID: u64 = 1 << 62;
+/// A card's facility code and number share the low 46 bits; its format
+/// sits above them (bits 46..62).
+const CARD_BITS: u32 = 46;
+/// The longest UID that packs: 7 bytes (ISO 14443 single and double size
+/// UIDs are 4 and 7) beside a 3-bit length.
+const PACKED_UID_LEN: usize = 7;
+
+impl CredentialKey {
+    /// The key as one integer, for the credential table: a card whose
+    /// facility code and number fit 46 bits together (every card of the
+    /// well-known formats, and numbers below 2^32 with facility codes below
+    /// 2^14 for any other), or a UID of up to 7 bytes. `None` for the rest,
+    /// which are kept in a slower table. Never 0; different keys never
+    /// pack to the same integer.
+    #[inline]
+    pub(crate) fn pack(&self) -> Option<u64> {
+        match *self {
+            Self::Card {
+                format,
+                facility,
+                number,
+            } => {
+                let bits = format.number_bits();
+                if number >> bits != 0 || u64::from(facility) >> (CARD_BITS - bits) != 0 {
+                    return None;
+                }
+                let fields = u64::from(facility) << bits | number;
+                Some(PACKED | u64::from(format.0) << CARD_BITS | fields)
+            }
+            Self::Uid(uid) => {
+                let bytes = uid.as_bytes();
+                if bytes.len() > PACKED_UID_LEN {
+                    return None;
+                }
+                let mut word = [0u8; 8];
+                word.get_mut(..bytes.len())?.copy_from_slice(bytes);
+                let len = (bytes.len() as u64) << 56;
+                Some(PACKED | PACKED_UID | len | u64::from_le_bytes(word))
+            }
+        }
+    }
+
+    /// The key that [`pack`](Self::pack) made `packed`; `None` for an
+    /// integer it cannot have made.
+    pub(crate) fn unpack(packed: u64) -> Option<Self> {
+        if packed & PACKED == 0 {
+            return None;
+        }
+        if packed & PACKED_UID == 0 {
+            let format = CardFormat((packed >> CARD_BITS) as u16);
+            let bits = format.number_bits();
+            let fields = packed & ((1 << CARD_BITS) - 1);
+            return Some(Self::card(
+                format,
+                (fields >> bits) as u32,
+                fields & ((1 << bits) - 1),
+            ));
+        }
+        let len = ((packed >> 56) & 0x3f) as usize;
+        let word = (packed & ((1 << 56) - 1)).to_le_bytes();
+        Uid::new(word.get(..len)?).map(Self::Uid)
+    }
+}
+
+impl CardFormat {
+    /// How many low bits of a packed card hold the number: the format's
+    /// own width for the well-known formats (so every card of theirs
+    /// packs), 32 for any other.
+    #[inline]
+    fn number_bits(self) -> u32 {
+        match self {
+            Self::H10301 => 16,
+            Self::H10302 => 35,
+            Self::H10304 => 19,
+            Self::CORP1000_35 => 20,
+            Self::CORP1000_48 => 23,
+            _ => 32,
+        }
+    }
+}
+
 impl fmt::Display for CredentialKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -306,6 +391,99 @@ mod tests {
         assert!(matches!("uid:".parse::<CredentialKey>(), Err(E::Uid(_))));
         let long = format!("uid:{}", "00".repeat(17));
         assert!(matches!(long.parse::<CredentialKey>(), Err(E::Uid(_))));
+    }
+
+    proptest::proptest! {
+        /// Packing is exact: whatever packs unpacks to the same key, so two
+        /// keys can never share a packed integer.
+        #[test]
+        fn packing_is_exact(format: u16, facility: u32, number: u64, uid: Vec<u8>, small: bool) {
+            let (facility, number) = if small { (facility & 0xffff, number & 0xff_ffff) } else { (facility, number) };
+            let card = CredentialKey::card(CardFormat(format % 8), facility, number);
+            if let Some(packed) = card.pack() {
+                proptest::prop_assert_eq!(CredentialKey::unpack(packed), Some(card));
+            }
+            if let Some(uid) = Uid::new(&uid) {
+                let key = CredentialKey::Uid(uid);
+                if let Some(packed) = key.pack() {
+                    proptest::prop_assert_eq!(CredentialKey::unpack(packed), Some(key));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn packing_round_trips_and_never_collides() {
+        let mut seen = std::collections::HashMap::new();
+        let mut keys = vec![];
+        for format in [1u16, 2, 3, 4, 5, 0, 6, 900, u16::MAX] {
+            for facility in [
+                0u32,
+                1,
+                255,
+                4242,
+                (1 << 11) - 1,
+                1 << 11,
+                (1 << 14) - 1,
+                1 << 14,
+                (1 << 22) - 1,
+                u32::MAX,
+            ] {
+                for number in [
+                    0u64,
+                    1,
+                    65535,
+                    (1 << 19) - 1,
+                    (1 << 23) - 1,
+                    1 << 23,
+                    (1 << 32) - 1,
+                    1 << 32,
+                    (1 << 35) - 1,
+                    1 << 35,
+                    u64::MAX,
+                ] {
+                    keys.push(CredentialKey::card(CardFormat(format), facility, number));
+                }
+            }
+        }
+        for len in 1..=MAX_UID_LEN {
+            for fill in [0u8, 1, 0x80, 0xff] {
+                keys.push(CredentialKey::Uid(Uid::new(&vec![fill; len]).unwrap()));
+            }
+        }
+        let mut packed_count = 0;
+        for key in keys {
+            let Some(packed) = key.pack() else { continue };
+            packed_count += 1;
+            assert_ne!(packed, 0);
+            assert_eq!(CredentialKey::unpack(packed), Some(key), "{key}");
+            if let Some(other) = seen.insert(packed, key) {
+                assert_eq!(other, key, "{key} and {other} both pack to {packed:x}");
+            }
+        }
+        assert!(packed_count > 100);
+        // Every card of a well-known format packs; so do short UIDs.
+        for text in [
+            "h10301:255:65535",
+            "h10302:0:34359738367",
+            "h10304:65535:524287",
+            "corp1000_35:4095:1048575",
+            "corp1000_48:4194303:8388607",
+            "uid:04a1b2c3d4e5f6",
+        ] {
+            assert!(
+                text.parse::<CredentialKey>().unwrap().pack().is_some(),
+                "{text}"
+            );
+        }
+        assert!(
+            "uid:04a1b2c3d4e5f607"
+                .parse::<CredentialKey>()
+                .unwrap()
+                .pack()
+                .is_none()
+        );
+        assert_eq!(CredentialKey::unpack(0), None);
     }
 
     #[test]

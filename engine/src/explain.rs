@@ -317,14 +317,14 @@ fn walk(
 
     // 2. Credential.
     let card = request.credential;
-    let Some(cred) = snapshot.creds.get(&card) else {
+    let Some(cred) = snapshot.cred(&card) else {
         return trace.deny(
             Rule::Credential,
             Reason::UnknownCredential,
             format!("no credential `{card}`"),
         );
     };
-    out.holder = Some(cred.holder.id().to_owned());
+    out.holder = cred.holder().map(|h| h.id().to_owned());
     let status = match cred.hot.status {
         CredentialStatus::Active => None,
         CredentialStatus::Suspended => Some(Reason::CredentialSuspended),
@@ -343,10 +343,7 @@ fn walk(
         );
     }
     let now_ms = now.as_millisecond();
-    let (from, until) = cred
-        .extras
-        .as_ref()
-        .map_or((None, None), |e| e.validity.bounds());
+    let (from, until) = cred.extras().map_or((None, None), |e| e.validity.bounds());
     match cred.validity_at(now_ms) {
         Within::Inside => {}
         Within::Before => {
@@ -370,12 +367,12 @@ fn walk(
     );
 
     // 3. Cardholder, from the same place `decide` reads it.
-    let holder = &*cred.holder;
+    let holder = cred.holder();
     let hot = &cred.hot;
-    let holder_id = holder.id();
+    let holder_id = holder.map_or("", |h| h.id());
     let core = match hot.core() {
         Some(core) => Some(core),
-        None => holder.core(),
+        None => holder.and_then(|h| h.core()),
     };
     let Some(core) = core else {
         return trace.deny(
@@ -461,7 +458,7 @@ fn walk(
     let assignments: Vec<_> = if hot.is_inline() {
         hot.assignments().collect()
     } else {
-        holder.assignments().collect()
+        holder.into_iter().flat_map(|h| h.assignments()).collect()
     };
     let mut miss = Reason::NoAccess;
     let mut granted = false;
@@ -574,6 +571,14 @@ fn walk(
     let mut reason = Reason::Granted;
     match door.area.and_then(|i| topo.areas.get(i)) {
         Some(area) if area.passback != PassbackMode::None => {
+            if holder.is_none() {
+                // As `decide`: no holder entry to record the passage under.
+                return trace.deny(
+                    Rule::Holder,
+                    Reason::HolderUnknown,
+                    format!("credential `{card}` has no cardholder entry"),
+                );
+            }
             let hard = area.passback == PassbackMode::Hard;
             let passage = presence.peek(
                 holder_id,

@@ -58,6 +58,7 @@
 //! ```
 
 mod credential;
+mod credmap;
 mod decide;
 mod decision;
 mod event;

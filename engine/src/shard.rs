@@ -1,5 +1,9 @@
 //! A persistent hash map: cheap to clone, cheap to change one entry of.
 //!
+//! The credential table (`credmap`) keeps its own buckets in the same tree
+//! of groups and shards, and this map for the few keys that do not pack
+//! into an integer.
+//!
 //! The map is a two-level tree of 64 groups × 78 shards, each a hash table
 //! behind an `Arc`. Cloning the map copies one pointer. Changing one entry
 //! copies the path to it: the root (64 pointers), one group (78 pointers)
@@ -22,8 +26,8 @@ use std::sync::Arc;
 use hashbrown::HashTable;
 
 const GROUP_BITS: u32 = 6;
-const GROUPS: usize = 1 << GROUP_BITS;
-const SHARDS_PER_GROUP: usize = 78;
+pub(crate) const GROUPS: usize = 1 << GROUP_BITS;
+pub(crate) const SHARDS_PER_GROUP: usize = 78;
 const SHARD_SHIFT: u32 = 32;
 /// Hash bits 32..57: below hashbrown's 7-bit tag.
 const SLOT_BITS: u32 = 25;
@@ -50,8 +54,9 @@ impl<K, V, S: Clone> Clone for ShardedMap<K, V, S> {
     }
 }
 
+/// The (group, shard) of `hash`; shared with the credential table.
 #[inline]
-fn slot(hash: u64) -> (usize, usize) {
+pub(crate) fn slot(hash: u64) -> (usize, usize) {
     let bits = (hash >> SHARD_SHIFT) & ((1 << SLOT_BITS) - 1);
     let group = (bits as usize) & (GROUPS - 1);
     // Multiply-shift maps the remaining 19 bits evenly onto 0..78.

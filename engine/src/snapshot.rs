@@ -6,8 +6,9 @@
 //!   Snapshot ─┬─ Arc<Topology>   sites, doors, readers, areas, schedules,
 //!             │                  holidays, door groups, access levels:
 //!             │                  thousands of rows, rebuilt whole on change
-//!             └─ ShardedMap      credential key → credential entry, each with
-//!                                an Arc of its holder (status, validity,
+//!             └─ CredMap         credential key → credential entry (a hot
+//!                                half inline in the table, a cold half with
+//!                                an Arc of its holder: status, validity,
 //!                                level assignments): millions of rows,
 //!                                changed one entry at a time by path copying
 //! ```
@@ -31,6 +32,7 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
 use crate::credential::CredentialKey;
+use crate::credmap::CredMap;
 use crate::model::{
     AccessLevelRecord, AreaRecord, CardholderRecord, Change, CredentialRecord, CredentialStatus,
     Direction, DoorGroupRecord, DoorMode, DoorRecord, HolderStatus, HolidaySetRecord, PassbackMode,
@@ -38,7 +40,6 @@ use crate::model::{
 };
 use crate::pin::PinHash;
 use crate::schedule::CompiledSchedule;
-use crate::shard::ShardedMap;
 pub use crate::validate::ApplyError;
 use crate::validate::validate;
 
@@ -279,86 +280,128 @@ pub(crate) struct AssignmentEntry {
     pub(crate) validity: Validity,
 }
 
-/// A credential as decisions need it. It is the one entry there are
-/// millions of, so it is kept to 32 bytes, and it carries a copy of the
-/// common case of its holder (`hot`) so a decision touches the credential's
-/// entry only instead of chasing a pointer to the holder.
-#[derive(Debug, Clone)]
-pub(crate) struct CredEntry {
-    /// INVARIANT(holder-arc): the holder part is derived from `holder` and
-    /// refreshed with it.
+/// A credential as decisions need it, in two halves stored side by side in
+/// the credential table (see `credmap`): the hot half beside the key, in
+/// the cache line every lookup reads, and the cold half in the next line,
+/// read only when the hot half says it is needed. There is one of these
+/// per credential, millions of them, so together they are 24 bytes.
+#[derive(Clone, Copy)]
+pub(crate) struct Cred<'a> {
     pub(crate) hot: Hot,
-    /// Validity and PIN, for the credentials that have either.
-    pub(crate) extras: Option<Arc<CredExtras>>,
-    pub(crate) holder: Arc<HolderEntry>,
+    /// `Some` for every stored credential. A reference, so finding the
+    /// entry does not read it.
+    cold: &'a Option<Cold>,
 }
 
 /// The credential's status and, when the holder is simple enough, an
 /// inline copy of it: most holders have a record, no validity window and at
-/// most three assignments without validity windows. 16 bytes.
-#[derive(Debug, Clone, Copy)]
+/// most three assignments without validity windows, to levels numbered
+/// below 65,536. 8 bytes: four keys and their hot halves fill a cache line.
+///
+/// INVARIANT(holder-arc): the holder part is derived from the cold half's
+/// holder and refreshed with it. INVARIANT(hot-extras): `EXTRAS` is set
+/// exactly when the cold half has extras.
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Hot {
     pub(crate) status: CredentialStatus,
-    /// `None`: the holder is not inline; read `CredEntry::holder`.
-    holder_status: Option<HolderStatus>,
-    lockdown_override: bool,
-    len: u8,
-    levels: [u32; FAST_LEVELS],
+    /// `LEN_MASK`, `OVERRIDE`, `HOLDER_ACTIVE`, `HOLDER_INACTIVE`, `EXTRAS`.
+    flags: u8,
+    levels: [u16; FAST_LEVELS],
 }
 
 const FAST_LEVELS: usize = 3;
+/// How many of `levels` are used.
+const LEN_MASK: u8 = 0b11;
+const OVERRIDE: u8 = 1 << 2;
+/// The holder is inline and active; with `HOLDER_INACTIVE`, inline and
+/// inactive; with neither, not inline: read the cold half's holder.
+const HOLDER_ACTIVE: u8 = 1 << 3;
+const HOLDER_INACTIVE: u8 = 1 << 4;
+/// The credential has a validity window or a PIN (in the cold half).
+const EXTRAS: u8 = 1 << 5;
 
 impl Hot {
-    fn of(status: CredentialStatus, holder: &HolderEntry) -> Self {
-        let mut hot = Self {
+    fn of(status: CredentialStatus, extras: bool, holder: &HolderEntry) -> Self {
+        let not_inline = Self {
             status,
-            holder_status: None,
-            lockdown_override: false,
-            len: 0,
+            flags: if extras { EXTRAS } else { 0 },
             levels: [0; FAST_LEVELS],
         };
         let Some(core) = holder.core() else {
-            return hot;
+            return not_inline;
         };
         if holder.rare.is_some() || holder.levels.len() > FAST_LEVELS {
-            return hot;
+            return not_inline;
         }
+        let mut hot = not_inline;
         for (slot, level) in hot.levels.iter_mut().zip(holder.levels.iter()) {
-            *slot = *level;
+            let Ok(level) = u16::try_from(*level) else {
+                return not_inline;
+            };
+            *slot = level;
         }
-        hot.holder_status = Some(core.status);
-        hot.lockdown_override = core.lockdown_override;
-        hot.len = holder.levels.len() as u8;
+        hot.flags |= holder.levels.len() as u8 & LEN_MASK;
+        hot.flags |= match core.status {
+            HolderStatus::Active => HOLDER_ACTIVE,
+            HolderStatus::Inactive => HOLDER_INACTIVE,
+        };
+        if core.lockdown_override {
+            hot.flags |= OVERRIDE;
+        }
         hot
     }
 
     /// Whether the holder is inline.
     #[inline]
     pub(crate) fn is_inline(&self) -> bool {
-        self.holder_status.is_some()
+        self.flags & (HOLDER_ACTIVE | HOLDER_INACTIVE) != 0
     }
 
     /// The inline holder's core, if it is inline.
     #[inline]
     pub(crate) fn core(&self) -> Option<HolderCore> {
-        self.holder_status.map(|status| HolderCore {
+        let status = if self.flags & HOLDER_ACTIVE != 0 {
+            HolderStatus::Active
+        } else if self.flags & HOLDER_INACTIVE != 0 {
+            HolderStatus::Inactive
+        } else {
+            return None;
+        };
+        Some(HolderCore {
             status,
             validity: Validity::ALWAYS,
-            lockdown_override: self.lockdown_override,
+            lockdown_override: self.flags & OVERRIDE != 0,
         })
     }
 
     /// The inline holder's assignments (empty when not inline).
     #[inline]
     pub(crate) fn assignments(&self) -> impl Iterator<Item = AssignmentEntry> + '_ {
-        self.levels
-            .iter()
-            .take(usize::from(self.len))
-            .map(|&level| AssignmentEntry {
-                level,
-                validity: Validity::ALWAYS,
-            })
+        let len = if self.is_inline() {
+            usize::from(self.flags & LEN_MASK)
+        } else {
+            0
+        };
+        self.levels.iter().take(len).map(|&level| AssignmentEntry {
+            level: level.into(),
+            validity: Validity::ALWAYS,
+        })
     }
+
+    #[inline]
+    fn has_extras(&self) -> bool {
+        self.flags & EXTRAS != 0
+    }
+}
+
+/// The cold half of a credential: its holder, and its extras if it has
+/// any. Read for the rare credentials whose hot half is not enough.
+#[derive(Debug, Clone)]
+pub(crate) struct Cold {
+    /// INVARIANT(holder-arc).
+    pub(crate) holder: Arc<HolderEntry>,
+    /// INVARIANT(hot-extras).
+    pub(crate) extras: Option<Arc<CredExtras>>,
 }
 
 /// The rarer parts of a credential.
@@ -368,33 +411,53 @@ pub(crate) struct CredExtras {
     pub(crate) pin: Option<PinHash>,
 }
 
-impl CredEntry {
-    /// The entry of credential record `r`, whose holder entry is `holder`.
-    fn of(r: CredentialRecord, holder: Arc<HolderEntry>) -> Self {
-        let validity = Validity::new(r.valid_from, r.valid_until);
-        let extras = (validity != Validity::ALWAYS || r.pin.is_some()).then(|| {
-            Arc::new(CredExtras {
-                validity,
-                pin: r.pin,
-            })
-        });
-        Self {
-            hot: Hot::of(r.status, &holder),
-            extras,
-            holder,
-        }
+/// The halves of credential record `r`, whose holder entry is `holder`.
+fn cred_entry(r: CredentialRecord, holder: Arc<HolderEntry>) -> (Hot, Cold) {
+    let validity = Validity::new(r.valid_from, r.valid_until);
+    let extras = (validity != Validity::ALWAYS || r.pin.is_some()).then(|| {
+        Arc::new(CredExtras {
+            validity,
+            pin: r.pin,
+        })
+    });
+    let hot = Hot::of(r.status, extras.is_some(), &holder);
+    (hot, Cold { holder, extras })
+}
+
+impl<'a> Cred<'a> {
+    fn new((hot, cold): (Hot, &'a Option<Cold>)) -> Self {
+        Self { hot, cold }
     }
 
+    /// The holder's entry; `None` only if the table broke its promise
+    /// that every stored credential has a cold half.
+    #[inline]
+    pub(crate) fn holder(&self) -> Option<&'a HolderEntry> {
+        self.cold.as_ref().map(|c| &*c.holder)
+    }
+
+    /// The extras, read only when the hot half says there are some.
+    #[inline]
+    pub(crate) fn extras(&self) -> Option<&'a CredExtras> {
+        if !self.hot.has_extras() {
+            return None;
+        }
+        self.cold.as_ref()?.extras.as_deref()
+    }
+
+    /// Fails closed: extras announced but missing read as expired.
     #[inline]
     pub(crate) fn validity_at(&self, now_ms: i64) -> Within {
-        self.extras
-            .as_ref()
-            .map_or(Within::Inside, |e| e.validity.at(now_ms))
+        if !self.hot.has_extras() {
+            return Within::Inside;
+        }
+        self.extras()
+            .map_or(Within::After, |e| e.validity.at(now_ms))
     }
 
     #[inline]
-    pub(crate) fn pin(&self) -> Option<&PinHash> {
-        self.extras.as_ref().and_then(|e| e.pin.as_ref())
+    pub(crate) fn pin(&self) -> Option<&'a PinHash> {
+        self.extras().and_then(|e| e.pin.as_ref())
     }
 }
 
@@ -434,7 +497,7 @@ pub struct Snapshot {
     version: u64,
     as_of: Timestamp,
     pub(crate) topology: Arc<Topology>,
-    pub(crate) creds: ShardedMap<CredentialKey, CredEntry, RandomState>,
+    pub(crate) creds: CredMap<Hot, Cold>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -469,7 +532,7 @@ impl Snapshot {
             version: 0,
             as_of,
             topology: Arc::default(),
-            creds: ShardedMap::with_hasher(RandomState::default()),
+            creds: CredMap::new(),
         }
     }
 
@@ -508,10 +571,21 @@ impl Snapshot {
         self.creds.get(key).is_some()
     }
 
+    /// The credential under `key`.
+    #[inline]
+    pub(crate) fn cred(&self, key: &CredentialKey) -> Option<Cred<'_>> {
+        self.creds.get(key).map(Cred::new)
+    }
+
+    /// Every credential, in no particular order.
+    pub(crate) fn creds(&self) -> impl Iterator<Item = (CredentialKey, Cred<'_>)> {
+        self.creds.iter().map(|(k, h, c)| (k, Cred::new((h, c))))
+    }
+
     /// Every credential key, in no particular order (for load generators
     /// and exports).
-    pub fn credential_keys(&self) -> impl Iterator<Item = &CredentialKey> {
-        self.creds.iter().map(|(k, _)| k)
+    pub fn credential_keys(&self) -> impl Iterator<Item = CredentialKey> + '_ {
+        self.creds.iter().map(|(k, _, _)| k)
     }
 
     /// Every reader id, in no particular order.
@@ -528,7 +602,10 @@ impl Snapshot {
         Subject {
             door: door.map(|d| &*d.id),
             site: door.and_then(|d| t.sites.get(d.site)).map(|s| &*s.id),
-            holder: self.creds.get(credential).map(|c| c.holder.id()),
+            holder: self
+                .cred(credential)
+                .and_then(|c| c.holder())
+                .map(HolderEntry::id),
         }
     }
 }
@@ -577,7 +654,7 @@ pub struct SnapshotBuilder {
     holders: HashTable<Arc<HolderEntry>>,
     hasher: RandomState,
     levels: LevelIds,
-    creds: ShardedMap<CredentialKey, CredEntry, RandomState>,
+    creds: CredMap<Hot, Cold>,
     version: u64,
 }
 
@@ -603,7 +680,7 @@ impl SnapshotBuilder {
             holders: HashTable::new(),
             hasher: RandomState::default(),
             levels: LevelIds::default(),
-            creds: ShardedMap::with_hasher(RandomState::default()),
+            creds: CredMap::new(),
             version,
         }
     }
@@ -712,7 +789,7 @@ impl SnapshotBuilder {
                 false
             }
             RecordKey::Credential(key) => {
-                if let Some(old) = self.creds.remove(&key) {
+                if let Some((_, Some(old))) = self.creds.remove(&key) {
                     self.modify_holder(old.holder.id(), |h| h.creds.retain(|k| *k != key));
                 }
                 false
@@ -785,9 +862,11 @@ impl SnapshotBuilder {
             }
         };
         for key in &entry.creds {
-            self.creds.update(key, |cred| {
-                cred.hot = Hot::of(cred.hot.status, &entry);
-                cred.holder = Arc::clone(&entry);
+            self.creds.update(key, |hot, cold| {
+                if let Some(cold) = cold {
+                    *hot = Hot::of(hot.status, cold.extras.is_some(), &entry);
+                    cold.holder = Arc::clone(&entry);
+                }
             });
         }
         Some(entry)
@@ -807,6 +886,7 @@ impl SnapshotBuilder {
         let moved_from = self
             .creds
             .get(&key)
+            .and_then(|(_, old)| old.as_ref())
             .filter(|old| old.holder.id() != r.holder)
             .map(|old| Arc::clone(&old.holder));
         if let Some(old) = moved_from {
@@ -820,7 +900,8 @@ impl SnapshotBuilder {
             // Cannot happen: the holder now has at least this credential.
             return;
         };
-        self.creds.insert(key, CredEntry::of(r, holder));
+        let (hot, cold) = cred_entry(r, holder);
+        self.creds.insert(key, hot, cold);
     }
 
     /// Makes a new snapshot version of everything applied so far. `as_of`
@@ -851,8 +932,8 @@ mod tests {
     #[test]
     fn credential_entries_stay_small() {
         // The credential table's size is the engine's memory footprint.
-        assert_eq!(std::mem::size_of::<Hot>(), 16);
-        assert_eq!(std::mem::size_of::<CredEntry>(), 32);
+        assert_eq!(std::mem::size_of::<Hot>(), 8);
+        assert_eq!(std::mem::size_of::<Option<Cold>>(), 16);
         assert_eq!(std::mem::size_of::<HolderEntry>(), 64);
     }
 }

@@ -70,7 +70,7 @@ fn explain_agrees_with_decide_on_every_request_of_the_example_site_for_a_week() 
         let mut readers: Vec<String> = snapshot.reader_ids().map(str::to_owned).collect();
         readers.sort();
         readers.push("no-such-reader".into());
-        let mut cards: Vec<CredentialKey> = snapshot.credential_keys().copied().collect();
+        let mut cards: Vec<CredentialKey> = snapshot.credential_keys().collect();
         cards.sort_by_key(ToString::to_string);
         cards.push("h10301:99:99".parse().unwrap());
         // Thanksgiving week into December: a holiday, weekdays, a weekend,

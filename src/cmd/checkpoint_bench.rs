@@ -68,7 +68,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(refused.is_empty(), "synthetic records refused");
     let snapshot = builder.publish(Timestamp::now());
     let credentials = snapshot.stats().credentials;
-    let card = *snapshot.credential_keys().next().context("no credential")?;
+    let card = snapshot.credential_keys().next().context("no credential")?;
     let reader = snapshot
         .reader_ids()
         .next()

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use jiff::Timestamp;
 
 use super::{
-    AssignmentEntry, CredEntry, HolderCore, HolderEntry, HolderParts, SnapshotBuilder, Validity,
-    validate,
+    AssignmentEntry, Cred, HolderCore, HolderEntry, HolderParts, SnapshotBuilder, Validity,
+    cred_entry, validate,
 };
 use crate::model::{AssignmentRecord, CardholderRecord, CredentialRecord, Record};
 use crate::snapshot::ApplyError;
@@ -116,11 +116,8 @@ impl SnapshotBuilder {
                 .creds
                 .iter()
                 .filter_map(|key| {
-                    let entry = self.creds.get(key)?;
-                    let validity = entry
-                        .extras
-                        .as_ref()
-                        .map_or(Validity::ALWAYS, |e| e.validity);
+                    let entry = Cred::new(self.creds.get(key)?);
+                    let validity = entry.extras().map_or(Validity::ALWAYS, |e| e.validity);
                     Some(CredentialRecord {
                         card: *key,
                         holder: id.clone(),
@@ -225,8 +222,8 @@ impl SnapshotBuilder {
             .insert_unique(hash, Arc::clone(&entry), |e| hasher.hash_one(e.id()));
         for c in credentials {
             let card = c.card;
-            self.creds
-                .insert(card, CredEntry::of(c, Arc::clone(&entry)));
+            let (hot, cold) = cred_entry(c, Arc::clone(&entry));
+            self.creds.insert(card, hot, cold);
         }
         refused
     }

@@ -6,7 +6,7 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::Serialize;
 
-use super::{CredEntry, HolderEntry, Snapshot, Validity};
+use super::{Cred, HolderEntry, Snapshot, Validity};
 use crate::credential::CredentialKey;
 use crate::model::{CredentialStatus, Direction, HolderStatus};
 
@@ -87,8 +87,8 @@ impl Snapshot {
     /// The cardholder of credential `card`, with all their credentials and
     /// levels; `None` when the snapshot does not know the card.
     pub fn holder_of_card(&self, card: &CredentialKey) -> Option<HolderView> {
-        let entry = self.creds.get(card)?;
-        Some(self.holder_view(&entry.holder))
+        let holder = self.cred(card)?.holder()?;
+        Some(self.holder_view(holder))
     }
 
     /// Cardholder `id`, with all their credentials and levels; `None` when
@@ -96,8 +96,11 @@ impl Snapshot {
     /// credential (tens of milliseconds at a million): for people, not for
     /// decisions.
     pub fn holder(&self, id: &str) -> Option<HolderView> {
-        let (_, entry) = self.creds.iter().find(|(_, c)| c.holder.id() == id)?;
-        Some(self.holder_view(&entry.holder))
+        let holder = self
+            .creds()
+            .filter_map(|(_, c)| c.holder())
+            .find(|h| h.id() == id)?;
+        Some(self.holder_view(holder))
     }
 
     fn holder_view(&self, h: &HolderEntry) -> HolderView {
@@ -126,7 +129,7 @@ impl Snapshot {
         let mut credentials: Vec<CredentialView> = h
             .creds
             .iter()
-            .filter_map(|key| Some(credential_view(key, self.creds.get(key)?)))
+            .filter_map(|key| Some(credential_view(key, self.cred(key)?)))
             .collect();
         credentials.sort_by(|a, b| a.card.cmp(&b.card));
         HolderView {
@@ -170,11 +173,8 @@ impl Snapshot {
     }
 }
 
-fn credential_view(key: &CredentialKey, entry: &CredEntry) -> CredentialView {
-    let validity = entry
-        .extras
-        .as_ref()
-        .map_or(Validity::ALWAYS, |e| e.validity);
+fn credential_view(key: &CredentialKey, entry: Cred<'_>) -> CredentialView {
+    let validity = entry.extras().map_or(Validity::ALWAYS, |e| e.validity);
     let (valid_from, valid_until) = validity.bounds();
     CredentialView {
         card: key.to_string(),

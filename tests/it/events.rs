@@ -62,8 +62,10 @@ async fn load(
         let (client, stop, next, answered) =
             (client.clone(), stop.clone(), next.clone(), answered.clone());
         set.spawn(async move {
-            // A grant, a deny by the data (inactive holder), an unknown card.
-            let cards = ["h10301:12:1001", "h10301:12:1002", "h10301:12:4242"];
+            // A grant at any hour (erin's security level runs on the
+            // "always" schedule), a deny by the data (inactive holder), an
+            // unknown card.
+            let cards = ["h10301:12:1005", "h10301:12:1002", "h10301:12:4242"];
             let card: CredentialKey = cards[t % cards.len()].parse().unwrap();
             while !stop.load(Ordering::Acquire) {
                 let tag = next.fetch_add(1, Ordering::Relaxed);
@@ -153,7 +155,7 @@ async fn kill_9_under_load_loses_no_event_of_an_answered_decision() {
     // The events say what was decided.
     let grant = events
         .iter()
-        .find(|e| e.credential == "h10301:12:1001")
+        .find(|e| e.credential == "h10301:12:1005")
         .unwrap();
     assert_eq!(
         (grant.verdict, grant.reason),
@@ -163,7 +165,7 @@ async fn kill_9_under_load_loses_no_event_of_an_answered_decision() {
         (grant.door.as_deref(), grant.site.as_deref()),
         (Some("lobby"), Some("hq"))
     );
-    assert_eq!(grant.holder.as_deref(), Some("alice"));
+    assert_eq!(grant.holder.as_deref(), Some("erin"));
     assert_eq!(grant.client, "accessd gateway");
     assert!(events.iter().any(|e| e.reason == Reason::HolderInactive));
     // Thousands of lines into a closed pipe: a quiet, successful end.

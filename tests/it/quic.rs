@@ -583,6 +583,8 @@ async fn several_endpoints_share_one_port_and_serve_every_client() {
     let shared = Arc::new(SharedSnapshot::new(example()));
     let server =
         crate::support::quic::start_server_on(shared, accessd_protocol::Limits::default(), 3).await;
+    // Monday 09:00 in New York: inside alice's business hours.
+    server.set_now(ts("2026-11-30T14:00:00Z"));
     assert_eq!(server.endpoints.len(), 3);
     for e in server.endpoints.iter() {
         assert_eq!(e.local_addr().unwrap(), server.addr, "one port for all");

@@ -70,12 +70,10 @@ pub(crate) fn event_log(spool: &Spool, server: impl Into<Arc<str>>) -> EventLog 
 
 /// The running event trail of a server.
 pub(crate) struct Trail {
-    spool: Spool,
+    /// The spool and what the trail sends where.
+    view: TrailView,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    table: Option<String>,
-    bus: Option<String>,
-    burst: BurstRule,
 }
 
 /// What the HTTP face reads of a running trail: its state for
@@ -172,31 +170,28 @@ impl Trail {
         tracing::info!(dir = %dir.display(), server, "recording access events");
         let log = event_log(&spool, server);
         let trail = Self {
-            spool,
+            view: TrailView {
+                spool,
+                table: shipping_table,
+                bus: args.alarm_bus.clone(),
+                burst,
+            },
             stop,
             tasks,
-            table: shipping_table,
-            bus: args.alarm_bus.clone(),
-            burst,
         };
         Ok(Some((trail, log)))
     }
 
     /// What the HTTP face reads of the trail.
     pub(crate) fn view(&self) -> TrailView {
-        TrailView {
-            spool: self.spool.clone(),
-            table: self.table.clone(),
-            bus: self.bus.clone(),
-            burst: self.burst,
-        }
+        self.view.clone()
     }
 
     /// After the last decision: makes the spool durable and stops the
     /// shipper and alarm sender (what they have not sent stays spooled
     /// and is sent by the next start).
     pub(crate) async fn shutdown(self) {
-        if let Err(e) = self.spool.sync() {
+        if let Err(e) = self.view.spool.sync() {
             tracing::error!(error = %e, "cannot sync the event spool at shutdown");
         }
         let _ = self.stop.send(true);

@@ -69,7 +69,8 @@ impl IntoResponse for BadRequest {
     }
 }
 
-fn bad(field: impl Into<String>, error: impl Into<String>) -> BadRequest {
+/// A [`BadRequest`] for `field`.
+pub(crate) fn bad(field: impl Into<String>, error: impl Into<String>) -> BadRequest {
     BadRequest {
         field: field.into(),
         error: error.into(),

@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::HttpState;
+use super::api::bad;
 use crate::cmd::events::TrailView;
 
 const INDEX_HTML: &str = include_str!("console/index.html");
@@ -162,14 +163,14 @@ pub(crate) async fn live(
     let Query(filter) = match filter {
         Ok(f) => f,
         Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({
-                    "error": format!("{}; the filters are site, door, reader, verdict, reason and holder", e.body_text()),
-                    "field": "query",
-                })),
+            return bad(
+                "query",
+                format!(
+                    "{}; the filters are site, door, reader, verdict, reason and holder",
+                    e.body_text()
+                ),
             )
-                .into_response();
+            .into_response();
         }
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(4);
@@ -315,23 +316,16 @@ fn lookup(state: &HttpState, who: &Who) -> Result<Lookup, String> {
     let mut doors = BTreeMap::new();
     let mut scanned_bytes = None;
     if let Some(trail) = &state.view.events {
+        let (start, covered) = trail
+            .spool
+            .recent_start(RECENT_SCAN_BYTES)
+            .map_err(|e| e.to_string())?;
         let mut reader = SpoolReader::open_dir(trail.spool.dir());
-        reader.seek(
-            trail
-                .spool
-                .recent_start(RECENT_SCAN_BYTES)
-                .map_err(|e| e.to_string())?,
-        );
-        let mut bytes = 0;
+        reader.seek(start);
         loop {
-            let before = reader.position();
             let batch = reader.read(4096).map_err(|e| e.to_string())?;
             if batch.events.is_empty() {
                 break;
-            }
-            let after = reader.position();
-            if after.segment == before.segment {
-                bytes += after.offset.saturating_sub(before.offset);
             }
             for e in batch.events {
                 let mine = match (&holder_id, &card_text) {
@@ -351,7 +345,7 @@ fn lookup(state: &HttpState, who: &Who) -> Result<Lookup, String> {
                 recent.push_back(e);
             }
         }
-        scanned_bytes = Some(bytes);
+        scanned_bytes = Some(covered);
     }
     Ok(Lookup {
         snapshot_version: snapshot.version(),
@@ -405,14 +399,11 @@ pub(crate) async fn card(
     let key = match card.parse::<CredentialKey>() {
         Ok(key) => key,
         Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({
-                    "error": format!("`{card}` is not FORMAT:FACILITY:NUMBER or uid:HEX: {e}"),
-                    "field": "card",
-                })),
+            return bad(
+                "card",
+                format!("`{card}` is not FORMAT:FACILITY:NUMBER or uid:HEX: {e}"),
             )
-                .into_response();
+            .into_response();
         }
     };
     match run_lookup(state, Who::Card(key)).await {

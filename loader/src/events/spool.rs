@@ -572,24 +572,26 @@ impl Spool {
 
     /// Where to start reading to see about the newest `bytes` of the
     /// spool: the start of the oldest segment that lies within them (the
-    /// newest segment at least). For lookups of recent events.
-    pub fn recent_start(&self, bytes: u64) -> Result<SpoolPos, SpoolError> {
+    /// newest segment at least), and how many bytes of segments lie from
+    /// there to the end. For lookups of recent events.
+    pub fn recent_start(&self, bytes: u64) -> Result<(SpoolPos, u64), SpoolError> {
         let dir = &self.inner.config.dir;
         let (active, written) = self.written_end();
         let mut start = active;
-        let mut total = written;
+        let mut covered = written;
         for seg in segments(dir)?.into_iter().rev().filter(|&s| s < active) {
             let len = fs::metadata(segment_path(dir, seg)).map_or(0, |m| m.len());
-            total = total.saturating_add(len);
-            if total > bytes {
+            if covered.saturating_add(len) > bytes {
                 break;
             }
+            covered += len;
             start = seg;
         }
-        Ok(SpoolPos {
+        let pos = SpoolPos {
             segment: start,
             offset: SEGMENT_MAGIC.len() as u64,
-        })
+        };
+        Ok((pos, covered))
     }
 
     /// Waits until something is appended (or `timeout` passes).

@@ -92,6 +92,6 @@ pub use presence::{Presence, PresenceEntry};
 pub use schedule::ScheduleError;
 pub use site::{SECTIONS, SiteError, SiteFile, SiteProblem};
 pub use snapshot::{
-    ApplyError, CredentialView, HolderBundle, HolderView, LevelView, ReaderView, SharedSnapshot,
-    Snapshot, SnapshotBuilder, SnapshotStats, Subject,
+    ApplyError, CredentialStore, CredentialView, HolderBundle, HolderView, LevelView, ReaderView,
+    SharedSnapshot, Snapshot, SnapshotBuilder, SnapshotStats, Subject,
 };

@@ -48,11 +48,14 @@ mod lookup;
 mod names;
 mod shared;
 mod topology;
+mod warm;
 
 pub use export::HolderBundle;
 pub use lookup::{CredentialView, HolderView, LevelView, ReaderView};
 pub use shared::SharedSnapshot;
 use topology::build_topology;
+pub use warm::CredentialStore;
+use warm::Warm;
 
 type FixedState = foldhash::fast::FixedState;
 type RandomState = foldhash::fast::RandomState;
@@ -464,7 +467,7 @@ impl<'a> Cred<'a> {
 /// Numbers for access level ids, so assignments hold a `u32` and
 /// decisions index a vector instead of hashing a string. Numbers are never
 /// reused or forgotten, so they stay valid across topology rebuilds.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct LevelIds {
     numbers: HashMap<Arc<str>, u32, FixedState>,
 }
@@ -498,6 +501,9 @@ pub struct Snapshot {
     as_of: Timestamp,
     pub(crate) topology: Arc<Topology>,
     pub(crate) creds: CredMap<Hot, Cold>,
+    /// Credentials read in place while the builder is rebuilt (see
+    /// [`Snapshot::warm`]); `None` on every snapshot a builder publishes.
+    warm: Option<Arc<Warm>>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -533,7 +539,26 @@ impl Snapshot {
             as_of,
             topology: Arc::default(),
             creds: CredMap::new(),
+            warm: None,
         }
+    }
+
+    /// This snapshot, also serving every credential of `store` that its
+    /// own table lacks: what a process serves from a memory-mapped
+    /// checkpoint while its builder is rebuilt. Meant for a snapshot
+    /// published from the small tables only; a store's credential is
+    /// compiled on first use exactly as the builder compiles it, against
+    /// this snapshot's topology.
+    pub fn warm(mut self, store: Arc<dyn CredentialStore>) -> Self {
+        self.warm = Some(Arc::new(Warm::new(store, &self.topology)));
+        self
+    }
+
+    /// Whether this snapshot reads its credentials from a store (see
+    /// [`warm`](Self::warm)). Such a snapshot answers decisions and
+    /// lookups by card, not lookups by cardholder id.
+    pub fn is_warm(&self) -> bool {
+        self.warm.is_some()
     }
 
     /// The version; a builder's versions only go up.
@@ -551,7 +576,7 @@ impl Snapshot {
     pub fn stats(&self) -> SnapshotStats {
         let t = &self.topology;
         SnapshotStats {
-            credentials: self.creds.len(),
+            credentials: self.creds.len() + self.warm.as_ref().map_or(0, |w| w.len()),
             readers: t.readers.len(),
             doors: t.doors.len(),
             access_levels: t.levels.iter().flatten().count(),
@@ -568,13 +593,16 @@ impl Snapshot {
 
     /// Whether a credential with this key exists.
     pub fn has_credential(&self, key: &CredentialKey) -> bool {
-        self.creds.get(key).is_some()
+        self.cred(key).is_some()
     }
 
     /// The credential under `key`.
     #[inline]
     pub(crate) fn cred(&self, key: &CredentialKey) -> Option<Cred<'_>> {
-        self.creds.get(key).map(Cred::new)
+        match self.creds.get(key) {
+            Some(entry) => Some(Cred::new(entry)),
+            None => self.warm.as_deref()?.cred(key),
+        }
     }
 
     /// Every credential, in no particular order.
@@ -621,7 +649,7 @@ pub struct Subject<'a> {
     pub holder: Option<&'a str>,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct SmallRecords {
     sites: BTreeMap<String, SiteRecord>,
     doors: BTreeMap<String, DoorRecord>,
@@ -646,6 +674,11 @@ struct HolderParts {
 ///
 /// Publishing costs O(changes since the last publish), not O(data): the new
 /// snapshot shares everything unchanged with the previous one.
+///
+/// A clone shares every entry with the original (a pointer copy per
+/// cardholder: milliseconds at a million) and is independent from then on:
+/// what a checkpoint is written from while the original goes on changing.
+#[derive(Clone)]
 pub struct SnapshotBuilder {
     small: SmallRecords,
     small_dirty: bool,
@@ -921,6 +954,7 @@ impl SnapshotBuilder {
             as_of,
             topology: Arc::clone(&self.topology),
             creds: self.creds.clone(),
+            warm: None,
         }
     }
 }

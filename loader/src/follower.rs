@@ -437,17 +437,29 @@ pub struct CheckpointConfig {
     pub presence: Arc<Presence>,
 }
 
-/// The checkpoint writer's memory: what it wrote last and when.
+/// The checkpoint writer's memory: what it wrote last and when, and the
+/// write in progress.
 struct Checkpointer {
     config: CheckpointConfig,
     last_write: Option<Instant>,
-    /// How long the last write took: the follower waits for a write, so
-    /// writes are spaced at least ten times that far apart (at most a tenth
-    /// of the follower's time goes to checkpoints, whatever the site's
-    /// size).
+    /// How long the last write took. Writes run on a thread of their own
+    /// (the follower goes on applying changes meanwhile), but they cost a
+    /// core while they run: writes are spaced at least ten times that far
+    /// apart, so at most a tenth of a core goes to checkpoints, whatever
+    /// the site's size.
     last_duration: Duration,
     written_version: u64,
     written_presence: u64,
+    /// A write running in the background.
+    in_flight: Option<std::thread::JoinHandle<Written>>,
+}
+
+/// What a write wrote, and how it went.
+struct Written {
+    version: u64,
+    presence: u64,
+    started: Instant,
+    result: Result<usize, checkpoint::CheckpointError>,
 }
 
 impl Checkpointer {
@@ -458,12 +470,17 @@ impl Checkpointer {
             last_duration: Duration::ZERO,
             written_version: 0,
             written_presence: u64::MAX,
+            in_flight: None,
         }
     }
 
     /// Writes a checkpoint if the data or presence changed since the last
-    /// one and the interval has passed (`force`: whenever anything
-    /// changed). Errors are logged and counted; serving goes on.
+    /// one and the interval has passed, in the background: the builder is
+    /// cloned (it shares every entry: milliseconds) and written from a
+    /// thread while the follower goes on. With `force` (shutdown, a new
+    /// bootstrap), waits for a write in progress, then writes now,
+    /// whenever anything changed. Errors are logged and counted; serving
+    /// goes on.
     fn maybe_write(
         &mut self,
         builder: &SnapshotBuilder,
@@ -472,6 +489,21 @@ impl Checkpointer {
         clock: &Clock,
         force: bool,
     ) {
+        match self.in_flight.take() {
+            Some(write) if force || write.is_finished() => {
+                let written = blocking(|| write.join());
+                match written {
+                    Ok(written) => self.finished(written),
+                    Err(_) => tracing::error!("checkpoint writer panicked"),
+                }
+            }
+            Some(write) => {
+                // One write at a time; the next one starts after it.
+                self.in_flight = Some(write);
+                return;
+            }
+            None => {}
+        }
         let presence = self.config.presence.generation();
         let changed =
             builder.version() != self.written_version || presence != self.written_presence;
@@ -480,31 +512,58 @@ impl Checkpointer {
         if !changed || !(due || force) {
             return;
         }
-        let started = Instant::now();
-        let data = CheckpointData {
-            source: self.config.source.clone(),
-            builder,
-            fresh_as_of: shared.fresh_as_of(&shared.load()),
-            cursor: Some(cursor),
-            presence: self.config.presence.entries(),
-            now: clock.now(),
-        };
-        // Encoding a large site takes a while: keep it off the runtime's
-        // worker (decisions run there) where the runtime allows it.
-        let result = blocking(|| checkpoint::write(&self.config.path, &data));
         self.last_write = Some(Instant::now());
-        self.last_duration = started.elapsed();
-        match result {
+        let started = Instant::now();
+        let version = builder.version();
+        let frozen = blocking(|| builder.clone());
+        let (path, source) = (self.config.path.clone(), self.config.source.clone());
+        let (cursor, entries) = (cursor.clone(), self.config.presence.entries());
+        let (fresh_as_of, now) = (shared.fresh_as_of(&shared.load()), clock.now());
+        let write = move || Written {
+            version,
+            presence,
+            started,
+            result: checkpoint::write(
+                &path,
+                &CheckpointData {
+                    source,
+                    builder: &frozen,
+                    fresh_as_of,
+                    cursor: Some(&cursor),
+                    presence: entries,
+                    now,
+                },
+            ),
+        };
+        if force {
+            let written = blocking(write);
+            self.finished(written);
+            return;
+        }
+        match std::thread::Builder::new()
+            .name("checkpoint".into())
+            .spawn(write)
+        {
+            Ok(handle) => self.in_flight = Some(handle),
+            Err(error) => tracing::error!(%error, "cannot start the checkpoint writer"),
+        }
+    }
+
+    /// Records a finished write.
+    fn finished(&mut self, written: Written) {
+        let elapsed = written.started.elapsed();
+        self.last_duration = elapsed;
+        match written.result {
             Ok(bytes) => {
-                self.written_version = builder.version();
-                self.written_presence = presence;
+                self.written_version = written.version;
+                self.written_presence = written.presence;
                 metrics::counter!(m::CHECKPOINTS_WRITTEN, "result" => "ok").increment(1);
                 metrics::gauge!(m::CHECKPOINT_BYTES).set(bytes as f64);
-                metrics::histogram!(m::CHECKPOINT_SECONDS).record(started.elapsed().as_secs_f64());
+                metrics::histogram!(m::CHECKPOINT_SECONDS).record(elapsed.as_secs_f64());
                 tracing::debug!(
-                    version = builder.version(),
+                    version = written.version,
                     bytes,
-                    ms = started.elapsed().as_millis() as u64,
+                    ms = elapsed.as_millis() as u64,
                     "checkpoint written"
                 );
             }
@@ -1432,6 +1491,67 @@ impl Source {
                 let shared = Arc::new(SharedSnapshot::new(Snapshot::empty(Timestamp::UNIX_EPOCH)));
                 Self::run(loader, shared, None, tx, rx, false)
             }
+        }
+    }
+
+    /// [`spawn`](Self::spawn) from a checkpoint served in place: `warm`
+    /// (see [`Checkpoint::warm_snapshot`](checkpoint::Checkpoint::warm_snapshot))
+    /// serves at once while `restore` rebuilds the builder on a blocking
+    /// thread; the builder's version of the same data then replaces it,
+    /// and the loader catches up from the stored position as `spawn`
+    /// does. A restore that fails (`None`, its reason logged by `restore`)
+    /// ends in a bootstrap while `warm` keeps serving.
+    pub fn spawn_warm<B: Backend>(
+        loader: Loader<B>,
+        warm: Snapshot,
+        written_at: Timestamp,
+        restore: impl FnOnce() -> Option<Resume> + Send + 'static,
+    ) -> Self {
+        let (tx, mut rx) = watch::channel(false);
+        let too_old = loader.config.clock.now().duration_since(written_at) >= RESUME_MAX_AGE;
+        if too_old {
+            tracing::warn!(
+                "checkpoint older than the stream's retention; serving it while bootstrapping"
+            );
+        }
+        metrics::gauge!(m::SNAPSHOT_VERSION).set(warm.version() as f64);
+        let shared = Arc::new(SharedSnapshot::new(warm));
+        loader.set_status(SourceStatus::CatchingUp);
+        let stats = Arc::clone(&loader.stats);
+        let status = Arc::clone(&loader.status);
+        let task = tokio::spawn({
+            let shared = Arc::clone(&shared);
+            async move {
+                let started = Instant::now();
+                let restoring = tokio::task::spawn_blocking(restore);
+                let restored = tokio::select! {
+                    r = restoring => r.ok().flatten(),
+                    // Shutdown while rebuilding: the file on disk is
+                    // still the newest state, nothing to hand back.
+                    _ = rx.changed() => return None,
+                };
+                let state = restored.map(|mut state| {
+                    if too_old {
+                        // A cursor of no stream: the loader bootstraps.
+                        state.cursor = StreamCursor::restored(String::new(), Vec::new());
+                    }
+                    let as_of = shared.load().as_of();
+                    shared.store(Arc::new(state.builder.publish(as_of)));
+                    tracing::info!(
+                        ms = started.elapsed().as_millis() as u64,
+                        "checkpoint rebuilt in memory; the memory map is released"
+                    );
+                    state
+                });
+                loader.run(shared, state, false, rx).await
+            }
+        });
+        Self {
+            shared,
+            stats,
+            status,
+            shutdown: tx,
+            task,
         }
     }
 

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use accessd_engine::Presence;
+use accessd_engine::{Presence, Snapshot};
 use accessd_loader::checkpoint::{Checkpoint, CheckpointSource};
 use accessd_loader::{
     AwsBackend, AwsSettings, CheckpointConfig, LoadError, Loader, LoaderConfig, Resume, Source,
@@ -123,16 +123,23 @@ impl ServeArgs {
     ) -> anyhow::Result<Source> {
         let table = self.table().context("no --dynamodb-table")?;
         accessd_loader::metrics::describe();
+        let ckpt_source = CheckpointSource::Table {
+            table: table.table.clone(),
+        };
+        // The checkpoint opens while the SDK reads its configuration: a
+        // start from a large checkpoint waits for whichever is longer.
+        let resuming = checkpoint.map(|path| {
+            let (path, source, presence) =
+                (path.to_owned(), ckpt_source.clone(), Arc::clone(presence));
+            tokio::task::spawn_blocking(move || resume_from(&path, &source, &presence))
+        });
         let backend = Arc::new(table.backend().await);
         let config = LoaderConfig {
             poll_interval: Duration::from_millis(self.stream_poll_ms),
             ..LoaderConfig::default()
         };
-        let ckpt_source = CheckpointSource::Table {
-            table: table.table.clone(),
-        };
-        let resumed = match checkpoint {
-            Some(path) => resume_from(path, &ckpt_source, presence),
+        let resumed = match resuming {
+            Some(task) => task.await.context("the checkpoint reader failed")?,
             None => None,
         };
         if resumed.is_none() {
@@ -151,7 +158,15 @@ impl ServeArgs {
             });
         }
         let from_checkpoint = resumed.is_some();
-        let source = Source::spawn(loader, resumed);
+        let source = match resumed {
+            Some(warm) => {
+                let checkpoint = warm.checkpoint;
+                Source::spawn_warm(loader, warm.snapshot, warm.written_at, move || {
+                    Warm::restore(&checkpoint)
+                })
+            }
+            None => Source::spawn(loader, None),
+        };
         tracing::info!(
             table = %table.table,
             from_checkpoint,
@@ -162,52 +177,75 @@ impl ServeArgs {
     }
 }
 
-/// Reads a checkpoint of `expected` into a resume point and restores
-/// presence; `None` (with the reason logged) when there is none or it is
-/// refused, and the caller bootstraps.
-fn resume_from(
-    path: &Path,
-    expected: &CheckpointSource,
-    presence: &Presence,
-) -> Option<(Resume, Timestamp, Timestamp)> {
+/// A checkpoint of `expected`, opened and verified, served in place at
+/// once, with presence restored; `None` (with the reason logged) when
+/// there is none or it is refused, and the caller bootstraps.
+fn resume_from(path: &Path, expected: &CheckpointSource, presence: &Presence) -> Option<Warm> {
     let started = std::time::Instant::now();
-    let checkpoint = match Checkpoint::open_existing(path) {
-        Ok(Some(c)) => c,
+    let (checkpoint, snapshot) = match Checkpoint::open_warm(path, expected, None) {
+        Ok(Some(warm)) => warm,
         Ok(None) => return None,
         Err(error) => {
             tracing::warn!(%error, path = %path.display(), "checkpoint refused; full bootstrap");
             return None;
         }
     };
-    if let Err(error) = checkpoint.check_source(expected) {
-        tracing::warn!(%error, "checkpoint refused; full bootstrap");
-        return None;
-    }
-    let restored = match checkpoint.restore() {
-        Ok(r) => r,
+    let written_at = match checkpoint.written_at() {
+        Ok(at) => at,
         Err(error) => {
             tracing::warn!(%error, "checkpoint refused; full bootstrap");
             return None;
         }
     };
-    presence.restore(restored.presence);
-    // A table checkpoint always has a position; without one, a cursor of
-    // no stream makes the loader bootstrap while the data serves. (The
-    // loader also refuses positions older than the stream's retention.)
-    let cursor = restored
-        .cursor
-        .unwrap_or_else(|| StreamCursor::restored(String::new(), Vec::new()));
+    presence.restore(checkpoint.presence());
     tracing::info!(
-        version = restored.version,
-        fresh_as_of = %restored.fresh_as_of,
+        version = snapshot.version(),
+        fresh_as_of = %snapshot.as_of(),
+        credentials = snapshot.stats().credentials,
         ms = started.elapsed().as_millis() as u64,
-        "serving from the checkpoint; catching up with the stream"
+        "serving from the checkpoint in place; rebuilding it in memory, then catching up with the stream"
     );
-    Some((
-        Resume::new(restored.builder, cursor),
-        restored.fresh_as_of,
-        restored.written_at,
-    ))
+    Some(Warm {
+        snapshot,
+        written_at,
+        checkpoint,
+    })
+}
+
+/// A checkpoint being served in place (see [`resume_from`]).
+struct Warm {
+    snapshot: Snapshot,
+    written_at: Timestamp,
+    checkpoint: Arc<Checkpoint>,
+}
+
+impl Warm {
+    /// Rebuilds the checkpoint into a builder: what the loader resumes
+    /// from once it is done.
+    fn restore(checkpoint: &Checkpoint) -> Option<Resume> {
+        let started = std::time::Instant::now();
+        match checkpoint.restore() {
+            Ok(restored) => {
+                tracing::info!(
+                    version = restored.version,
+                    ms = started.elapsed().as_millis() as u64,
+                    "checkpoint rebuilt"
+                );
+                // A table checkpoint always has a position; without one, a
+                // cursor of no stream makes the loader bootstrap while the
+                // data serves. (The loader also refuses positions older
+                // than the stream's retention.)
+                let cursor = restored
+                    .cursor
+                    .unwrap_or_else(|| StreamCursor::restored(String::new(), Vec::new()));
+                Some(Resume::new(restored.builder, cursor))
+            }
+            Err(error) => {
+                tracing::warn!(%error, "checkpoint cannot be rebuilt; full bootstrap while it serves");
+                None
+            }
+        }
+    }
 }
 
 /// One DescribeTable, a few seconds at most: refuses a table without a

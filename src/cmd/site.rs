@@ -9,7 +9,9 @@ use std::time::Duration;
 use accessd_engine::{
     Change, PinHash, Presence, SharedSnapshot, SiteFile, Snapshot, SnapshotBuilder,
 };
-use accessd_loader::checkpoint::{self, Checkpoint, CheckpointData, CheckpointSource};
+use accessd_loader::checkpoint::{
+    self, Checkpoint, CheckpointData, CheckpointError, CheckpointSource,
+};
 use anyhow::{Context, bail};
 use jiff::Timestamp;
 
@@ -65,7 +67,10 @@ pub(crate) struct ServedSite {
 
 #[derive(Clone)]
 struct SiteData {
-    builder: Arc<SnapshotBuilder>,
+    /// `None` while the data is served in place from the checkpoint and
+    /// the builder is being rebuilt (no checkpoint is written meanwhile:
+    /// the one on disk already holds this data).
+    builder: Option<Arc<SnapshotBuilder>>,
     source: CheckpointSource,
 }
 
@@ -135,7 +140,7 @@ impl ServedSite {
         };
         self.shared.store(Arc::new(snapshot));
         *data = SiteData {
-            builder: Arc::new(builder),
+            builder: Some(Arc::new(builder)),
             source,
         };
         tracing::info!(?stats, version, path = %path.display(), "site reloaded");
@@ -144,9 +149,10 @@ impl ServedSite {
 }
 
 /// Loads the site file to serve. With a checkpoint of the same file
-/// (same bytes), the data comes from the checkpoint, which is faster than
-/// parsing a large file; a changed file always wins. Presence comes from
-/// any site-file checkpoint.
+/// (same bytes), the data is served from the checkpoint in place at once
+/// and rebuilt in memory behind it (see `Checkpoint::open_warm`), which is
+/// far faster than parsing a large file; a changed file always wins.
+/// Presence comes from any site-file checkpoint.
 pub(crate) fn load_served(
     path: &Path,
     checkpoint: Option<&Path>,
@@ -156,67 +162,109 @@ pub(crate) fn load_served(
         .with_context(|| format!("cannot read site file `{}`", path.display()))?;
     let source = CheckpointSource::site_file(&bytes);
     let started = std::time::Instant::now();
-    let mut from_checkpoint = None;
     if let Some(file) = checkpoint {
-        match Checkpoint::open_existing(file) {
-            Ok(Some(c)) if matches!(c.source(), CheckpointSource::SiteFile { .. }) => {
-                match c.restore() {
-                    Ok(restored) => {
-                        presence.restore(restored.presence);
-                        if c.source() == source {
-                            from_checkpoint = Some(restored.builder);
-                        } else {
-                            tracing::info!(
-                                "site file changed since the checkpoint; reading the file"
-                            );
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "checkpoint refused; reading the site file")
-                    }
-                }
+        match Checkpoint::open_warm(file, &source, Some(Timestamp::now())) {
+            Ok(Some((checkpoint, snapshot))) => {
+                presence.restore(checkpoint.presence());
+                tracing::info!(
+                    stats = ?snapshot.stats(),
+                    version = snapshot.version(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "site served from the checkpoint in place; rebuilding it in memory"
+                );
+                let site = ServedSite {
+                    shared: Arc::new(SharedSnapshot::new(snapshot)),
+                    data: Arc::new(std::sync::Mutex::new(SiteData {
+                        builder: None,
+                        source,
+                    })),
+                    checkpointed: true,
+                };
+                rebuild_in_background(site.clone(), checkpoint);
+                return Ok(site);
             }
-            Ok(Some(c)) => tracing::warn!(
-                source = %c.source(),
-                "checkpoint is not of a site file; reading the site file (it will be replaced)"
-            ),
             Ok(None) => {}
+            Err(CheckpointError::Foreign { .. }) => match Checkpoint::open(file) {
+                Ok(c) if matches!(c.source(), CheckpointSource::SiteFile { .. }) => {
+                    presence.restore(c.presence());
+                    tracing::info!("site file changed since the checkpoint; reading the file");
+                }
+                Ok(c) => tracing::warn!(
+                    source = %c.source(),
+                    "checkpoint is not of a site file; reading the site file (it will be replaced)"
+                ),
+                Err(e) => tracing::warn!(error = %e, "checkpoint refused; reading the site file"),
+            },
             Err(e) => tracing::warn!(error = %e, "checkpoint refused; reading the site file"),
         }
     }
-    let checkpointed = from_checkpoint.is_some();
-    let mut builder = match from_checkpoint {
-        Some(builder) => builder,
-        None => {
-            let text = String::from_utf8(bytes)
-                .with_context(|| format!("site file `{}` is not UTF-8", path.display()))?;
-            let site = SiteFile::parse(&text)
-                .with_context(|| format!("site file `{}` is not valid", path.display()))?;
-            drop(text);
-            let mut builder = SnapshotBuilder::new();
-            let refused = builder.apply_all(site.records.into_iter().map(Change::Upsert));
-            if let Some((_, e)) = refused.first() {
-                bail!("site file record refused by the builder: {e}");
-            }
-            builder
-        }
-    };
+    let text = String::from_utf8(bytes)
+        .with_context(|| format!("site file `{}` is not UTF-8", path.display()))?;
+    let site = SiteFile::parse(&text)
+        .with_context(|| format!("site file `{}` is not valid", path.display()))?;
+    drop(text);
+    let mut builder = SnapshotBuilder::new();
+    let refused = builder.apply_all(site.records.into_iter().map(Change::Upsert));
+    if let Some((_, e)) = refused.first() {
+        bail!("site file record refused by the builder: {e}");
+    }
     let snapshot = builder.publish(Timestamp::now());
     tracing::info!(
         stats = ?snapshot.stats(),
         version = snapshot.version(),
-        from_checkpoint = checkpointed,
+        from_checkpoint = false,
         ms = started.elapsed().as_millis() as u64,
         "site loaded"
     );
     Ok(ServedSite {
         shared: Arc::new(SharedSnapshot::new(snapshot)),
         data: Arc::new(std::sync::Mutex::new(SiteData {
-            builder: Arc::new(builder),
+            builder: Some(Arc::new(builder)),
             source,
         })),
-        checkpointed,
+        checkpointed: false,
     })
+}
+
+/// Rebuilds a site served in place from `checkpoint` on a thread of its
+/// own, then serves the builder's snapshot of the same data and version
+/// instead (unless a reload replaced the data meanwhile). A checkpoint that
+/// cannot be rebuilt keeps being served in place, loudly: the site file is
+/// read again by the next reload (SIGHUP or a change of the file).
+fn rebuild_in_background(site: ServedSite, checkpoint: Arc<Checkpoint>) {
+    let spawned = std::thread::Builder::new()
+        .name("site-rebuild".into())
+        .spawn(move || {
+            let started = std::time::Instant::now();
+            let source = checkpoint.source();
+            let mut restored = match checkpoint.restore() {
+                Ok(r) => r,
+                Err(error) => {
+                    tracing::error!(%error, "checkpoint cannot be rebuilt; serving it in place until the site file is reloaded");
+                    return;
+                }
+            };
+            drop(checkpoint);
+            let mut data = match site.data.lock() {
+                Ok(d) => d,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            if data.builder.is_some() || data.source != source {
+                // A reload served the file meanwhile: it wins.
+                return;
+            }
+            let as_of = site.shared.load().as_of();
+            site.shared
+                .store(Arc::new(restored.builder.publish(as_of)));
+            data.builder = Some(Arc::new(restored.builder));
+            tracing::info!(
+                ms = started.elapsed().as_millis() as u64,
+                "checkpoint rebuilt in memory; the memory map is released"
+            );
+        });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "cannot start the checkpoint rebuild; serving it in place");
+    }
 }
 
 /// Keeps the checkpoint of a served site file current: written when
@@ -242,15 +290,21 @@ pub(crate) async fn keep_checkpoint(
             _ = shutdown.changed() => true,
         };
         let generation = state(&site, &presence);
-        if written != Some(generation) {
+        // While the data is served in place there is no builder to write
+        // from (and the file on disk holds that data).
+        if written != Some(generation) && site.data().builder.is_some() {
             let (site, path, presence) = (site.clone(), path.clone(), Arc::clone(&presence));
             let result = tokio::task::spawn_blocking(move || {
                 let data = site.data();
+                let Some(builder) = &data.builder else {
+                    // Checked above, and a builder is never taken away.
+                    return Err(CheckpointError::Encode("no builder yet".into()));
+                };
                 checkpoint::write(
                     &path,
                     &CheckpointData {
                         source: data.source.clone(),
-                        builder: &data.builder,
+                        builder,
                         fresh_as_of: site.shared.load().as_of(),
                         cursor: None,
                         presence: presence.entries(),

@@ -377,6 +377,18 @@ pub(crate) async fn holder(
     State(state): State<Arc<HttpState>>,
     Path(id): Path<String>,
 ) -> Response {
+    if state.view.decider.snapshot().load().is_warm() {
+        // Served from a checkpoint in place: cards are found by key, a
+        // cardholder by id only once the data is rebuilt in memory.
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            Json(json!({
+                "error": "starting from the checkpoint: cardholder lookups by id answer once it is rebuilt in memory (seconds); lookups by card work now"
+            })),
+        )
+            .into_response();
+    }
     match run_lookup(state, Who::Holder(id.clone())).await {
         Ok(found) if found.holder.is_none() && found.recent.is_empty() => (
             StatusCode::NOT_FOUND,

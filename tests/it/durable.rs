@@ -246,7 +246,19 @@ async fn no_dynamodb_at_start_serves_the_checkpoint_or_not_ready() {
     let (verdict, _, version) = ask(&client, 1).await;
     assert_eq!(verdict, Verdict::Grant);
     assert!(version >= 1);
-    assert!(served.log().contains("serving from the checkpoint"));
+    assert!(
+        served
+            .log()
+            .contains("serving from the checkpoint in place")
+    );
+    // Then rebuilt in memory behind it, offline all the same: the same
+    // answer from the rebuilt data.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !served.log().contains("checkpoint rebuilt in memory") {
+        assert!(Instant::now() < deadline, "never rebuilt: {}", served.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(ask(&client, 1).await.0, Verdict::Grant);
     drop(client);
     assert!(served.terminate().success());
     let mut served = Served::start(&dir, &dead, name, &["--max-staleness", "1ms"]);
@@ -431,10 +443,20 @@ async fn a_site_file_checkpoint_keeps_presence_across_kill_9_and_a_changed_file_
     let client = served.client().await;
     assert_eq!(ask_at(&client, "gate-in", 1).await.1, Reason::AntiPassback);
     assert!(
-        served.log().contains("from_checkpoint=true"),
+        served
+            .log()
+            .contains("site served from the checkpoint in place"),
         "{}",
         served.log()
     );
+    // Served in place at first, then from the rebuilt builder: the same
+    // answer either side of the swap.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !served.log().contains("checkpoint rebuilt in memory") {
+        assert!(Instant::now() < deadline, "never rebuilt: {}", served.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(ask_at(&client, "gate-in", 1).await.1, Reason::AntiPassback);
     drop(client);
     assert!(served.terminate().success());
 

@@ -160,62 +160,12 @@ impl SnapshotBuilder {
             }
             return refused;
         }
-        let keep = |record: Record, refused: &mut Vec<(Record, ApplyError)>| match validate(&record)
-        {
-            Ok(()) => Some(record),
-            Err(e) => {
-                refused.push((record, e));
-                None
-            }
-        };
-        let core = bundle
-            .holder
-            .and_then(|h| keep(Record::Cardholder(h), &mut refused))
-            .and_then(|r| match r {
-                Record::Cardholder(h) => Some(HolderCore {
-                    status: h.status,
-                    validity: Validity::new(h.valid_from, h.valid_until),
-                    lockdown_override: h.lockdown_override,
-                }),
-                _ => None,
-            });
-        let mut assignments: Vec<AssignmentEntry> = Vec::with_capacity(bundle.assignments.len());
-        for a in bundle.assignments {
-            let Some(Record::Assignment(a)) = keep(Record::Assignment(a), &mut refused) else {
-                continue;
-            };
-            let entry = AssignmentEntry {
-                level: self.levels.number(&a.level),
-                validity: Validity::new(a.valid_from, a.valid_until),
-            };
-            // The last record of a level wins, as applying them in turn.
-            match assignments.iter_mut().find(|x| x.level == entry.level) {
-                Some(slot) => *slot = entry,
-                None => assignments.push(entry),
-            }
-        }
-        assignments.sort_by_key(|a| a.level);
-        let mut credentials: Vec<CredentialRecord> = Vec::with_capacity(bundle.credentials.len());
-        for c in bundle.credentials {
-            let Some(Record::Credential(c)) = keep(Record::Credential(c), &mut refused) else {
-                continue;
-            };
-            match credentials.iter_mut().find(|x| x.card == c.card) {
-                Some(slot) => *slot = c,
-                None => credentials.push(c),
-            }
-        }
-        let entry = Arc::new(HolderEntry::new(
-            Box::from(bundle.id.as_str()),
-            HolderParts {
-                core,
-                assignments,
-                creds: credentials.iter().map(|c| c.card).collect(),
-            },
-        ));
-        if entry.is_empty() {
+        let levels = &mut self.levels;
+        let Some((entry, credentials)) =
+            compile_bundle(bundle, |id| levels.number(id), &mut refused)
+        else {
             return refused;
-        }
+        };
         let hash = self.hasher.hash_one(entry.id());
         let hasher = &self.hasher;
         self.holders
@@ -227,6 +177,74 @@ impl SnapshotBuilder {
         }
         refused
     }
+}
+
+/// Checks and compiles a bundle: the holder's entry and its credential
+/// records (the last record of a key winning, as applying them in turn
+/// would). A record invalid on its own goes to `refused`. `None` when
+/// nothing is left (an entry that would be forgotten at once). Level ids
+/// become numbers through `level`.
+pub(super) fn compile_bundle(
+    bundle: HolderBundle,
+    mut level: impl FnMut(&str) -> u32,
+    refused: &mut Vec<(Record, ApplyError)>,
+) -> Option<(Arc<HolderEntry>, Vec<CredentialRecord>)> {
+    let keep = |record: Record, refused: &mut Vec<(Record, ApplyError)>| match validate(&record) {
+        Ok(()) => Some(record),
+        Err(e) => {
+            refused.push((record, e));
+            None
+        }
+    };
+    let core = bundle
+        .holder
+        .and_then(|h| keep(Record::Cardholder(h), refused))
+        .and_then(|r| match r {
+            Record::Cardholder(h) => Some(HolderCore {
+                status: h.status,
+                validity: Validity::new(h.valid_from, h.valid_until),
+                lockdown_override: h.lockdown_override,
+            }),
+            _ => None,
+        });
+    let mut assignments: Vec<AssignmentEntry> = Vec::with_capacity(bundle.assignments.len());
+    for a in bundle.assignments {
+        let Some(Record::Assignment(a)) = keep(Record::Assignment(a), refused) else {
+            continue;
+        };
+        let entry = AssignmentEntry {
+            level: level(&a.level),
+            validity: Validity::new(a.valid_from, a.valid_until),
+        };
+        // The last record of a level wins, as applying them in turn.
+        match assignments.iter_mut().find(|x| x.level == entry.level) {
+            Some(slot) => *slot = entry,
+            None => assignments.push(entry),
+        }
+    }
+    assignments.sort_by_key(|a| a.level);
+    let mut credentials: Vec<CredentialRecord> = Vec::with_capacity(bundle.credentials.len());
+    for c in bundle.credentials {
+        let Some(Record::Credential(c)) = keep(Record::Credential(c), refused) else {
+            continue;
+        };
+        match credentials.iter_mut().find(|x| x.card == c.card) {
+            Some(slot) => *slot = c,
+            None => credentials.push(c),
+        }
+    }
+    let entry = Arc::new(HolderEntry::new(
+        Box::from(bundle.id.as_str()),
+        HolderParts {
+            core,
+            assignments,
+            creds: credentials.iter().map(|c| c.card).collect(),
+        },
+    ));
+    if entry.is_empty() {
+        return None;
+    }
+    Some((entry, credentials))
 }
 
 #[cfg(test)]

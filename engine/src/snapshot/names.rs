@@ -63,6 +63,11 @@ impl Names {
         self.schedules.get(i).map_or("?", |s| s)
     }
 
+    /// Level ids by level number; `None` for a number without a level.
+    pub(crate) fn levels(&self) -> impl Iterator<Item = Option<&Arc<str>>> {
+        self.levels.iter().map(Option::as_ref)
+    }
+
     /// The id of level number `n`.
     pub(crate) fn level(&self, n: u32) -> &str {
         self.levels

@@ -562,35 +562,59 @@ fn temp_file(name: &str) -> std::path::PathBuf {
 
 #[tokio::test]
 async fn a_checkpoint_serves_at_once_offline_and_catches_up_without_a_scan() {
-    let fake = loaded_site();
-    let source = start(&fake).await;
-    put(&fake, &credential(2, "E1", CredentialStatus::Active));
-    eventually("write", || verdict(&source, 2) == Verdict::Grant).await;
-    let version = source.snapshot().load().version();
-    let path = temp_file("resume");
-    let (resume, fresh, written) = checkpoint_of(source, &path).await;
+    for warm in [false, true] {
+        let fake = loaded_site();
+        let source = start(&fake).await;
+        put(&fake, &credential(2, "E1", CredentialStatus::Active));
+        eventually("write", || verdict(&source, 2) == Verdict::Grant).await;
+        let version = source.snapshot().load().version();
+        let path = temp_file(if warm { "resume-warm" } else { "resume" });
+        let (resume, fresh, written) = checkpoint_of(source, &path).await;
 
-    // Written while accessd is down: a revocation and a new card.
-    put(&fake, &credential(2, "E1", CredentialStatus::Revoked));
-    put(&fake, &credential(3, "E1", CredentialStatus::Active));
-    // DynamoDB is unreachable at start.
-    fake.fail_next((0..15).map(|_| SourceError::Transient("unreachable".into())));
-    let source = Source::spawn(
-        Loader::new(Arc::clone(&fake), config()),
-        Some((resume, fresh, written)),
-    );
-    // The checkpoint serves at once, with its own version and freshness.
-    let shared = Arc::clone(source.snapshot());
-    assert_eq!(shared.load().version(), version);
-    assert_eq!(shared.fresh_as_of(&shared.load()), fresh);
-    assert_eq!(verdict(&source, 2), Verdict::Grant);
-    eventually("caught up", || {
-        verdict(&source, 2) == Verdict::Deny && verdict(&source, 3) == Verdict::Grant
-    })
-    .await;
-    assert!(shared.load().version() > version);
-    assert_eq!(source.stats().bootstraps(), 0, "resumed without a scan");
-    source.shutdown().await.unwrap();
+        // Written while accessd is down: a revocation and a new card.
+        put(&fake, &credential(2, "E1", CredentialStatus::Revoked));
+        put(&fake, &credential(3, "E1", CredentialStatus::Active));
+        // DynamoDB is unreachable at start.
+        fake.fail_next((0..15).map(|_| SourceError::Transient("unreachable".into())));
+        let loader = Loader::new(Arc::clone(&fake), config());
+        let source = if warm {
+            // Served in place from the file while the builder is rebuilt
+            // on a blocking thread (here: held until the warm snapshot
+            // has answered).
+            let table = CheckpointSource::Table { table: "t".into() };
+            let (checkpoint, snapshot) =
+                crate::checkpoint::Checkpoint::open_warm(&path, &table, None)
+                    .unwrap()
+                    .unwrap();
+            assert!(snapshot.is_warm());
+            let (go, wait) = std::sync::mpsc::channel::<()>();
+            let source = Source::spawn_warm(loader, snapshot, written, move || {
+                wait.recv().ok()?;
+                let restored = checkpoint.restore().ok()?;
+                Some(Resume::new(restored.builder, restored.cursor?))
+            });
+            assert!(source.snapshot().load().is_warm());
+            assert_eq!(verdict(&source, 2), Verdict::Grant);
+            go.send(()).unwrap();
+            drop(resume);
+            source
+        } else {
+            Source::spawn(loader, Some((resume, fresh, written)))
+        };
+        // The checkpoint serves at once, with its own version and freshness.
+        let shared = Arc::clone(source.snapshot());
+        assert_eq!(shared.load().version(), version);
+        assert_eq!(shared.fresh_as_of(&shared.load()), fresh);
+        assert_eq!(verdict(&source, 2), Verdict::Grant);
+        eventually("caught up", || {
+            verdict(&source, 2) == Verdict::Deny && verdict(&source, 3) == Verdict::Grant
+        })
+        .await;
+        assert!(shared.load().version() > version);
+        assert!(!shared.load().is_warm());
+        assert_eq!(source.stats().bootstraps(), 0, "resumed without a scan");
+        source.shutdown().await.unwrap();
+    }
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use accessd_engine::synth::{SynthParams, site};
-use accessd_engine::{Change, Request, SnapshotBuilder};
+use accessd_engine::{Change, Request, SiteFile, SnapshotBuilder};
 use accessd_loader::checkpoint::{self, Checkpoint, CheckpointData, CheckpointSource};
 use accessd_loader::fake::FakeBackend;
 use accessd_loader::{Loader, LoaderConfig, Source, item};
@@ -30,6 +30,10 @@ pub(crate) struct Args {
     /// Also measure a bootstrap against the in-memory fake table.
     #[arg(long)]
     bootstrap: bool,
+    /// Also write the site as a site file and measure `check-site` and
+    /// `serve --site` on it, without and with a checkpoint.
+    #[arg(long)]
+    site_file: bool,
 }
 
 /// Resident memory now and at its peak, in MiB, from /proc.
@@ -63,6 +67,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         ..SynthParams::default()
     };
     let records = site(&params);
+    let site_text = if args.site_file {
+        Some(SiteFile::to_toml(&records)?)
+    } else {
+        None
+    };
     let mut builder = SnapshotBuilder::new();
     let refused = builder.apply_all(records.into_iter().map(Change::Upsert));
     anyhow::ensure!(refused.is_empty(), "synthetic records refused");
@@ -130,21 +139,22 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let runtime = super::dynamodb::runtime()?;
     runtime.block_on(cold_start(&args.dir, &path, table, &reader, card))?;
+    if let Some(text) = site_text {
+        runtime.block_on(site_file(&args.dir, text, &reader, card))?;
+    }
     if args.bootstrap {
         runtime.block_on(bootstrap(&params))?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Starts `accessd serve` offline (its DynamoDB endpoint refuses
-/// connections) from the checkpoint and times the first answered decision.
-async fn cold_start(
+/// Starts `accessd serve` with `extra` arguments (the data source) on a
+/// free loopback port, logging JSON at `info` to a pipe; returns it with
+/// its address and a gateway's TLS credentials.
+fn spawn_serve(
     dir: &Path,
-    path: &Path,
-    table: &str,
-    reader: &str,
-    card: accessd_engine::CredentialKey,
-) -> anyhow::Result<()> {
+    extra: &[&std::ffi::OsStr],
+) -> anyhow::Result<(std::process::Child, std::net::SocketAddr, TlsCredentials)> {
     let exe = std::env::current_exe()?;
     if !dir.join("ca.pem").exists() {
         let status = Command::new(&exe)
@@ -163,11 +173,9 @@ async fn cold_start(
         .local_addr()?
         .port();
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let started = Instant::now();
-    let mut child = Command::new(&exe)
-        .arg("serve")
-        .args(["--dynamodb-table", table, "--region", "us-east-1"])
-        .args(["--endpoint-url", "http://127.0.0.1:9"])
+    let child = Command::new(&exe)
+        .args(["--log-format", "json", "serve"])
+        .args(extra)
         .arg("--listen")
         .arg(addr.to_string())
         .arg("--ca")
@@ -176,20 +184,24 @@ async fn cold_start(
         .arg(dir.join("server.pem"))
         .arg("--key")
         .arg(dir.join("server.key"))
-        .arg("--checkpoint")
-        .arg(path)
         .args(["--http-addr", "off"])
         .env("AWS_ACCESS_KEY_ID", "bench")
         .env("AWS_SECRET_ACCESS_KEY", "bench")
         .env("RUST_LOG", "info")
-        .args(["--log-format", "json"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()?;
-    let pid = child.id().to_string();
-    // The server's log says when the checkpoint is rebuilt in memory (the
-    // warm snapshot replaced by the builder's).
-    let (rebuilt_tx, rebuilt_rx) = std::sync::mpsc::channel();
+    Ok((child, addr, tls))
+}
+
+/// Reads the child's log on a thread (so the pipe never fills); sends the
+/// time since `started` of each line containing `needle`.
+fn watch_log(
+    child: &mut std::process::Child,
+    needle: &'static str,
+    started: Instant,
+) -> std::sync::mpsc::Receiver<Duration> {
+    let (tx, rx) = std::sync::mpsc::channel();
     if let Some(stderr) = child.stderr.take() {
         std::thread::spawn(move || {
             use std::io::BufRead;
@@ -197,19 +209,32 @@ async fn cold_start(
                 .lines()
                 .map_while(Result::ok)
             {
-                if line.contains("checkpoint rebuilt in memory") {
-                    let _ = rebuilt_tx.send(started.elapsed());
+                if line.contains(needle) {
+                    let _ = tx.send(started.elapsed());
                 }
             }
         });
     }
+    rx
+}
+
+/// Asks `addr` until it answers with data (a version above 0); the time
+/// since `started` and the answer.
+async fn first_decision(
+    child: &mut std::process::Child,
+    addr: std::net::SocketAddr,
+    tls: &TlsCredentials,
+    reader: &str,
+    card: accessd_engine::CredentialKey,
+    started: Instant,
+) -> anyhow::Result<(Duration, accessd_protocol::ResponseFrame)> {
     let request = Request {
         reader,
         credential: card,
         pin: None,
     };
     let deadline = Instant::now() + Duration::from_secs(120);
-    let first = loop {
+    loop {
         anyhow::ensure!(Instant::now() < deadline, "no answer within 120 s");
         if let Some(status) = child.try_wait()? {
             anyhow::bail!("serve exited: {status}");
@@ -218,17 +243,48 @@ async fn cold_start(
         // the server's socket exists is lost, and waiting for quinn to
         // resend it would measure its retransmit timer, not the server.
         let attempt = tokio::time::timeout(Duration::from_millis(25), async {
-            let client = Client::connect(addr, "localhost", &tls).await.ok()?;
+            let client = Client::connect(addr, "localhost", tls).await.ok()?;
             client.decide(&request).await.ok()
         })
         .await;
         if let Ok(Some(answer)) = attempt
             && answer.snapshot_version > 0
         {
-            break (started.elapsed(), answer);
+            return Ok((started.elapsed(), answer));
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
-    };
+    }
+}
+
+/// Starts `accessd serve` offline (its DynamoDB endpoint refuses
+/// connections) from the checkpoint and times the first answered decision,
+/// then the rebuild that replaces the warm snapshot.
+async fn cold_start(
+    dir: &Path,
+    path: &Path,
+    table: &str,
+    reader: &str,
+    card: accessd_engine::CredentialKey,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let (mut child, addr, tls) = spawn_serve(
+        dir,
+        &[
+            "--dynamodb-table".as_ref(),
+            table.as_ref(),
+            "--region".as_ref(),
+            "us-east-1".as_ref(),
+            "--endpoint-url".as_ref(),
+            "http://127.0.0.1:9".as_ref(),
+            "--checkpoint".as_ref(),
+            path.as_os_str(),
+        ],
+    )?;
+    let pid = child.id().to_string();
+    // The server's log says when the checkpoint is rebuilt in memory (the
+    // warm snapshot replaced by the builder's).
+    let rebuilt_rx = watch_log(&mut child, "checkpoint rebuilt in memory", started);
+    let first = first_decision(&mut child, addr, &tls, reader, card, started).await?;
     let (rss, peak) = rss_mib(&pid);
     println!(
         "cold start (process start to first decision, offline, from the checkpoint): {:.1} ms; \
@@ -240,6 +296,11 @@ async fn cold_start(
     let rebuilt = rebuilt_rx.recv_timeout(Duration::from_secs(120));
     let (rss, peak_after) = rss_mib(&pid);
     let client = Client::connect(addr, "localhost", &tls).await?;
+    let request = Request {
+        reader,
+        credential: card,
+        pin: None,
+    };
     let again = client.decide(&request).await?;
     let _ = child.kill();
     let _ = child.wait();
@@ -255,6 +316,93 @@ async fn cold_start(
             peak.max(peak_after)
         ),
         Err(_) => anyhow::bail!("the server never logged its rebuild"),
+    }
+    Ok(())
+}
+
+/// Runs `accessd ARGS` to its end; its wall time and peak resident MiB
+/// (from `wait4`'s resource usage, exact however short the peak).
+fn run_measured(args: &[&std::ffi::OsStr]) -> anyhow::Result<(Duration, f64)> {
+    let started = Instant::now();
+    let child = Command::new(std::env::current_exe()?)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid, and wait4 writes it.
+    #[expect(unsafe_code, reason = "wait4: the child's peak memory")]
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        let pid = libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage);
+        anyhow::ensure!(pid > 0, "wait4 failed");
+        usage
+    };
+    anyhow::ensure!(status == 0, "`accessd {args:?}` failed: status {status}");
+    Ok((started.elapsed(), usage.ru_maxrss as f64 / 1024.0))
+}
+
+/// A site file of the same site: `check-site`, then `serve --site` from
+/// the file (first decision, resident memory once loaded), then twice
+/// with a checkpoint (the first run writes it at its clean stop, the
+/// second starts from it).
+async fn site_file(
+    dir: &Path,
+    text: String,
+    reader: &str,
+    card: accessd_engine::CredentialKey,
+) -> anyhow::Result<()> {
+    let path = dir.join("site.toml");
+    std::fs::write(&path, &text)?;
+    let file_mib = text.len() as f64 / 1048576.0;
+    drop(text);
+    let (took, peak) = run_measured(&["check-site".as_ref(), "--site".as_ref(), path.as_os_str()])?;
+    println!(
+        "site file: {file_mib:.1} MiB; check-site {:.2} s, peak resident {peak:.0} MiB",
+        took.as_secs_f64()
+    );
+    let ckpt = dir.join("site.ckpt");
+    let _ = std::fs::remove_file(&ckpt);
+    let site_arg = ["--site".as_ref(), path.as_os_str()];
+    let with_ckpt = [
+        "--site".as_ref(),
+        path.as_os_str(),
+        "--checkpoint".as_ref(),
+        ckpt.as_os_str(),
+    ];
+    for (what, extra, graceful) in [
+        ("serve --site", &site_arg[..], false),
+        ("serve --site --checkpoint (none yet)", &with_ckpt[..], true),
+        ("serve --site --checkpoint (from it)", &with_ckpt[..], false),
+    ] {
+        let started = Instant::now();
+        let (mut child, addr, tls) = spawn_serve(dir, extra)?;
+        let pid = child.id().to_string();
+        let _log = watch_log(&mut child, "\u{0}", started);
+        let (first, answer) = first_decision(&mut child, addr, &tls, reader, card, started).await?;
+        // Resident memory once loaded: a moment after the first decision,
+        // when a rebuild or the parse's freed memory has settled.
+        tokio::time::sleep(Duration::from_secs(if graceful { 1 } else { 5 })).await;
+        let (rss, peak) = rss_mib(&pid);
+        if graceful {
+            // SIGTERM: the clean stop writes the checkpoint.
+            // SAFETY: signalling our own child.
+            #[expect(unsafe_code, reason = "SIGTERM to our own child")]
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+            }
+            let status = child.wait()?;
+            anyhow::ensure!(status.success(), "serve did not stop cleanly: {status}");
+            anyhow::ensure!(ckpt.exists(), "no checkpoint written at the stop");
+        } else {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        println!(
+            "{what}: first decision {:.0} ms after the spawn (reason {}); resident {rss:.0} MiB 5 s later, peak {peak:.0} MiB",
+            first.as_secs_f64() * 1000.0,
+            answer.reason
+        );
     }
     Ok(())
 }

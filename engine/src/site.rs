@@ -10,7 +10,7 @@
 //! ids, references to records that do not exist, bad time zones, empty or
 //! overlapping schedule intervals and inverted validity windows.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Serialize;
@@ -24,6 +24,11 @@ use crate::model::{
     SiteRecord,
 };
 use crate::validate::validate;
+
+/// Hashed with foldhash: a million-holder file hashes millions of ids
+/// (SipHash was a fifth of the time to check one).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
 /// The sections of a site file, in the order they are written.
 pub const SECTIONS: [&str; 11] = [
@@ -176,55 +181,47 @@ impl Checker<'_> {
         self.problem_at(section, index, None, id, message);
     }
 
-    fn section<T: DeserializeOwned>(
+    /// Reads item `index` of section `name` (its spans relative to byte
+    /// `base` of the file) into `out`, or says what is wrong with it.
+    #[allow(clippy::too_many_arguments)]
+    fn item<T: DeserializeOwned>(
         &mut self,
-        table: &DeTable<'_>,
         name: &'static str,
+        index: usize,
+        item: &Spanned<DeValue<'_>>,
+        base: usize,
         id_of: impl Fn(&T) -> String,
-    ) -> Vec<(usize, T)> {
-        let Some((key, value)) = table.iter().find(|(k, _)| k.get_ref() == name) else {
-            return Vec::new();
-        };
-        let DeValue::Array(items) = value.get_ref() else {
-            let line = self.lines.line(key.span().start);
-            self.push(
-                line,
-                &format!("`{name}`"),
-                format!("must be an array of tables (`[[{name}]]`)"),
-            );
-            return Vec::new();
-        };
-        let starts = items.iter().map(|item| item.span().start).collect();
-        self.record_starts.insert(name, starts);
-        let mut out = Vec::new();
-        let mut seen = HashSet::new();
-        for (index, item) in items.iter().enumerate() {
-            let raw_id = item
-                .get_ref()
-                .get("id")
-                .or_else(|| item.get_ref().get("card"))
-                .and_then(|v| v.get_ref().as_str())
-                .unwrap_or_default()
-                .to_owned();
-            match T::deserialize(ValueDeserializer::from(item.clone())) {
-                Ok(record) => {
-                    let id = id_of(&record);
-                    if !seen.insert(id.clone()) {
-                        self.problem(name, index, &id, "duplicate id".to_owned());
-                        continue;
-                    }
-                    out.push((index, record));
+        seen: &mut HashSet<String>,
+        out: &mut Vec<(usize, T)>,
+    ) {
+        self.record_starts
+            .entry(name)
+            .or_default()
+            .push(base + item.span().start);
+        match T::deserialize(ValueDeserializer::from(item.clone())) {
+            Ok(record) => {
+                let id = id_of(&record);
+                if !seen.insert(id.clone()) {
+                    self.problem(name, index, &id, "duplicate id".to_owned());
+                    return;
                 }
-                Err(e) => {
-                    // The parser's span of the offending value, when it has
-                    // one, is more precise than the record's first line.
-                    let line = e.span().map(|span| self.lines.line(span.start));
-                    let message = e.message().trim().to_owned();
-                    self.problem_at(name, index, line, &raw_id, message);
-                }
+                out.push((index, record));
+            }
+            Err(e) => {
+                let raw_id = item
+                    .get_ref()
+                    .get("id")
+                    .or_else(|| item.get_ref().get("card"))
+                    .and_then(|v| v.get_ref().as_str())
+                    .unwrap_or_default()
+                    .to_owned();
+                // The parser's span of the offending value, when it has
+                // one, is more precise than the record's first line.
+                let line = e.span().map(|span| self.lines.line(base + span.start));
+                let message = e.message().trim().to_owned();
+                self.problem_at(name, index, line, &raw_id, message);
             }
         }
-        out
     }
 
     fn refs<'r>(
@@ -246,6 +243,293 @@ impl Checker<'_> {
 
 fn ids<T>(items: &[(usize, T)], id: impl Fn(&T) -> &str) -> HashSet<&str> {
     items.iter().map(|(_, r)| id(r)).collect()
+}
+
+/// The records of every section as read, each with its index in its
+/// section, and the ids seen so far (for duplicates).
+#[derive(Default)]
+struct Sections {
+    sites: Vec<(usize, SiteRecord)>,
+    areas: Vec<(usize, AreaRecord)>,
+    doors: Vec<(usize, DoorRecord)>,
+    readers: Vec<(usize, ReaderRecord)>,
+    groups: Vec<(usize, DoorGroupRecord)>,
+    holidays: Vec<(usize, HolidaySetRecord)>,
+    schedules: Vec<(usize, ScheduleRecord)>,
+    levels: Vec<(usize, AccessLevelRecord)>,
+    holders: Vec<(usize, CardholderRecord)>,
+    creds: Vec<(usize, CredentialRecord)>,
+    assigns: Vec<(usize, AssignmentRecord)>,
+    seen: HashMap<&'static str, HashSet<String>>,
+    counts: HashMap<&'static str, usize>,
+}
+
+impl Sections {
+    /// Reads the next item of section `name` (one of [`SECTIONS`]); its
+    /// spans are relative to byte `base` of the file.
+    fn add(
+        &mut self,
+        c: &mut Checker<'_>,
+        name: &'static str,
+        item: &Spanned<DeValue<'_>>,
+        base: usize,
+    ) {
+        let count = self.counts.entry(name).or_insert(0);
+        let index = *count;
+        *count += 1;
+        let seen = self.seen.entry(name).or_default();
+        match name {
+            "sites" => c.item(
+                name,
+                index,
+                item,
+                base,
+                |r: &SiteRecord| r.id.clone(),
+                seen,
+                &mut self.sites,
+            ),
+            "areas" => c.item(
+                name,
+                index,
+                item,
+                base,
+                |r: &AreaRecord| r.id.clone(),
+                seen,
+                &mut self.areas,
+            ),
+            "doors" => c.item(
+                name,
+                index,
+                item,
+                base,
+                |r: &DoorRecord| r.id.clone(),
+                seen,
+                &mut self.doors,
+            ),
+            "readers" => c.item(
+                name,
+                index,
+                item,
+                base,
+                |r: &ReaderRecord| r.id.clone(),
+                seen,
+                &mut self.readers,
+            ),
+            "door_groups" => c.item(
+                name,
+                index,
+                item,
+                base,
+                |r: &DoorGroupRecord| r.id.clone(),
+                seen,
+                &mut self.groups,
+            ),
+            "holiday_sets" => c.item(
+                name,
+                index,
+                item,
+                base,
+                |r: &HolidaySetRecord| r.id.clone(),
+                seen,
+                &mut self.holidays,
+            ),
+            "schedules" => c.item(
+                name,
+                index,
+                item,
+                base,
+                |r: &ScheduleRecord| r.id.clone(),
+                seen,
+                &mut self.schedules,
+            ),
+            "access_levels" => c.item(
+                name,
+                index,
+                item,
+                base,
+                |r: &AccessLevelRecord| r.id.clone(),
+                seen,
+                &mut self.levels,
+            ),
+            "cardholders" => c.item(
+                name,
+                index,
+                item,
+                base,
+                |r: &CardholderRecord| r.id.clone(),
+                seen,
+                &mut self.holders,
+            ),
+            "credentials" => c.item(
+                name,
+                index,
+                item,
+                base,
+                |r: &CredentialRecord| r.card.to_string(),
+                seen,
+                &mut self.creds,
+            ),
+            "assignments" => c.item(
+                name,
+                index,
+                item,
+                base,
+                |r: &AssignmentRecord| format!("{} / {}", r.holder, r.level),
+                seen,
+                &mut self.assigns,
+            ),
+            _ => {}
+        }
+    }
+}
+
+/// What a line starting with `[` (after indentation) is to the
+/// record-by-record reader.
+#[derive(Debug, PartialEq, Eq)]
+enum Header {
+    /// `[[name]]` of a known section: a record starts.
+    Record(&'static str),
+    /// `[[name.sub]]` or `[name.sub]` of a known section: a table inside
+    /// the last record of `name` (a schedule's intervals).
+    Inside(&'static str),
+    /// Anything else.
+    Other,
+}
+
+/// The header a line is, `None` when it does not start with `[`.
+fn header(line: &str) -> Option<Header> {
+    let line = line.trim_start();
+    if !line.starts_with('[') {
+        return None;
+    }
+    let (double, rest) = match line.strip_prefix("[[") {
+        Some(rest) => (true, rest),
+        None => (false, line.get(1..).unwrap_or_default()),
+    };
+    let close = if double { "]]" } else { "]" };
+    let Some((name, after)) = rest.split_once(close) else {
+        return Some(Header::Other);
+    };
+    let after = after.trim();
+    if !(after.is_empty() || after.starts_with('#')) {
+        return Some(Header::Other);
+    }
+    let mut parts = name.split('.').map(str::trim);
+    let first = parts.next().unwrap_or_default();
+    let Some(section) = SECTIONS.iter().find(|s| **s == first).copied() else {
+        return Some(Header::Other);
+    };
+    let inner: Vec<&str> = parts.collect();
+    let plain = |p: &&str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    Some(match (double, inner.is_empty()) {
+        (true, true) => Header::Record(section),
+        (_, false) if inner.iter().all(plain) => Header::Inside(section),
+        _ => Header::Other,
+    })
+}
+
+/// Reads a site file as one parsed tree, with spans, so that every
+/// problem can name its line; `None` when it does not parse (the problem
+/// is in `c`).
+fn read_whole(c: &mut Checker<'_>, text: &str) -> Option<Sections> {
+    let table: DeTable<'_> = match DeTable::parse(text) {
+        Ok(t) => t.into_inner(),
+        Err(e) => {
+            let line = e.span().map_or(1, |span| c.lines.line(span.start));
+            c.push(line, "", e.message().trim().to_owned());
+            return None;
+        }
+    };
+    let mut sections = Sections::default();
+    for (key, value) in table.iter() {
+        let key: &Spanned<_> = key;
+        let Some(name) = SECTIONS
+            .iter()
+            .find(|s| **s == key.get_ref().as_ref())
+            .copied()
+        else {
+            let line = c.lines.line(key.span().start);
+            c.push(
+                line,
+                &format!("`{}`", key.get_ref()),
+                format!("unknown section; expected one of {}", SECTIONS.join(", ")),
+            );
+            continue;
+        };
+        let DeValue::Array(items) = value.get_ref() else {
+            let line = c.lines.line(key.span().start);
+            c.push(
+                line,
+                &format!("`{name}`"),
+                format!("must be an array of tables (`[[{name}]]`)"),
+            );
+            continue;
+        };
+        for item in items.iter() {
+            sections.add(c, name, item, 0);
+        }
+    }
+    Some(sections)
+}
+
+/// Reads a site file record by record: each `[[section]]` header starts a
+/// small document of its own, parsed and deserialised at once, so the
+/// whole file never exists as a parsed tree (at a million cardholders that
+/// tree took gigabytes). `None` when the file is not plainly of that shape
+/// (a multi-line string, another kind of header, a value before the first
+/// header, a chunk that does not parse alone): the caller then reads the
+/// file whole, which also words any problem exactly.
+///
+/// A header is only taken where it starts a line; a line that only looks
+/// like one inside a multi-line value leaves the chunk before it unclosed,
+/// which fails to parse and sends the file to the whole reading.
+fn read_by_record(c: &mut Checker<'_>, text: &str) -> Option<Sections> {
+    if text.contains("\"\"\"") || text.contains("'''") {
+        return None;
+    }
+    let mut headers: Vec<(usize, &'static str)> = Vec::new();
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        match header(line) {
+            Some(Header::Record(name)) => headers.push((offset, name)),
+            // A table inside the record being read stays in its chunk,
+            // where it means what it means in the whole file; inside
+            // another section's last record, it would not.
+            Some(Header::Inside(name)) if headers.last().is_some_and(|h| h.1 == name) => {}
+            // A `[` line in a value (an array's row, indented) is not a
+            // header; anything else that may be one is read whole.
+            Some(Header::Other) if line.starts_with(' ') || line.starts_with('\t') => {}
+            Some(_) => return None,
+            None => {}
+        }
+        offset += line.len();
+    }
+    let preamble = text.get(..headers.first().map_or(text.len(), |h| h.0))?;
+    if !DeTable::parse(preamble).ok()?.get_ref().is_empty() {
+        return None;
+    }
+    let mut sections = Sections::default();
+    for (i, &(start, name)) in headers.iter().enumerate() {
+        let end = headers.get(i + 1).map_or(text.len(), |h| h.0);
+        let chunk = DeTable::parse(text.get(start..end)?).ok()?.into_inner();
+        let mut entries = chunk.iter();
+        let (Some((key, value)), None) = (entries.next(), entries.next()) else {
+            return None;
+        };
+        let DeValue::Array(items) = value.get_ref() else {
+            return None;
+        };
+        let mut items = items.iter();
+        match (key.get_ref() == name, items.next(), items.next()) {
+            (true, Some(item), None) => sections.add(c, name, item, start),
+            _ => return None,
+        }
+    }
+    Some(sections)
 }
 
 /// The id a problem report shows for a record.
@@ -340,46 +624,51 @@ impl SiteFile {
     /// Parses and checks a site file's text; on failure, every problem in
     /// file order with the record it is about.
     fn check(text: &str) -> Result<Self, Vec<(SiteProblem, Option<RecordAt>)>> {
-        let mut c = Checker {
-            record_starts: HashMap::new(),
+        Self::check_with(text, true)
+    }
+
+    /// [`check`](Self::check), reading record by record where the file
+    /// allows (`by_record`) or always whole (for tests: both agree).
+    fn check_with(
+        text: &str,
+        by_record: bool,
+    ) -> Result<Self, Vec<(SiteProblem, Option<RecordAt>)>> {
+        let checker = || Checker {
+            record_starts: HashMap::default(),
             lines: Lines::new(text),
             problems: Vec::new(),
         };
-        // Parsed with spans, so that every problem found later can name its
-        // line.
-        let table: DeTable<'_> = match DeTable::parse(text) {
-            Ok(t) => t.into_inner(),
-            Err(e) => {
-                let line = e.span().map_or(1, |span| c.lines.line(span.start));
-                c.push(line, "", e.message().trim().to_owned());
-                return Err(c.problems);
+        let mut c = checker();
+        let by_record = if by_record {
+            read_by_record(&mut c, text)
+        } else {
+            None
+        };
+        let sections = match by_record {
+            Some(sections) => sections,
+            None => {
+                // Not plainly record by record: read whole, afresh.
+                c = checker();
+                match read_whole(&mut c, text) {
+                    Some(sections) => sections,
+                    None => return Err(c.problems),
+                }
             }
         };
-        for (key, _) in table.iter() {
-            let key: &Spanned<_> = key;
-            if !SECTIONS.contains(&key.get_ref().as_ref()) {
-                let line = c.lines.line(key.span().start);
-                c.push(
-                    line,
-                    &format!("`{}`", key.get_ref()),
-                    format!("unknown section; expected one of {}", SECTIONS.join(", ")),
-                );
-            }
-        }
-
-        let sites = c.section::<SiteRecord>(&table, "sites", |r| r.id.clone());
-        let areas = c.section::<AreaRecord>(&table, "areas", |r| r.id.clone());
-        let doors = c.section::<DoorRecord>(&table, "doors", |r| r.id.clone());
-        let readers = c.section::<ReaderRecord>(&table, "readers", |r| r.id.clone());
-        let groups = c.section::<DoorGroupRecord>(&table, "door_groups", |r| r.id.clone());
-        let holidays = c.section::<HolidaySetRecord>(&table, "holiday_sets", |r| r.id.clone());
-        let schedules = c.section::<ScheduleRecord>(&table, "schedules", |r| r.id.clone());
-        let levels = c.section::<AccessLevelRecord>(&table, "access_levels", |r| r.id.clone());
-        let holders = c.section::<CardholderRecord>(&table, "cardholders", |r| r.id.clone());
-        let creds = c.section::<CredentialRecord>(&table, "credentials", |r| r.card.to_string());
-        let assigns = c.section::<AssignmentRecord>(&table, "assignments", |r| {
-            format!("{} / {}", r.holder, r.level)
-        });
+        let Sections {
+            sites,
+            areas,
+            doors,
+            readers,
+            groups,
+            holidays,
+            schedules,
+            levels,
+            holders,
+            creds,
+            assigns,
+            ..
+        } = sections;
 
         let site_ids = ids(&sites, |r| &r.id);
         let area_ids = ids(&areas, |r| &r.id);
@@ -576,7 +865,66 @@ fn section_of(record: &Record) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::Lines;
+    use super::{Checker, HashMap, Lines, SiteFile, read_by_record};
+
+    /// Records or problems, as text, read either way.
+    fn read(text: &str, by_record: bool) -> Result<Vec<String>, Vec<String>> {
+        match SiteFile::check_with(text, by_record) {
+            Ok(site) => Ok(site.records.iter().map(|r| format!("{r:?}")).collect()),
+            Err(problems) => Err(problems.iter().map(|(p, _)| p.to_string()).collect()),
+        }
+    }
+
+    fn takes_the_record_path(text: &str) -> bool {
+        let mut c = Checker {
+            record_starts: HashMap::default(),
+            lines: Lines::new(text),
+            problems: Vec::new(),
+        };
+        read_by_record(&mut c, text).is_some()
+    }
+
+    #[test]
+    fn reading_record_by_record_agrees_with_reading_whole() {
+        let example = include_str!("../../docs/examples/site.toml");
+        assert!(takes_the_record_path(example));
+        assert!(read(example, true).is_ok());
+        let records = crate::synth::site(&crate::synth::SynthParams {
+            holders: 300,
+            ..crate::synth::SynthParams::default()
+        });
+        let synthetic = SiteFile::to_toml(&records).unwrap();
+        assert!(takes_the_record_path(&synthetic));
+        // Problems inside records (a bad value, a duplicate, an unknown
+        // reference) are found record by record, with the same lines.
+        let broken = example
+            .replacen("unlock_ms = 5000", "unlock_ms = \"soon\"", 1)
+            .replacen("id = \"lobby-in\"", "id = \"lobby-out\"", 1)
+            .replacen("site = \"hq\"", "site = \"hx\"", 1);
+        assert!(takes_the_record_path(&broken));
+        // What the record reader does not take goes whole: an unknown
+        // section, a multi-line string, a table header, a value before the
+        // first section, a header that only looks like one inside a value.
+        let whole = [
+            format!("{example}\n[[doorz]]\nid = \"x\"\n"),
+            example.replacen(
+                "time_zone = ",
+                "notes = \"\"\"a\n[[doors]]\nb\"\"\"\ntime_zone = ",
+                1,
+            ),
+            format!("{example}\n[doors.extra]\nx = 1\n"),
+            format!("title = \"x\"\n{example}"),
+            example.replacen("doors = [", "doors = [\n[[doors]]\n", 1),
+        ];
+        for text in [example.to_owned(), synthetic, broken].iter().chain(&whole) {
+            assert_eq!(read(text, true), read(text, false), "{text}");
+        }
+        for text in &whole {
+            assert!(!takes_the_record_path(text), "{text}");
+            assert!(read(text, true).is_err(), "{text}");
+        }
+        assert!(read(&whole[1], true).is_err());
+    }
 
     #[test]
     fn lines_number_every_offset_as_counting_newlines_does() {

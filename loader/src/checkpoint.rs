@@ -156,10 +156,11 @@ impl std::fmt::Display for CheckpointSource {
 }
 
 impl CheckpointSource {
-    /// The source of a site file with these bytes.
+    /// The source of a site file with these bytes (their digest computed
+    /// on every core, as a checkpoint's checksum is).
     pub fn site_file(bytes: &[u8]) -> Self {
         Self::SiteFile {
-            digest: xxh3_128(bytes).to_le_bytes(),
+            digest: tree_digest(&[], &[bytes]),
         }
     }
 }
@@ -561,6 +562,16 @@ const HASH_CHUNK: usize = 16 << 20;
 /// pieces are hashed on every core at once (a start from a large file
 /// waits for this).
 fn checksum(header: &[u8], sections: &[&[u8]]) -> [u8; 16] {
+    let fields = [
+        header.get(..24).unwrap_or_default(),
+        header.get(40..HEADER_LEN).unwrap_or_default(),
+    ];
+    tree_digest(&fields, sections)
+}
+
+/// XXH3-128 over `fields` followed by the XXH3-128 of each `HASH_CHUNK`
+/// piece of each section, the pieces hashed on every core.
+fn tree_digest(fields: &[&[u8]], sections: &[&[u8]]) -> [u8; 16] {
     let pieces: Vec<&[u8]> = sections.iter().flat_map(|s| s.chunks(HASH_CHUNK)).collect();
     let mut digests = vec![0u128; pieces.len()];
     let threads = std::thread::available_parallelism()
@@ -577,8 +588,9 @@ fn checksum(header: &[u8], sections: &[&[u8]]) -> [u8; 16] {
         }
     });
     let mut hash = Xxh3::new();
-    hash.update(header.get(..24).unwrap_or_default());
-    hash.update(header.get(40..HEADER_LEN).unwrap_or_default());
+    for field in fields {
+        hash.update(field);
+    }
     for digest in digests {
         hash.update(&digest.to_le_bytes());
     }

@@ -158,10 +158,24 @@ pub(crate) fn load_served(
     checkpoint: Option<&Path>,
     presence: &Presence,
 ) -> anyhow::Result<ServedSite> {
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("cannot read site file `{}`", path.display()))?;
-    let source = CheckpointSource::site_file(&bytes);
     let started = std::time::Instant::now();
+    let source = {
+        // Mapped, not read, to compare it with the checkpoint's: a start
+        // from a checkpoint of a large file never copies the file.
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("cannot read site file `{}`", path.display()))?;
+        // SAFETY: read-only, and dropped before the file is read again; a
+        // site file edited in place while this runs makes a digest of
+        // neither version, which matches no checkpoint (the file is then
+        // read and parsed, and a later change is reloaded).
+        #[expect(
+            unsafe_code,
+            reason = "mapping the site file to hash it without a copy"
+        )]
+        let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }
+            .with_context(|| format!("cannot read site file `{}`", path.display()))?;
+        CheckpointSource::site_file(&map)
+    };
     if let Some(file) = checkpoint {
         match Checkpoint::open_warm(file, &source, Some(Timestamp::now())) {
             Ok(Some((checkpoint, snapshot))) => {
@@ -198,6 +212,11 @@ pub(crate) fn load_served(
             Err(e) => tracing::warn!(error = %e, "checkpoint refused; reading the site file"),
         }
     }
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read site file `{}`", path.display()))?;
+    // The bytes parsed are the ones served (the file may have changed
+    // since it was mapped).
+    let source = CheckpointSource::site_file(&bytes);
     let text = String::from_utf8(bytes)
         .with_context(|| format!("site file `{}` is not UTF-8", path.display()))?;
     let site = SiteFile::parse(&text)

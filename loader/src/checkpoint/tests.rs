@@ -330,7 +330,7 @@ fn a_row_that_passes_the_checksum_but_not_its_layout_fails_closed() {
     // torn file.
     let first_row_end = {
         let c = Checkpoint::open(&path).unwrap();
-        c.body().row_ends.get(0).unwrap().to_native() as usize
+        c.body().row_ends.first().unwrap().to_native() as usize
     };
     for b in bytes
         .get_mut(HEADER_LEN..HEADER_LEN + first_row_end)

@@ -51,21 +51,11 @@ impl LocalTime {
     }
 }
 
-/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
+/// Days since 1970-01-01 of a civil date (proleptic Gregorian). Used
+/// when schedules are compiled, not per decision: jiff's arithmetic.
+/// (`LocalTime::at`, on the decision path, divides seconds instead.)
 pub(crate) fn epoch_day(date: Date) -> i32 {
-    // Howard Hinnant's days_from_civil.
-    let (y, m, d) = (
-        i32::from(date.year()),
-        i32::from(date.month()),
-        i32::from(date.day()),
-    );
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    (date - Date::constant(1970, 1, 1)).get_days()
 }
 
 /// A schedule ready for O(1) evaluation.
@@ -249,22 +239,20 @@ mod tests {
     }
 
     #[test]
-    fn epoch_day_agrees_with_jiff() {
-        for d in [
-            date(1970, 1, 1),
-            date(2000, 2, 29),
-            date(2026, 3, 8),
-            date(1969, 12, 31),
-            date(2400, 12, 31),
+    fn epoch_days_are_days_since_1970() {
+        // Reference values from Python's datetime.date subtraction.
+        for (d, expected) in [
+            (date(1970, 1, 1), 0),
+            (date(2000, 2, 29), 11_016),
+            (date(2026, 3, 8), 20_520),
+            (date(1969, 12, 31), -1),
+            (date(2400, 12, 31), 157_419),
         ] {
-            let expected = d
-                .to_zoned_datetime(TimeZone::UTC)
-                .unwrap()
-                .timestamp()
-                .as_second()
-                .div_euclid(86_400);
-            assert_eq!(i64::from(epoch_day(d)), expected, "{d}");
+            assert_eq!(epoch_day(d), expected, "{d}");
         }
+        // And the decision path's division agrees with it.
+        let t = LocalTime::at(&TimeZone::UTC, "2026-03-08T23:59:00Z".parse().unwrap());
+        assert_eq!(t.day, epoch_day(date(2026, 3, 8)));
     }
 
     #[test]

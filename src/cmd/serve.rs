@@ -114,7 +114,13 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     crate::telemetry::init_logs("info");
     let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-    runtime.block_on(serve(args))
+    let result = runtime.block_on(serve(args));
+    // Everything that must finish (the last checkpoint, the spool's fsync)
+    // was awaited in `serve`; what may still run is a checkpoint rebuild
+    // begun at start (seconds at a million holders), which a stop need
+    // not wait for.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    result
 }
 
 async fn serve(args: Args) -> anyhow::Result<ExitCode> {

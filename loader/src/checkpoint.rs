@@ -27,7 +27,7 @@
 //! so opening a file costs its checksum and the small `Body`, not a walk of
 //! every row. `Body` holds where each row ends and a hash index of every
 //! credential key, so a process can serve decisions from the memory map at
-//! once ([`Checkpoint::warm_snapshot`], a [`CredentialStore`]) while it
+//! once ([`Checkpoint::open_warm`], a [`CredentialStore`]) while it
 //! rebuilds its builder row by row behind them ([`Checkpoint::restore`]).
 //! The small tables (sites, doors, readers, schedules, …: thousands of
 //! rows) are one JSON document inside `Body`, since their records already
@@ -721,6 +721,11 @@ impl std::fmt::Debug for Restored {
     }
 }
 
+/// The bytes of a mapped file's `Body` archive: all after the rows.
+fn body_bytes(map: &Mmap, rows_len: usize) -> &[u8] {
+    map.get(HEADER_LEN + rows_len..).unwrap_or_default()
+}
+
 /// A mapped file whose header was checked, not yet its checksum.
 struct Unverified {
     map: Mmap,
@@ -802,10 +807,7 @@ impl Unverified {
 
     /// The `Body`, its layout validated (a safe read of any bytes).
     fn body(&self) -> Result<&ArchivedBody, CheckpointError> {
-        let bytes = self
-            .map
-            .get(HEADER_LEN + self.rows_len..)
-            .unwrap_or_default();
+        let bytes = body_bytes(&self.map, self.rows_len);
         let body = rkyv::access::<ArchivedBody, rancor::Error>(bytes)
             .map_err(|e| CheckpointError::Malformed(e.to_string()))?;
         // The index is probed by masking: its length must be a power of two.
@@ -838,13 +840,19 @@ impl Checkpoint {
         Ok(file.verified())
     }
 
-    /// Opens `path` as [`open_existing`](Self::open_existing) does and
-    /// refuses it unless it holds `expected`'s data; returns it with its
-    /// [warm snapshot](Self::warm_snapshot). The fast start: the checksum
-    /// (the whole file) is computed on one thread while the small tables
-    /// are read and compiled on another, and nothing of the second is
-    /// used unless the first matches. The snapshot is as of `as_of`, or
-    /// of the stored freshness when `None`.
+    /// Opens and verifies `path` as [`open`](Self::open) does (a missing
+    /// file, a first start, is `Ok(None)`) and refuses it unless it holds
+    /// `expected`'s data; returns it with the stored version served at
+    /// once from the memory map, as of `as_of` (or of the stored freshness
+    /// when `None`). Only the small tables are built (milliseconds); every
+    /// credential is read from its row when a decision first asks for it
+    /// (see [`Snapshot::warm`]). Serve it while [`restore`](Self::restore)
+    /// rebuilds the builder, then publish the builder's version (the same
+    /// data) in its place; the snapshot keeps the file mapped until then.
+    ///
+    /// The fast start: the checksum (the whole file) is computed on one
+    /// thread while the small tables are read and compiled on another, and
+    /// nothing of the second is used unless the first matches.
     pub fn open_warm(
         path: &Path,
         expected: &CheckpointSource,
@@ -892,26 +900,8 @@ impl Checkpoint {
         Ok(Some((checkpoint, snapshot.warm(store))))
     }
 
-    /// [`open`](Self::open), with a missing file (a first start) as
-    /// `Ok(None)` rather than an error.
-    pub fn open_existing(path: &Path) -> Result<Option<Self>, CheckpointError> {
-        match Self::open(path) {
-            Ok(c) => Ok(Some(c)),
-            Err(CheckpointError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                tracing::info!(path = %path.display(), "no checkpoint yet");
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
     fn body(&self) -> &ArchivedBody {
-        let body = self
-            .map
-            .get(HEADER_LEN + self.rows_len..)
-            .unwrap_or_default();
+        let body = body_bytes(&self.map, self.rows_len);
         // SAFETY: `open` validated exactly these bytes with
         // `rkyv::access`, and a read-only map does not change.
         #[expect(unsafe_code, reason = "the archive was validated in `open`")]
@@ -1015,18 +1005,6 @@ impl Checkpoint {
                 at_ms: p.at_ms.to_native(),
             })
             .collect()
-    }
-
-    /// The stored version, served at once from the memory map: the small
-    /// tables are built (milliseconds), every credential is read from its
-    /// row when a decision first asks for it (see
-    /// [`Snapshot::warm`]). Serve it while [`restore`](Self::restore)
-    /// rebuilds the builder, then publish the builder's version (the same
-    /// data) in its place; the snapshot keeps the file mapped until then.
-    pub fn warm_snapshot(self: &Arc<Self>) -> Result<Snapshot, CheckpointError> {
-        let (mut builder, _) = small_builder(self.body())?;
-        let snapshot = builder.publish(self.fresh_as_of()?);
-        Ok(snapshot.warm(Arc::new(Store(Arc::clone(self)))))
     }
 
     /// Rebuilds the stored state.
@@ -1163,7 +1141,7 @@ fn card_of(card: &ArchivedCardRow) -> Result<CredentialKey, CheckpointError> {
 }
 
 /// A checkpoint's credentials read in place, for a warm snapshot (see
-/// [`Checkpoint::warm_snapshot`]).
+/// [`Checkpoint::open_warm`]).
 struct Store(Arc<Checkpoint>);
 
 impl CredentialStore for Store {

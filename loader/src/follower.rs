@@ -1495,7 +1495,7 @@ impl Source {
     }
 
     /// [`spawn`](Self::spawn) from a checkpoint served in place: `warm`
-    /// (see [`Checkpoint::warm_snapshot`](checkpoint::Checkpoint::warm_snapshot))
+    /// (see [`Checkpoint::open_warm`](checkpoint::Checkpoint::open_warm))
     /// serves at once while `restore` rebuilds the builder on a blocking
     /// thread; the builder's version of the same data then replaces it,
     /// and the loader catches up from the stored position as `spawn`
@@ -1517,10 +1517,7 @@ impl Source {
         metrics::gauge!(m::SNAPSHOT_VERSION).set(warm.version() as f64);
         let shared = Arc::new(SharedSnapshot::new(warm));
         loader.set_status(SourceStatus::CatchingUp);
-        let stats = Arc::clone(&loader.stats);
-        let status = Arc::clone(&loader.status);
-        let task = tokio::spawn({
-            let shared = Arc::clone(&shared);
+        Self::with_task(loader, shared, tx, move |loader, shared| {
             async move {
                 let started = Instant::now();
                 let restoring = tokio::task::spawn_blocking(restore);
@@ -1545,14 +1542,7 @@ impl Source {
                 });
                 loader.run(shared, state, false, rx).await
             }
-        });
-        Self {
-            shared,
-            stats,
-            status,
-            shutdown: tx,
-            task,
-        }
+        })
     }
 
     fn run<B: Backend>(
@@ -1563,9 +1553,25 @@ impl Source {
         rx: watch::Receiver<bool>,
         caught_up: bool,
     ) -> Self {
+        Self::with_task(loader, shared, tx, move |loader, shared| {
+            loader.run(shared, state, caught_up, rx)
+        })
+    }
+
+    /// A source whose background task is `work(loader, shared)`, stopped
+    /// through `tx`.
+    fn with_task<B: Backend, F>(
+        loader: Loader<B>,
+        shared: Arc<SharedSnapshot>,
+        tx: watch::Sender<bool>,
+        work: impl FnOnce(Loader<B>, Arc<SharedSnapshot>) -> F,
+    ) -> Self
+    where
+        F: std::future::Future<Output = Option<Resume>> + Send + 'static,
+    {
         let stats = Arc::clone(&loader.stats);
         let status = Arc::clone(&loader.status);
-        let task = tokio::spawn(loader.run(Arc::clone(&shared), state, caught_up, rx));
+        let task = tokio::spawn(work(loader, Arc::clone(&shared)));
         Self {
             shared,
             stats,

@@ -274,8 +274,9 @@ fn synthetic_checkpoint(
 fn a_warm_snapshot_decides_exactly_as_the_restored_builder() {
     use accessd_engine::{Presence, Request, decide_with_subject};
     let (_, path, params) = synthetic_checkpoint("warm", 1_500);
-    let checkpoint = Arc::new(Checkpoint::open(&path).unwrap());
-    let warm = checkpoint.warm_snapshot().unwrap();
+    let (checkpoint, warm) = Checkpoint::open_warm(&path, &table(), None)
+        .unwrap()
+        .unwrap();
     let mut restored = checkpoint.restore().unwrap().builder;
     let built = restored.publish(params.now);
     assert!(warm.is_warm() && !built.is_warm());
@@ -344,7 +345,9 @@ fn a_row_that_passes_the_checksum_but_not_its_layout_fails_closed() {
     bytes.get_mut(24..40).unwrap().copy_from_slice(&digest);
     fs::write(&path, &bytes).unwrap();
 
-    let checkpoint = Arc::new(Checkpoint::open(&path).unwrap());
+    let (checkpoint, warm) = Checkpoint::open_warm(&path, &table(), None)
+        .unwrap()
+        .unwrap();
     // The restore refuses the file (the caller bootstraps)...
     let err = checkpoint.restore().unwrap_err();
     assert!(
@@ -353,7 +356,6 @@ fn a_row_that_passes_the_checksum_but_not_its_layout_fails_closed() {
     );
     // ...and until then the warm snapshot denies that row's cards as
     // unknown, and still answers the others.
-    let warm = checkpoint.warm_snapshot().unwrap();
     assert!(!warm.has_credential(&first.credentials[0].card));
     assert!(warm.has_credential(&second.credentials[0].card));
 }

@@ -72,31 +72,39 @@ pub(crate) struct CompiledSchedule {
 pub enum ScheduleError {
     /// An interval starts and ends at the same time.
     #[error(
-        "interval {index} is empty: start and end are both {time} (only 00:00 to 00:00 means the whole day)"
+        "`{list}[{index}]` is empty: start and end are both {time} (only 00:00 to 00:00 means the whole day)"
     )]
     Empty {
+        /// Which list: `intervals` or `holiday_intervals`.
+        list: &'static str,
         /// Which interval (0-based) of the list.
         index: usize,
         /// Its start (and end).
         time: Time,
     },
     /// An interval lists no days.
-    #[error("interval {index} lists no days")]
+    #[error("`{list}[{index}]` lists no days")]
     NoDays {
+        /// Which list: `intervals` or `holiday_intervals`.
+        list: &'static str,
         /// Which interval (0-based) of the list.
         index: usize,
     },
     /// A time has seconds; schedules have minute precision.
-    #[error("interval {index}: time {time} has seconds; use whole minutes")]
+    #[error("`{list}[{index}]`: time {time} has seconds; use whole minutes")]
     NotWholeMinute {
+        /// Which list: `intervals` or `holiday_intervals`.
+        list: &'static str,
         /// Which interval (0-based) of the list.
         index: usize,
         /// The offending time.
         time: Time,
     },
     /// Two intervals cover the same minute.
-    #[error("interval {index} overlaps an earlier interval (first shared minute: {day} {time})")]
+    #[error("`{list}[{index}]` overlaps an earlier interval (first shared minute: {day} {time})")]
     Overlap {
+        /// Which list: `intervals` or `holiday_intervals`.
+        list: &'static str,
         /// Which interval (0-based) of the list.
         index: usize,
         /// The day of the first shared minute.
@@ -108,9 +116,13 @@ pub enum ScheduleError {
 
 const DAY_NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
-fn minute(index: usize, t: Time) -> Result<u32, ScheduleError> {
+fn minute(list: &'static str, index: usize, t: Time) -> Result<u32, ScheduleError> {
     if t.second() != 0 || t.subsec_nanosecond() != 0 {
-        return Err(ScheduleError::NotWholeMinute { index, time: t });
+        return Err(ScheduleError::NotWholeMinute {
+            list,
+            index,
+            time: t,
+        });
     }
     Ok(u32::from(t.hour() as u8) * 60 + u32::from(t.minute() as u8))
 }
@@ -120,7 +132,7 @@ fn set_bits(
     span: u32,
     from: u32,
     len: u32,
-    index: usize,
+    (list, index): (&'static str, usize),
 ) -> Result<(), ScheduleError> {
     for m in from..from + len {
         let m = m % span;
@@ -136,22 +148,32 @@ fn set_bits(
             let mod_day = m % MINUTES_PER_DAY;
             let time =
                 Time::new((mod_day / 60) as i8, (mod_day % 60) as i8, 0, 0).unwrap_or(Time::MIN);
-            return Err(ScheduleError::Overlap { index, day, time });
+            return Err(ScheduleError::Overlap {
+                list,
+                index,
+                day,
+                time,
+            });
         }
         *w |= 1 << bit;
     }
     Ok(())
 }
 
-fn span_of(index: usize, interval: &Interval) -> Result<(u32, u32), ScheduleError> {
-    let start = minute(index, interval.start)?;
-    let end = minute(index, interval.end)?;
+fn span_of(
+    list: &'static str,
+    index: usize,
+    interval: &Interval,
+) -> Result<(u32, u32), ScheduleError> {
+    let start = minute(list, index, interval.start)?;
+    let end = minute(list, index, interval.end)?;
     if start == end && start == 0 {
         // 00:00 to 00:00: the whole day.
         return Ok((0, MINUTES_PER_DAY));
     }
     if start == end {
         return Err(ScheduleError::Empty {
+            list,
             index,
             time: interval.start,
         });
@@ -174,23 +196,38 @@ impl CompiledSchedule {
         let mut week = Box::new([0u64; WEEK_WORDS]);
         for (index, interval) in record.intervals.iter().enumerate() {
             if interval.days.is_empty() {
-                return Err(ScheduleError::NoDays { index });
+                return Err(ScheduleError::NoDays {
+                    list: "intervals",
+                    index,
+                });
             }
-            let (start, len) = span_of(index, interval)?;
+            let (start, len) = span_of("intervals", index, interval)?;
             let mut days = interval.days.clone();
             days.sort();
             days.dedup();
             for day in days {
                 let from = day.index() as u32 * MINUTES_PER_DAY + start;
-                set_bits(&mut week[..], MINUTES_PER_WEEK, from, len, index)?;
+                set_bits(
+                    &mut week[..],
+                    MINUTES_PER_WEEK,
+                    from,
+                    len,
+                    ("intervals", index),
+                )?;
             }
         }
         let mut holiday = Box::new([0u64; DAY_WORDS]);
         for (index, interval) in record.holiday_intervals.iter().enumerate() {
-            let (start, len) = span_of(index, interval)?;
+            let (start, len) = span_of("holiday_intervals", index, interval)?;
             // On a holiday only the holiday's own date counts: an interval
             // past midnight wraps to the start of the same date.
-            set_bits(&mut holiday[..], MINUTES_PER_DAY, start, len, index)?;
+            set_bits(
+                &mut holiday[..],
+                MINUTES_PER_DAY,
+                start,
+                len,
+                ("holiday_intervals", index),
+            )?;
         }
         Ok(Self {
             week,
@@ -315,9 +352,25 @@ mod tests {
             "{overlap:?}"
         );
         let no_days = CompiledSchedule::compile(&sched(vec![iv(&[], "08:00", "09:00")]), []);
-        assert!(matches!(no_days, Err(ScheduleError::NoDays { index: 0 })));
+        assert!(matches!(
+            no_days,
+            Err(ScheduleError::NoDays {
+                list: "intervals",
+                index: 0
+            })
+        ));
         let seconds =
             CompiledSchedule::compile(&sched(vec![iv(&[Day::Mon], "08:00:30", "09:00")]), []);
         assert!(matches!(seconds, Err(ScheduleError::NotWholeMinute { .. })));
+        // A problem in the holiday list names that list, so the operator
+        // finds the interval the index counts in.
+        let mut holiday = sched(vec![iv(&[Day::Mon], "08:00", "12:00")]);
+        holiday.holiday_intervals = vec![iv(&[], "08:00", "12:00"), iv(&[], "10:00", "10:00")];
+        let err = CompiledSchedule::compile(&holiday, []).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`holiday_intervals[1]` is empty: start and end are both 10:00:00 \
+             (only 00:00 to 00:00 means the whole day)"
+        );
     }
 }

@@ -15,7 +15,9 @@ use crate::schedule::{CompiledSchedule, ScheduleError};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApplyError {
     /// A site names a time zone that is not in the IANA database.
-    #[error("site `{site}`: unknown time zone `{zone}` (use an IANA name like `Europe/Paris`)")]
+    #[error(
+        "site `{site}`: attribute `time_zone`: unknown time zone `{zone}` (use an IANA name like `Europe/Paris`)"
+    )]
     TimeZone {
         /// The site id.
         site: String,
@@ -37,10 +39,13 @@ pub enum ApplyError {
         what: String,
     },
     /// An id is empty.
-    #[error("{what}: id is empty")]
+    #[error("{what}: attribute `{attr}` is empty")]
     EmptyId {
         /// Which kind of record.
         what: &'static str,
+        /// The attribute (`id`, or `holder` for credentials and
+        /// assignments).
+        attr: &'static str,
     },
 }
 
@@ -64,21 +69,21 @@ impl Record {
 }
 
 pub(crate) fn validate(record: &Record) -> Result<(), ApplyError> {
-    let (kind, id) = match record {
-        Record::Site(r) => ("site", &r.id),
-        Record::Door(r) => ("door", &r.id),
-        Record::Reader(r) => ("reader", &r.id),
-        Record::Area(r) => ("area", &r.id),
-        Record::DoorGroup(r) => ("door group", &r.id),
-        Record::Schedule(r) => ("schedule", &r.id),
-        Record::HolidaySet(r) => ("holiday set", &r.id),
-        Record::AccessLevel(r) => ("access level", &r.id),
-        Record::Cardholder(r) => ("cardholder", &r.id),
-        Record::Credential(r) => ("credential holder", &r.holder),
-        Record::Assignment(r) => ("assignment holder", &r.holder),
+    let (kind, attr, id) = match record {
+        Record::Site(r) => ("site", "id", &r.id),
+        Record::Door(r) => ("door", "id", &r.id),
+        Record::Reader(r) => ("reader", "id", &r.id),
+        Record::Area(r) => ("area", "id", &r.id),
+        Record::DoorGroup(r) => ("door group", "id", &r.id),
+        Record::Schedule(r) => ("schedule", "id", &r.id),
+        Record::HolidaySet(r) => ("holiday set", "id", &r.id),
+        Record::AccessLevel(r) => ("access level", "id", &r.id),
+        Record::Cardholder(r) => ("cardholder", "id", &r.id),
+        Record::Credential(r) => ("credential", "holder", &r.holder),
+        Record::Assignment(r) => ("assignment", "holder", &r.holder),
     };
     if id.is_empty() {
-        return Err(ApplyError::EmptyId { what: kind });
+        return Err(ApplyError::EmptyId { what: kind, attr });
     }
     match record {
         Record::Site(r) => {

@@ -988,16 +988,19 @@ impl<B: Backend> Loader<B> {
             }
             scanned += page.items.len() + page.unreadable.len();
             for item in page.items {
-                let change = match record_of(&item) {
-                    Ok(record) => Change::Upsert(record),
+                let record = match record_of(&item) {
+                    Ok(record) => record,
                     Err(error) => {
                         tracing::warn!(%error, "item skipped");
                         self.stats.reject("scan");
                         continue;
                     }
                 };
-                if let Err(error) = builder.apply(change) {
-                    tracing::warn!(%error, "item skipped");
+                // The engine's refusal names the record and the attribute;
+                // the key says which item to fix.
+                let key = record.key();
+                if let Err(error) = builder.apply(Change::Upsert(record)) {
+                    tracing::warn!(%error, ?key, "item skipped");
                     self.stats.reject("scan");
                 }
             }

@@ -21,22 +21,23 @@
 //!
 //! Reading is strict: a missing or mistyped attribute, an attribute the
 //! schema does not have, an unknown entity type or a key that disagrees with
-//! the attributes is an [`ItemError`] that names the item's key. Writing
-//! goes through the records' own serde form, so the attribute names are the
-//! engine's field names by construction.
+//! the attributes is an [`ItemError`] that names the item's key and the
+//! attribute at fault. Reading and writing both go through the records' own
+//! serde form (the one site files are read with) by `serde_dynamo`: the
+//! attribute names, types, defaults and the refusal of unknown attributes
+//! are the engine's by construction, defined once.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::str::FromStr;
 
 use accessd_engine::{
     AccessLevelRecord, AreaRecord, AssignmentRecord, CardholderRecord, Change, CredentialKey,
-    CredentialRecord, DoorGroupRecord, DoorRecord, HolidaySetRecord, Interval, ReaderRecord,
-    Record, RecordKey, ScheduleRecord, SiteRecord,
+    CredentialRecord, DoorGroupRecord, DoorRecord, HolidaySetRecord, ReaderRecord, Record,
+    RecordKey, ScheduleRecord, SiteRecord,
 };
 use serde::de::DeserializeOwned;
-use serde::de::value::{Error as ValueError, StrDeserializer};
+use serde_dynamo::AttributeValue;
 
 /// The partition key attribute.
 pub const PK: &str = "pk";
@@ -288,22 +289,7 @@ fn parse_key(pk: &str, sk: &str) -> Result<RecordKey, ItemProblem> {
     })
 }
 
-/// Strict reader of one item's attributes: remembers which attributes the
-/// schema used, so the rest can be reported as unknown.
-struct Fields<'a> {
-    item: &'a Item,
-    used: Vec<&'static str>,
-}
-
 type Problem<T> = Result<T, ItemProblem>;
-
-fn wrong(attr: &str, expected: &'static str, found: &Attr) -> ItemProblem {
-    ItemProblem::WrongType {
-        attr: attr.to_owned(),
-        expected,
-        found: found.type_name(),
-    }
-}
 
 /// The most characters of an item's value a problem quotes. Problems are
 /// logged, and DynamoDB allows values of 400 KB: a log line must not be.
@@ -351,181 +337,6 @@ fn bad(attr: &str, reason: impl fmt::Display) -> ItemProblem {
     }
 }
 
-fn parse_text<T: FromStr>(attr: &str, text: &str) -> Problem<T>
-where
-    T::Err: fmt::Display,
-{
-    text.parse().map_err(|e| {
-        bad(
-            attr,
-            format_args!("`{}`: {}", quote(text), quoting(e, text)),
-        )
-    })
-}
-
-/// Parses one of the engine's snake_case enums (door mode, status, ...)
-/// through its own serde form, so the accepted words are the engine's.
-fn parse_enum<T: DeserializeOwned>(attr: &str, text: &str) -> Problem<T> {
-    T::deserialize(StrDeserializer::<ValueError>::new(text))
-        .map_err(|e| bad(attr, quoting(e, text)))
-}
-
-impl<'a> Fields<'a> {
-    fn new(item: &'a Item) -> Self {
-        Self {
-            item,
-            used: vec![PK, SK, TYPE],
-        }
-    }
-
-    /// The attribute, or `None` when absent or `NULL` (an optional attribute
-    /// may be written as `{"NULL": true}`).
-    fn get(&mut self, name: &'static str) -> Option<&'a Attr> {
-        self.used.push(name);
-        match self.item.get(name) {
-            None | Some(Attr::Null) => None,
-            Some(v) => Some(v),
-        }
-    }
-
-    fn opt_s(&mut self, name: &'static str) -> Problem<Option<&'a str>> {
-        match self.get(name) {
-            None => Ok(None),
-            Some(Attr::S(s)) => Ok(Some(s)),
-            Some(other) => Err(wrong(name, "S", other)),
-        }
-    }
-
-    fn s(&mut self, name: &'static str) -> Problem<&'a str> {
-        self.opt_s(name)?
-            .ok_or_else(|| ItemProblem::Missing(name.to_owned()))
-    }
-
-    fn opt_parse<T: FromStr>(&mut self, name: &'static str) -> Problem<Option<T>>
-    where
-        T::Err: fmt::Display,
-    {
-        self.opt_s(name)?.map(|s| parse_text(name, s)).transpose()
-    }
-
-    fn opt_enum<T: DeserializeOwned + Default>(&mut self, name: &'static str) -> Problem<T> {
-        self.opt_s(name)?
-            .map_or(Ok(T::default()), |s| parse_enum(name, s))
-    }
-
-    fn opt_n<T: FromStr>(&mut self, name: &'static str) -> Problem<Option<T>>
-    where
-        T::Err: fmt::Display,
-    {
-        match self.get(name) {
-            None => Ok(None),
-            Some(Attr::N(n)) => parse_text(name, n).map(Some),
-            Some(other) => Err(wrong(name, "N", other)),
-        }
-    }
-
-    fn opt_bool(&mut self, name: &'static str) -> Problem<bool> {
-        match self.get(name) {
-            None => Ok(false),
-            Some(Attr::Bool(b)) => Ok(*b),
-            Some(other) => Err(wrong(name, "BOOL", other)),
-        }
-    }
-
-    fn opt_list(&mut self, name: &'static str) -> Problem<&'a [Attr]> {
-        match self.get(name) {
-            None => Ok(&[]),
-            Some(Attr::L(l)) => Ok(l),
-            Some(other) => Err(wrong(name, "L", other)),
-        }
-    }
-
-    fn list(&mut self, name: &'static str) -> Problem<&'a [Attr]> {
-        if self.item.get(name).is_none_or(|v| *v == Attr::Null) {
-            return Err(ItemProblem::Missing(name.to_owned()));
-        }
-        self.opt_list(name)
-    }
-
-    /// Reports the first attribute the schema did not read.
-    fn finish(self) -> Problem<()> {
-        match self.item.keys().find(|k| !self.used.contains(&k.as_str())) {
-            Some(k) => Err(ItemProblem::Unknown(quote(k).into_owned())),
-            None => Ok(()),
-        }
-    }
-}
-
-fn list_of<T: FromStr>(attr: &str, list: &[Attr]) -> Problem<Vec<T>>
-where
-    T::Err: fmt::Display,
-{
-    list.iter()
-        .enumerate()
-        .map(|(i, v)| match v {
-            Attr::S(s) => parse_text(&format!("{attr}[{i}]"), s),
-            other => Err(wrong(&format!("{attr}[{i}]"), "S", other)),
-        })
-        .collect()
-}
-
-fn intervals(attr: &str, list: &[Attr]) -> Problem<Vec<Interval>> {
-    list.iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let path = format!("{attr}[{i}]");
-            let Attr::M(map) = v else {
-                return Err(wrong(&path, "M", v));
-            };
-            let mut f = Fields {
-                item: map,
-                used: Vec::new(),
-            };
-            let days = f
-                .list("days")
-                .map_err(|e| nest(&path, e))?
-                .iter()
-                .enumerate()
-                .map(|(d, day)| match day {
-                    Attr::S(s) => parse_enum(&format!("{path}.days[{d}]"), s),
-                    other => Err(wrong(&format!("{path}.days[{d}]"), "S", other)),
-                })
-                .collect::<Problem<Vec<_>>>()?;
-            let start = f.s("start").map_err(|e| nest(&path, e))?;
-            let end = f.s("end").map_err(|e| nest(&path, e))?;
-            let interval = Interval {
-                days,
-                start: parse_text(&format!("{path}.start"), start)?,
-                end: parse_text(&format!("{path}.end"), end)?,
-            };
-            f.finish().map_err(|e| nest(&path, e))?;
-            Ok(interval)
-        })
-        .collect()
-}
-
-/// Prefixes the attribute named in a problem found inside a map.
-fn nest(path: &str, problem: ItemProblem) -> ItemProblem {
-    match problem {
-        ItemProblem::Missing(a) => ItemProblem::Missing(format!("{path}.{a}")),
-        ItemProblem::Unknown(a) => ItemProblem::Unknown(format!("{path}.{a}")),
-        ItemProblem::WrongType {
-            attr,
-            expected,
-            found,
-        } => ItemProblem::WrongType {
-            attr: format!("{path}.{attr}"),
-            expected,
-            found,
-        },
-        ItemProblem::BadValue { attr, reason } => ItemProblem::BadValue {
-            attr: format!("{path}.{attr}"),
-            reason,
-        },
-        other => other,
-    }
-}
-
 fn same(attr: &'static str, value: &str, key: &str) -> Problem<()> {
     if value == key {
         Ok(())
@@ -557,106 +368,222 @@ fn read_record(item: &Item, key: &RecordKey) -> Problem<Record> {
                 found: quote(t).into_owned(),
             });
         }
-        Some(other) => return Err(wrong(TYPE, "S", other)),
+        Some(other) => return Err(wrong(TYPE, "S", other.type_name())),
         None => return Err(ItemProblem::Missing(TYPE.to_owned())),
     }
-    let mut f = Fields::new(item);
-    let id = |f: &mut Fields<'_>, key_id: &str| -> Problem<String> {
-        let id = f.s("id")?;
-        same("id", id, key_id)?;
-        Ok(id.to_owned())
-    };
-    let record = match key {
-        RecordKey::Site(k) => Record::Site(SiteRecord {
-            id: id(&mut f, k)?,
-            time_zone: f.s("time_zone")?.to_owned(),
-            lockdown: f.opt_bool("lockdown")?,
-        }),
-        RecordKey::Area(k) => Record::Area(AreaRecord {
-            id: id(&mut f, k)?,
-            passback: f.opt_enum("passback")?,
-            reset_after_s: f.opt_n("reset_after_s")?,
-        }),
-        RecordKey::Door(k) => Record::Door(DoorRecord {
-            id: id(&mut f, k)?,
-            site: f.s("site")?.to_owned(),
-            mode: f.opt_enum("mode")?,
-            // The site file's default: keep both sources deciding the same.
-            unlock_ms: f.opt_n("unlock_ms")?.unwrap_or(DEFAULT_UNLOCK_MS),
-            area: f.opt_s("area")?.map(str::to_owned),
-        }),
-        RecordKey::Reader(k) => Record::Reader(ReaderRecord {
-            id: id(&mut f, k)?,
-            door: f.s("door")?.to_owned(),
-            direction: f.opt_enum("direction")?,
-        }),
-        RecordKey::DoorGroup(k) => Record::DoorGroup(DoorGroupRecord {
-            id: id(&mut f, k)?,
-            doors: list_of("doors", f.list("doors")?)?,
-        }),
-        RecordKey::HolidaySet(k) => Record::HolidaySet(HolidaySetRecord {
-            id: id(&mut f, k)?,
-            dates: list_of("dates", f.list("dates")?)?,
-        }),
-        RecordKey::Schedule(k) => Record::Schedule(ScheduleRecord {
-            id: id(&mut f, k)?,
-            intervals: intervals("intervals", f.opt_list("intervals")?)?,
-            holiday_sets: list_of("holiday_sets", f.opt_list("holiday_sets")?)?,
-            holiday_intervals: intervals("holiday_intervals", f.opt_list("holiday_intervals")?)?,
-        }),
-        RecordKey::AccessLevel(k) => Record::AccessLevel(AccessLevelRecord {
-            id: id(&mut f, k)?,
-            doors: list_of("doors", f.opt_list("doors")?)?,
-            door_groups: list_of("door_groups", f.opt_list("door_groups")?)?,
-            schedule: f.s("schedule")?.to_owned(),
-        }),
-        RecordKey::Cardholder(k) => Record::Cardholder(CardholderRecord {
-            id: id(&mut f, k)?,
-            status: f.opt_enum("status")?,
-            valid_from: f.opt_parse("valid_from")?,
-            valid_until: f.opt_parse("valid_until")?,
-            lockdown_override: f.opt_bool("lockdown_override")?,
-        }),
+    // The key decides the record type; the record's own serde form (the one
+    // that writes items and reads site files) reads the other attributes.
+    Ok(match key {
+        RecordKey::Site(k) => {
+            let r: SiteRecord = fields(item)?;
+            same("id", &r.id, k)?;
+            Record::Site(r)
+        }
+        RecordKey::Area(k) => {
+            let r: AreaRecord = fields(item)?;
+            same("id", &r.id, k)?;
+            Record::Area(r)
+        }
+        RecordKey::Door(k) => {
+            let r: DoorRecord = fields(item)?;
+            same("id", &r.id, k)?;
+            Record::Door(r)
+        }
+        RecordKey::Reader(k) => {
+            let r: ReaderRecord = fields(item)?;
+            same("id", &r.id, k)?;
+            Record::Reader(r)
+        }
+        RecordKey::DoorGroup(k) => {
+            let r: DoorGroupRecord = fields(item)?;
+            same("id", &r.id, k)?;
+            Record::DoorGroup(r)
+        }
+        RecordKey::HolidaySet(k) => {
+            let r: HolidaySetRecord = fields(item)?;
+            same("id", &r.id, k)?;
+            Record::HolidaySet(r)
+        }
+        RecordKey::Schedule(k) => {
+            let r: ScheduleRecord = fields(item)?;
+            same("id", &r.id, k)?;
+            Record::Schedule(r)
+        }
+        RecordKey::AccessLevel(k) => {
+            let r: AccessLevelRecord = fields(item)?;
+            same("id", &r.id, k)?;
+            Record::AccessLevel(r)
+        }
+        RecordKey::Cardholder(k) => {
+            let r: CardholderRecord = fields(item)?;
+            same("id", &r.id, k)?;
+            Record::Cardholder(r)
+        }
         RecordKey::Credential(k) => {
-            let card: CredentialKey = parse_text("card", f.s("card")?)?;
-            if card != *k {
+            let r: CredentialRecord = fields(item)?;
+            if r.card != *k {
                 return Err(ItemProblem::KeyMismatch {
                     attr: "card",
-                    value: card.to_string(),
+                    value: r.card.to_string(),
                     key: k.to_string(),
                 });
             }
-            Record::Credential(CredentialRecord {
-                card,
-                holder: f.s("holder")?.to_owned(),
-                status: f.opt_enum("status")?,
-                valid_from: f.opt_parse("valid_from")?,
-                valid_until: f.opt_parse("valid_until")?,
-                pin: f.opt_parse("pin")?,
-            })
+            Record::Credential(r)
         }
         RecordKey::Assignment { holder, level } => {
-            let h = f.s("holder")?;
-            same("holder", h, holder)?;
-            let l = f.s("level")?;
-            same("level", l, level)?;
-            Record::Assignment(AssignmentRecord {
-                holder: h.to_owned(),
-                level: l.to_owned(),
-                valid_from: f.opt_parse("valid_from")?,
-                valid_until: f.opt_parse("valid_until")?,
-            })
+            let r: AssignmentRecord = fields(item)?;
+            same("holder", &r.holder, holder)?;
+            same("level", &r.level, level)?;
+            Record::Assignment(r)
         }
-    };
-    f.finish()?;
-    Ok(record)
+    })
 }
 
-/// A door's unlock duration when the item has none (the site file's default).
-pub const DEFAULT_UNLOCK_MS: u32 = 5000;
+fn wrong(attr: &str, expected: &'static str, found: &'static str) -> ItemProblem {
+    ItemProblem::WrongType {
+        attr: quote(attr).into_owned(),
+        expected,
+        found,
+    }
+}
+
+/// Reads an item's attributes other than `pk`, `sk` and `type` as `T`
+/// through `T`'s serde form (`serde_dynamo`), with the path of the attribute
+/// at fault (`serde_path_to_error`) in every problem. The records refuse
+/// unknown fields, so an attribute the schema does not have is an error.
+fn fields<T: DeserializeOwned>(item: &Item) -> Problem<T> {
+    let attrs = item
+        .iter()
+        .filter(|(name, _)| ![PK, SK, TYPE].contains(&name.as_str()))
+        .filter_map(|(name, value)| Some((name.clone(), to_dynamo(value)?)))
+        .collect();
+    let value = serde_dynamo::Deserializer::from_attribute_value(AttributeValue::M(attrs));
+    serde_path_to_error::deserialize(value).map_err(|e| problem_of(item, &e))
+}
+
+/// One of our values as `serde_dynamo`'s. `NULL` in a map is dropped: an
+/// optional attribute may be written as `{"NULL": true}`, and absent and
+/// `NULL` mean the same (a required one is then reported missing).
+fn to_dynamo(attr: &Attr) -> Option<AttributeValue> {
+    Some(match attr {
+        Attr::S(s) => AttributeValue::S(s.clone()),
+        Attr::N(n) => AttributeValue::N(n.clone()),
+        Attr::Bool(b) => AttributeValue::Bool(*b),
+        Attr::Null => return None,
+        Attr::L(l) => AttributeValue::L(
+            l.iter()
+                // In a list, NULL is kept: a list of strings with a NULL in
+                // it is refused as the wrong type, not shortened.
+                .map(|v| to_dynamo(v).unwrap_or(AttributeValue::Null(true)))
+                .collect(),
+        ),
+        Attr::M(m) => AttributeValue::M(
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), to_dynamo(v)?)))
+                .collect(),
+        ),
+        // No attribute of the schema is a set or binary, and serde_dynamo
+        // would read a set as a list: the schema doc refuses sets (they
+        // cannot be empty and lose order). An empty binary is refused by
+        // every type the records have; the problem reports the real type.
+        Attr::Ss(_) | Attr::Ns(_) | Attr::B(_) | Attr::Bs(_) => AttributeValue::B(Vec::new()),
+    })
+}
+
+/// `serde_dynamo`'s value as ours.
+fn from_dynamo(value: AttributeValue) -> Attr {
+    match value {
+        AttributeValue::S(s) => Attr::S(s),
+        AttributeValue::N(n) => Attr::N(n),
+        AttributeValue::Bool(b) => Attr::Bool(b),
+        AttributeValue::Null(_) => Attr::Null,
+        AttributeValue::L(l) => Attr::L(l.into_iter().map(from_dynamo).collect()),
+        AttributeValue::M(m) => Attr::M(m.into_iter().map(|(k, v)| (k, from_dynamo(v))).collect()),
+        AttributeValue::Ss(s) => Attr::Ss(s),
+        AttributeValue::Ns(n) => Attr::Ns(n),
+        AttributeValue::B(b) => Attr::B(b),
+        AttributeValue::Bs(b) => Attr::Bs(b),
+    }
+}
+
+/// The value at `path` inside `item`, if there is one.
+fn value_at<'a>(item: &'a Item, path: &serde_path_to_error::Path) -> Option<&'a Attr> {
+    use serde_path_to_error::Segment;
+    let mut segments = path.iter();
+    let mut here = match segments.next()? {
+        Segment::Map { key } => item.get(key)?,
+        _ => return None,
+    };
+    for segment in segments {
+        here = match (segment, here) {
+            (Segment::Map { key }, Attr::M(map)) => map.get(key)?,
+            (Segment::Seq { index }, Attr::L(list)) => list.get(*index)?,
+            _ => return None,
+        };
+    }
+    Some(here)
+}
+
+/// The first name quoted in backticks in a serde message (`missing field
+/// `x``, `unknown field `x`, expected ...`).
+fn quoted_name(message: &str) -> Option<&str> {
+    let (_, rest) = message.split_once('`')?;
+    Some(rest.split_once('`')?.0)
+}
+
+/// A path and a name inside it, as the problems write attributes.
+fn join(path: &serde_path_to_error::Path, name: &str) -> String {
+    if path.iter().next().is_none() {
+        name.to_owned()
+    } else {
+        format!("{path}.{name}")
+    }
+}
+
+/// A deserialization error as the problem it is, naming the attribute.
+fn problem_of(item: &Item, e: &serde_path_to_error::Error<serde_dynamo::Error>) -> ItemProblem {
+    let path = e.path();
+    let message = e.inner().to_string();
+    let found = || value_at(item, path).map_or("NULL", Attr::type_name);
+    // serde_dynamo's type errors: what the schema wanted, by the DynamoDB
+    // type that carries it (enums and the text forms are strings).
+    let expected = match message.as_str() {
+        "Expected string" | "Expected enum" | "Expected char" => Some("S"),
+        "Expected num" => Some("N"),
+        "Expected bool" => Some("BOOL"),
+        "Expected seq" => Some("L"),
+        "Expected map" => Some("M"),
+        _ => None,
+    };
+    if let Some(expected) = expected {
+        return wrong(&path.to_string(), expected, found());
+    }
+    if message.starts_with("missing field `")
+        && let Some(name) = quoted_name(&message)
+    {
+        return ItemProblem::Missing(join(path, name));
+    }
+    if message.starts_with("unknown field `")
+        && let Some(name) = quoted_name(&message)
+    {
+        let attr = if path.to_string().ends_with(name) {
+            path.to_string()
+        } else {
+            join(path, name)
+        };
+        return ItemProblem::Unknown(quote(&attr).into_owned());
+    }
+    match value_at(item, path) {
+        Some(Attr::S(text)) => bad(
+            &path.to_string(),
+            format_args!("`{}`: {}", quote(text), quoting(&message, text)),
+        ),
+        _ => bad(&path.to_string(), message),
+    }
+}
 
 /// Why a record could not be written as an item. Only a record whose serde
-/// form is not a JSON object can cause it, which the engine's records never
+/// form is not a map can cause it, which the engine's records never
 /// are; it exists so a future record type fails loudly instead of writing
 /// a wrong item.
 #[derive(Debug, thiserror::Error)]
@@ -676,47 +603,31 @@ pub fn item_of(record: &Record) -> Result<Item, ToItemError> {
         reason,
     };
     let value = match record {
-        Record::Site(r) => serde_json::to_value(r),
-        Record::Area(r) => serde_json::to_value(r),
-        Record::Door(r) => serde_json::to_value(r),
-        Record::Reader(r) => serde_json::to_value(r),
-        Record::DoorGroup(r) => serde_json::to_value(r),
-        Record::HolidaySet(r) => serde_json::to_value(r),
-        Record::Schedule(r) => serde_json::to_value(r),
-        Record::AccessLevel(r) => serde_json::to_value(r),
-        Record::Cardholder(r) => serde_json::to_value(r),
-        Record::Credential(r) => serde_json::to_value(r),
-        Record::Assignment(r) => serde_json::to_value(r),
+        Record::Site(r) => serde_dynamo::to_attribute_value(r),
+        Record::Area(r) => serde_dynamo::to_attribute_value(r),
+        Record::Door(r) => serde_dynamo::to_attribute_value(r),
+        Record::Reader(r) => serde_dynamo::to_attribute_value(r),
+        Record::DoorGroup(r) => serde_dynamo::to_attribute_value(r),
+        Record::HolidaySet(r) => serde_dynamo::to_attribute_value(r),
+        Record::Schedule(r) => serde_dynamo::to_attribute_value(r),
+        Record::AccessLevel(r) => serde_dynamo::to_attribute_value(r),
+        Record::Cardholder(r) => serde_dynamo::to_attribute_value(r),
+        Record::Credential(r) => serde_dynamo::to_attribute_value(r),
+        Record::Assignment(r) => serde_dynamo::to_attribute_value(r),
     }
     .map_err(|e| fail(e.to_string()))?;
-    let serde_json::Value::Object(fields) = value else {
-        return Err(fail("not a JSON object".to_owned()));
+    let AttributeValue::M(fields) = value else {
+        return Err(fail("not a map".to_owned()));
     };
     let mut item = key_item(&key);
     item.insert(TYPE.to_owned(), Attr::S(entity_name(&key).to_owned()));
     for (name, value) in fields {
-        if let Some(attr) = from_json(value) {
-            item.insert(name, attr);
+        // The records skip absent optional fields; a NULL would be one too.
+        if !matches!(value, AttributeValue::Null(_)) {
+            item.insert(name, from_dynamo(value));
         }
     }
     Ok(item)
-}
-
-/// JSON → attribute; `null` is dropped (an absent optional attribute).
-fn from_json(value: serde_json::Value) -> Option<Attr> {
-    use serde_json::Value;
-    Some(match value {
-        Value::Null => return None,
-        Value::Bool(b) => Attr::Bool(b),
-        Value::Number(n) => Attr::N(n.to_string()),
-        Value::String(s) => Attr::S(s),
-        Value::Array(a) => Attr::L(a.into_iter().filter_map(from_json).collect()),
-        Value::Object(o) => Attr::M(
-            o.into_iter()
-                .filter_map(|(k, v)| from_json(v).map(|v| (k, v)))
-                .collect(),
-        ),
-    })
 }
 
 /// What a stream record means for the snapshot.
@@ -887,6 +798,112 @@ mod tests {
                 unlock_ms: 5000,
                 area: None,
             })
+        );
+    }
+
+    /// Every kind of problem, with the attribute's path, as the operator
+    /// reads it in the rejection warning.
+    #[test]
+    fn each_problem_names_the_attribute_by_its_path() {
+        let schedule = |intervals: Attr, extra: &[(&str, Attr)]| {
+            let mut i = item(&[
+                ("pk", s("schedule#s")),
+                ("sk", s("schedule")),
+                ("type", s("schedule")),
+                ("id", s("s")),
+                ("intervals", intervals),
+            ]);
+            i.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+            i
+        };
+        let interval = |pairs: &[(&str, Attr)]| Attr::M(item(pairs));
+        let days = || Attr::L(vec![s("mon")]);
+        let problem = |i: &Item| record_of(i).unwrap_err().problem.to_string();
+        assert_eq!(
+            problem(&schedule(Attr::L(vec![s("07:00")]), &[])),
+            "attribute `intervals[0]` must be of type M, found S"
+        );
+        assert_eq!(
+            problem(&schedule(
+                Attr::L(vec![interval(&[
+                    ("days", days()),
+                    ("start", Attr::N("700".into())),
+                    ("end", s("19:00")),
+                ])]),
+                &[]
+            )),
+            "attribute `intervals[0].start` must be of type S, found N"
+        );
+        assert_eq!(
+            problem(&schedule(
+                Attr::L(vec![interval(&[("days", days()), ("start", s("07:00"))])]),
+                &[]
+            )),
+            "required attribute `intervals[0].end` is missing"
+        );
+        assert_eq!(
+            problem(&schedule(
+                Attr::L(vec![interval(&[
+                    ("days", days()),
+                    ("start", s("07:00")),
+                    ("end", s("19:00")),
+                    ("ends", s("20:00")),
+                ])]),
+                &[]
+            )),
+            "unknown attribute `intervals[0].ends`"
+        );
+        assert_eq!(
+            problem(&schedule(s("weekdays"), &[])),
+            "attribute `intervals` must be of type L, found S"
+        );
+        assert_eq!(
+            problem(&schedule(
+                Attr::L(vec![]),
+                &[("holiday_sets", Attr::L(vec![s("uk"), Attr::Null]))]
+            )),
+            "attribute `holiday_sets[1]` must be of type S, found NULL"
+        );
+        assert_eq!(
+            problem(&schedule(
+                Attr::L(vec![]),
+                &[("holiday_sets", Attr::Ss(vec!["uk".into()]))]
+            )),
+            "attribute `holiday_sets` must be of type L, found SS"
+        );
+        let area = |extra: (&str, Attr)| {
+            item(&[
+                ("pk", s("area#a")),
+                ("sk", s("area")),
+                ("type", s("area")),
+                ("id", s("a")),
+                extra,
+            ])
+        };
+        assert_eq!(
+            problem(&area(("reset_after_s", Attr::N("1.5".into())))),
+            "attribute `reset_after_s`: Failed to parse '1.5' as an integer: invalid digit found in string"
+        );
+        assert_eq!(
+            problem(&area(("passback", Attr::Bool(true)))),
+            "attribute `passback` must be of type S, found BOOL"
+        );
+        // NULL is an absent optional attribute, and a missing required one.
+        assert!(record_of(&area(("reset_after_s", Attr::Null))).is_ok());
+        let mut null_id = area(("passback", s("hard")));
+        null_id.insert("id".into(), Attr::Null);
+        assert_eq!(problem(&null_id), "required attribute `id` is missing");
+        let site = item(&[
+            ("pk", s("site#hq")),
+            ("sk", s("site")),
+            ("type", s("site")),
+            ("id", s("hq")),
+            ("time_zone", s("UTC")),
+            ("lockdown", s("true")),
+        ]);
+        assert_eq!(
+            problem(&site),
+            "attribute `lockdown` must be of type BOOL, found S"
         );
     }
 

@@ -13,12 +13,12 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 
-use super::{
-    AssignmentEntry, Cred, HolderCore, HolderEntry, HolderParts, SnapshotBuilder, Validity,
-    cred_entry, validate,
-};
+use super::SnapshotBuilder;
+use super::builder::HolderParts;
+use super::holder::{AssignmentEntry, Cred, HolderCore, HolderEntry, Validity, cred_entry};
 use crate::model::{AssignmentRecord, CardholderRecord, CredentialRecord, Record};
 use crate::snapshot::ApplyError;
+use crate::validate::validate;
 
 fn bound(ms: i64, open: i64) -> Option<Timestamp> {
     (ms != open)

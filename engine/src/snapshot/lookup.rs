@@ -6,7 +6,8 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::Serialize;
 
-use super::{Cred, HolderEntry, Snapshot, Validity};
+use super::Snapshot;
+use super::holder::{Cred, HolderEntry, Validity};
 use crate::credential::CredentialKey;
 use crate::model::{CredentialStatus, Direction, HolderStatus};
 

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 
-use super::{LevelIds, Validity};
+use super::builder::LevelIds;
+use super::holder::Validity;
 
 /// Ids by index. INVARIANT(topology-indices): built together with the
 /// [`Topology`](super::Topology) that holds it, so its indices are that

@@ -1,7 +1,83 @@
 //! The small tables compiled for decisions: sites with their time zones,
 //! doors, readers, areas, schedules with their holidays, access levels.
+//! Their entries, the `Topology` that holds them, and its build from the
+//! builder's small records.
 
-use super::*;
+use std::sync::Arc;
+
+use hashbrown::HashMap;
+use jiff::tz::TimeZone;
+
+use super::builder::{LevelIds, SmallRecords};
+use super::{FixedState, names};
+use crate::model::{Direction, DoorMode, PassbackMode};
+use crate::schedule::CompiledSchedule;
+
+/// A site as decisions need it.
+#[derive(Debug)]
+pub(crate) struct SiteEntry {
+    pub(crate) id: Box<str>,
+    pub(crate) tz: TimeZone,
+    pub(crate) lockdown: bool,
+}
+
+/// A door as decisions need it.
+#[derive(Debug)]
+pub(crate) struct DoorEntry {
+    pub(crate) id: Box<str>,
+    pub(crate) site: usize,
+    pub(crate) mode: DoorMode,
+    pub(crate) unlock_ms: u32,
+    pub(crate) area: Option<usize>,
+}
+
+/// A reader as decisions need it.
+#[derive(Debug)]
+pub(crate) struct ReaderEntry {
+    pub(crate) door: usize,
+    pub(crate) direction: Direction,
+}
+
+/// An anti-passback area as decisions need it.
+#[derive(Debug)]
+pub(crate) struct AreaEntry {
+    pub(crate) id: Arc<str>,
+    pub(crate) passback: PassbackMode,
+    pub(crate) reset_after_ms: Option<i64>,
+}
+
+/// An access level as decisions need it: a door bitset and a schedule.
+#[derive(Debug)]
+pub(crate) struct LevelEntry {
+    doors: Box<[u64]>,
+    pub(crate) schedule: usize,
+}
+
+impl LevelEntry {
+    #[inline]
+    pub(crate) fn covers(&self, door: usize) -> bool {
+        self.doors
+            .get(door / 64)
+            .is_some_and(|w| w & (1 << (door % 64)) != 0)
+    }
+}
+
+/// Everything but cardholders and credentials, compiled for decisions.
+#[derive(Debug, Default)]
+pub(crate) struct Topology {
+    pub(crate) readers: HashMap<Box<str>, ReaderEntry, FixedState>,
+    pub(crate) doors: Vec<DoorEntry>,
+    pub(crate) sites: Vec<SiteEntry>,
+    pub(crate) areas: Vec<AreaEntry>,
+    pub(crate) schedules: Vec<CompiledSchedule>,
+    /// Indexed by the builder's level number (see `LevelIds`); `None` for
+    /// a number whose level does not exist or does not resolve.
+    pub(crate) levels: Vec<Option<LevelEntry>>,
+    /// References that did not resolve when this topology was built.
+    pub(super) problems: Vec<String>,
+    /// The ids behind the indices above, for explanations.
+    pub(crate) names: names::Names,
+}
 
 /// Builds the compiled topology from the small records. A reference that
 /// does not resolve leaves the referring entry out (or the reference

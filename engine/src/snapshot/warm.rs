@@ -17,7 +17,9 @@ use std::sync::{Arc, OnceLock};
 use hashbrown::HashMap;
 
 use super::export::compile_bundle;
-use super::{Cold, Cred, FixedState, HolderBundle, Hot, Topology, cred_entry};
+use super::holder::{Cold, Cred, Hot, cred_entry};
+use super::topology::Topology;
+use super::{FixedState, HolderBundle};
 use crate::credential::CredentialKey;
 
 /// Credentials stored outside the engine, found by key without building

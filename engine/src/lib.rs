@@ -70,6 +70,7 @@ mod schedule;
 mod shard;
 mod site;
 mod snapshot;
+#[cfg(feature = "synth")]
 pub mod synth;
 mod validate;
 

@@ -1,6 +1,6 @@
 //! The outside world of the loader: a table to scan and its stream to read,
 //! behind one narrow trait. [`AwsBackend`](crate::AwsBackend) talks to
-//! DynamoDB (or moto); [`FakeBackend`](crate::fake::FakeBackend) is an
+//! DynamoDB (or moto); `fake::FakeBackend` (feature `fake`) is an
 //! in-memory stand-in that can split, close, trim and expire on demand.
 
 use std::future::Future;

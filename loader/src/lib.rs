@@ -24,8 +24,8 @@
 //! version of an item removes the old one, so nothing grants by mistake.
 //!
 //! The table and stream sit behind the [`Backend`] trait: [`AwsBackend`]
-//! talks to DynamoDB (or moto), [`fake::FakeBackend`] is an in-memory one
-//! for tests of the follower's logic.
+//! talks to DynamoDB (or moto), `fake::FakeBackend` (feature `fake`) is an
+//! in-memory one for tests of the follower's logic.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -47,6 +47,7 @@ mod aws;
 mod backend;
 pub mod checkpoint;
 pub mod events;
+#[cfg(feature = "fake")]
 pub mod fake;
 mod follower;
 pub mod item;

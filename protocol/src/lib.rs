@@ -44,7 +44,7 @@ mod decider;
 mod frame;
 #[cfg(feature = "net")]
 mod identity;
-#[cfg(feature = "net")]
+#[cfg(feature = "load")]
 pub mod load;
 #[cfg(feature = "net")]
 pub mod metrics;
@@ -76,7 +76,9 @@ pub use server::{
     run, server_config,
 };
 #[cfg(feature = "net")]
-pub use tls::{ALPN, DevCa, IssuedCert, TlsCredentials, TlsError};
+pub use tls::{ALPN, TlsCredentials, TlsError};
+#[cfg(feature = "dev-ca")]
+pub use tls::{DevCa, IssuedCert};
 
 /// Fuzzing hook: decodes `data` as a stream the way the server does
 /// (skipping invalid frames whose framing is intact), and checks that every

@@ -50,9 +50,6 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-/// Counter: HTTP requests answered, by `route` and `status`.
-pub(crate) const HTTP_REQUESTS: &str = "accessd_http_requests_total";
-
 /// Where the HTTP listener binds, or `off`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct HttpAddr(pub(crate) Option<SocketAddr>);
@@ -279,7 +276,7 @@ async fn count(request: axum::extract::Request, next: Next) -> Response {
         .map_or_else(|| "other".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(request).await;
     metrics::counter!(
-        HTTP_REQUESTS,
+        crate::telemetry::HTTP_REQUESTS,
         "route" => route,
         "status" => response.status().as_u16().to_string()
     )

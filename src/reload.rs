@@ -21,10 +21,6 @@ use tokio::sync::watch;
 use crate::cmd::serve::TlsArgs;
 use crate::cmd::site::{ServedSite, SiteReload};
 
-/// Counter: reloads by `what` (`tls`, `site`) and `result` (`reloaded`,
-/// `unchanged`, `refused`).
-pub(crate) const RELOADS: &str = "accessd_reloads_total";
-
 /// What one part of a reload did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
@@ -144,7 +140,7 @@ impl Reloader {
 
 /// Logs and counts one outcome.
 fn note(what: &'static str, outcome: &Outcome) {
-    metrics::counter!(RELOADS, "what" => what, "result" => outcome.name()).increment(1);
+    metrics::counter!(crate::telemetry::RELOADS, "what" => what, "result" => outcome.name()).increment(1);
     match outcome {
         Outcome::Reloaded {
             version: Some(version),

@@ -1,5 +1,7 @@
 //! Logs (tracing to stderr, filtered by `RUST_LOG`) and metrics (a
-//! Prometheus recorder, rendered by the HTTP listener at `/metrics`).
+//! Prometheus recorder, rendered by the HTTP listener at `/metrics`). The
+//! binary's own metric names are here; the libraries' are in
+//! `accessd_protocol::metrics` and `accessd_loader::metrics`.
 
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -7,6 +9,13 @@ use metrics_exporter_prometheus::PrometheusHandle;
 /// Gauge: seconds since the served data was last confirmed current (the
 /// age every answer carries), published once a second by `serve`.
 pub(crate) const SNAPSHOT_AGE_SECONDS: &str = "accessd_snapshot_age_seconds";
+
+/// Counter: HTTP requests answered, by `route` and `status`.
+pub(crate) const HTTP_REQUESTS: &str = "accessd_http_requests_total";
+
+/// Counter: reloads by `what` (`tls`, `site`) and `result` (`reloaded`,
+/// `unchanged`, `refused`).
+pub(crate) const RELOADS: &str = "accessd_reloads_total";
 
 /// How logs are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -89,11 +98,11 @@ pub(crate) fn init_metrics() -> anyhow::Result<PrometheusHandle> {
         "seconds since the served data was last confirmed current"
     );
     metrics::describe_counter!(
-        crate::reload::RELOADS,
+        RELOADS,
         "reloads of the TLS files and the site file, by what and result"
     );
     metrics::describe_counter!(
-        crate::http::HTTP_REQUESTS,
+        HTTP_REQUESTS,
         "HTTP requests answered, by route and status"
     );
     Ok(handle)

@@ -140,7 +140,8 @@ impl Reloader {
 
 /// Logs and counts one outcome.
 fn note(what: &'static str, outcome: &Outcome) {
-    metrics::counter!(crate::telemetry::RELOADS, "what" => what, "result" => outcome.name()).increment(1);
+    metrics::counter!(crate::telemetry::RELOADS, "what" => what, "result" => outcome.name())
+        .increment(1);
     match outcome {
         Outcome::Reloaded {
             version: Some(version),

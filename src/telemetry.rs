@@ -101,9 +101,6 @@ pub(crate) fn init_metrics() -> anyhow::Result<PrometheusHandle> {
         RELOADS,
         "reloads of the TLS files and the site file, by what and result"
     );
-    metrics::describe_counter!(
-        HTTP_REQUESTS,
-        "HTTP requests answered, by route and status"
-    );
+    metrics::describe_counter!(HTTP_REQUESTS, "HTTP requests answered, by route and status");
     Ok(handle)
 }

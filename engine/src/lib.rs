@@ -93,6 +93,6 @@ pub use presence::{Presence, PresenceEntry};
 pub use schedule::ScheduleError;
 pub use site::{SECTIONS, SiteError, SiteFile, SiteProblem};
 pub use snapshot::{
-    ApplyError, CredentialStore, CredentialView, HolderBundle, HolderView, LevelView, ReaderView,
-    SharedSnapshot, Snapshot, SnapshotBuilder, SnapshotStats, Subject,
+    ApplyError, CredentialStore, CredentialView, HolderBundle, HolderView, LevelView,
+    PREFETCH_FROM, ReaderView, SharedSnapshot, Snapshot, SnapshotBuilder, SnapshotStats, Subject,
 };

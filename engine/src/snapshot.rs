@@ -33,6 +33,7 @@ use jiff::Timestamp;
 
 use crate::credential::CredentialKey;
 use crate::credmap::CredMap;
+use crate::decision::Request;
 pub use crate::validate::ApplyError;
 
 mod builder;
@@ -55,6 +56,12 @@ pub use warm::CredentialStore;
 use warm::Warm;
 
 type FixedState = foldhash::fast::FixedState;
+
+/// The credential count from which [`Snapshot::prefetch`] does anything:
+/// below it the table fits in the processor's caches (measured: at 100,000
+/// credentials a batch decided the same with or without it; at 1,000 the
+/// second hash cost 15 %; at 1,000,000 it saved 8–10 %).
+pub const PREFETCH_FROM: usize = 250_000;
 
 /// An immutable, versioned view of all the data, made by a
 /// [`SnapshotBuilder`] and read by [`decide`](crate::decide).
@@ -159,6 +166,29 @@ impl Snapshot {
     /// Whether a credential with this key exists.
     pub fn has_credential(&self, key: &CredentialKey) -> bool {
         self.cred(key).is_some()
+    }
+
+    /// Starts the cache misses of the credential lookups of `requests`
+    /// together, before they are decided one by one. At a million
+    /// credentials each lookup misses the cache once (the credential's
+    /// bucket); a batch (a `BATCH_REQUEST`) would pay those misses one
+    /// after the other, where this loop of independent loads overlaps
+    /// them. Changes nothing: the decisions are the same without it. Below
+    /// [`PREFETCH_FROM`] credentials the table sits in the cache and this
+    /// does nothing, since it would only cost a second hash per request.
+    ///
+    /// Only the buckets: also touching the readers' entries and the
+    /// holders' entries was measured slower (it repeats the lookups'
+    /// work, branches and all, for misses that are rarer).
+    pub fn prefetch(&self, requests: &[Request<'_>]) {
+        if self.creds.len() < PREFETCH_FROM {
+            return;
+        }
+        let mut seen = 0u64;
+        for request in requests {
+            seen ^= self.creds.touch(&request.credential);
+        }
+        std::hint::black_box(seen);
     }
 
     /// The credential under `key`.

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use accessd_engine::{
-    Decision, EventId, EventRef, Presence, Reason, SharedSnapshot, Snapshot, Subject, begin_record,
-    decide_with_subject, finish_record,
+    Decision, EventId, EventRef, Presence, Reason, Request, SharedSnapshot, Snapshot, Subject,
+    begin_record, decide_with_subject, finish_record,
 };
 use jiff::Timestamp;
 
@@ -244,6 +244,10 @@ impl Decider for SnapshotDecider {
 
     fn refuse(&self, asked: &Asked<'_>, reason: Reason, journal: &mut Journal) -> Answer {
         self.answer(asked, Some(reason), journal)
+    }
+
+    fn prepare(&self, requests: &[Request<'_>]) {
+        self.snapshot.load().prefetch(requests);
     }
 
     fn commit(&self, journal: &mut Journal) {

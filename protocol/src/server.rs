@@ -104,6 +104,14 @@ pub trait Decider: Send + Sync + 'static {
     /// recorded like a decision.
     fn refuse(&self, asked: &Asked<'_>, reason: Reason, journal: &mut Journal) -> Answer;
 
+    /// Called with the requests of a `BATCH_REQUEST` before they are
+    /// decided one by one, so that a decider can start their memory reads
+    /// together (see `Snapshot::prefetch`). Must not change any answer.
+    /// The default does nothing.
+    fn prepare(&self, requests: &[Request<'_>]) {
+        let _ = requests;
+    }
+
     /// Makes the chunk's events durable (against a crash of the process)
     /// before its answers go out. The default keeps nothing.
     fn commit(&self, journal: &mut Journal) {
@@ -745,6 +753,8 @@ fn handle<D: Decider>(
     match frame {
         Frame::Request(r) => encode_response(out, &answer(&r, journal, ctx, tally)),
         Frame::BatchRequest(b) => {
+            let requests: Vec<Request<'_>> = b.iter().map(|r| r.to_engine()).collect();
+            ctx.decider.prepare(&requests);
             let mut w = BatchResponseWriter::begin(out);
             for r in b.iter() {
                 w.push(&answer(&r, journal, ctx, tally));

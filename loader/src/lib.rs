@@ -52,6 +52,8 @@ pub mod fake;
 mod follower;
 pub mod item;
 pub mod metrics;
+#[cfg(test)]
+mod test_dir;
 
 pub use admin::{Admin, AdminError, BATCH_LIMIT, Export};
 pub use aws::{AwsBackend, AwsSettings, sdk_config};

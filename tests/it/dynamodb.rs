@@ -573,7 +573,7 @@ async fn the_example_site_survives_an_import_and_an_export() {
     let original =
         accessd_engine::SiteFile::parse(&std::fs::read_to_string(example).unwrap()).unwrap();
     let (_admin, _backend) = table("it-export", &[]).await;
-    let out = std::env::temp_dir().join(format!("accessd-export-{}.toml", std::process::id()));
+    let out = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("it-export.toml");
     let endpoint = moto().endpoint.clone();
     let run = |args: &[&str]| {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_accessd"))
@@ -691,7 +691,7 @@ async fn issue_12_export_keeps_the_good_records_and_names_the_bad_items() {
     for item in [raw(orphan), raw(mars), raw(airlock), raw(overlapping), typo] {
         admin.put_item(item).await.unwrap();
     }
-    let out = std::env::temp_dir().join(format!("accessd-export-bad-{}.toml", std::process::id()));
+    let out = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("it-export-bad.toml");
     let path = out.to_str().unwrap();
     let (code, stderr) =
         tokio::task::block_in_place(|| admin_cli("it-export-bad", &["export", "--site", path]));

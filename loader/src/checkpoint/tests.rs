@@ -5,6 +5,7 @@ use accessd_engine::{SiteFile, synth};
 
 use super::*;
 use crate::follower::{ShardPosition, StreamCursor};
+use crate::test_dir::TestDir;
 
 fn example_builder() -> SnapshotBuilder {
     let text = include_str!("../../../docs/examples/site.toml");
@@ -79,11 +80,8 @@ fn write_example(dir: &Path) -> PathBuf {
     path
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("accessd-ckpt-{name}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
+fn temp_dir(name: &str) -> TestDir {
+    TestDir::new("ckpt", name)
 }
 
 #[test]
@@ -238,7 +236,7 @@ fn a_failed_write_keeps_the_old_checkpoint() {
 fn synthetic_checkpoint(
     name: &str,
     holders: usize,
-) -> (SnapshotBuilder, PathBuf, synth::SynthParams) {
+) -> (SnapshotBuilder, TestDir, PathBuf, synth::SynthParams) {
     let params = synth::SynthParams {
         holders,
         doors: 60,
@@ -254,7 +252,8 @@ fn synthetic_checkpoint(
             .is_empty()
     );
     builder.publish(params.now);
-    let path = temp_dir(name).join("state.ckpt");
+    let dir = temp_dir(name);
+    let path = dir.join("state.ckpt");
     write(
         &path,
         &CheckpointData {
@@ -267,13 +266,13 @@ fn synthetic_checkpoint(
         },
     )
     .unwrap();
-    (builder, path, params)
+    (builder, dir, path, params)
 }
 
 #[test]
 fn a_warm_snapshot_decides_exactly_as_the_restored_builder() {
     use accessd_engine::{Presence, Request, decide_with_subject};
-    let (_, path, params) = synthetic_checkpoint("warm", 1_500);
+    let (_, _dir, path, params) = synthetic_checkpoint("warm", 1_500);
     let (checkpoint, warm) = Checkpoint::open_warm(&path, &table(), None)
         .unwrap()
         .unwrap();
@@ -321,7 +320,7 @@ fn a_warm_snapshot_decides_exactly_as_the_restored_builder() {
 
 #[test]
 fn a_row_that_passes_the_checksum_but_not_its_layout_fails_closed() {
-    let (builder, path, _) = synthetic_checkpoint("badrow", 50);
+    let (builder, _dir, path, _) = synthetic_checkpoint("badrow", 50);
     // Rows are written in the builder's order.
     let mut bundles = builder.bundles();
     let (first, second) = (bundles.next().unwrap(), bundles.next().unwrap());

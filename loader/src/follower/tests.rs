@@ -14,6 +14,7 @@ use jiff::civil::Time;
 use super::*;
 use crate::fake::FakeBackend;
 use crate::item::{Attr, item_of, key_strings};
+use crate::test_dir::TestDir;
 
 fn config() -> LoaderConfig {
     LoaderConfig {
@@ -553,11 +554,11 @@ async fn checkpoint_of(source: Source, path: &std::path::Path) -> (Resume, Times
     )
 }
 
-fn temp_file(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("accessd-follow-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("state.ckpt")
+/// A checkpoint path in a fresh directory, kept while the guard lives.
+fn temp_file(name: &str) -> (TestDir, std::path::PathBuf) {
+    let dir = TestDir::new("follow", name);
+    let path = dir.join("state.ckpt");
+    (dir, path)
 }
 
 #[tokio::test]
@@ -568,7 +569,7 @@ async fn a_checkpoint_serves_at_once_offline_and_catches_up_without_a_scan() {
         put(&fake, &credential(2, "E1", CredentialStatus::Active));
         eventually("write", || verdict(&source, 2) == Verdict::Grant).await;
         let version = source.snapshot().load().version();
-        let path = temp_file(if warm { "resume-warm" } else { "resume" });
+        let (_dir, path) = temp_file(if warm { "resume-warm" } else { "resume" });
         let (resume, fresh, written) = checkpoint_of(source, &path).await;
 
         // Written while accessd is down: a revocation and a new card.
@@ -648,7 +649,8 @@ async fn a_checkpoint_whose_position_is_lost_bootstraps_while_serving() {
         // A record read, so the stored position is after a sequence number.
         put(&fake, &credential(2, "E1", CredentialStatus::Active));
         eventually("write", || verdict(&source, 2) == Verdict::Grant).await;
-        let (resume, fresh, written) = checkpoint_of(source, &temp_file(name)).await;
+        let (_dir, path) = temp_file(name);
+        let (resume, fresh, written) = checkpoint_of(source, &path).await;
         put(&fake, &credential(1, "E1", CredentialStatus::Revoked));
         lose(&fake, &mut now.lock().unwrap());
         // The new card's record is in the stream; with the position lost,
@@ -671,7 +673,7 @@ async fn a_checkpoint_whose_position_is_lost_bootstraps_while_serving() {
 #[tokio::test]
 async fn the_follower_writes_checkpoints_and_one_at_shutdown() {
     let fake = loaded_site();
-    let path = temp_file("writes");
+    let (_dir, path) = temp_file("writes");
     let presence = Arc::new(Presence::new());
     let loader = Loader::new(Arc::clone(&fake), config()).with_checkpoints(CheckpointConfig {
         path: path.clone(),

@@ -1,14 +1,14 @@
 use std::fs;
 use std::path::PathBuf;
 
+use crate::test_dir::TestDir;
+
 use accessd_engine::{CredentialKey, Decision, EventId, EventRef, Reason, Subject};
 
 use super::*;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("accessd-spool-{name}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    dir
+fn temp_dir(name: &str) -> TestDir {
+    TestDir::new("spool", name)
 }
 
 fn config(dir: &Path) -> SpoolConfig {

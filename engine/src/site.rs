@@ -181,49 +181,6 @@ impl Checker<'_> {
         self.problem_at(section, index, None, id, message);
     }
 
-    /// Reads item `index` of section `name` (its spans relative to byte
-    /// `base` of the file) into `out`, or says what is wrong with it.
-    #[allow(clippy::too_many_arguments)]
-    fn item<T: DeserializeOwned>(
-        &mut self,
-        name: &'static str,
-        index: usize,
-        item: &Spanned<DeValue<'_>>,
-        base: usize,
-        id_of: impl Fn(&T) -> String,
-        seen: &mut HashSet<String>,
-        out: &mut Vec<(usize, T)>,
-    ) {
-        self.record_starts
-            .entry(name)
-            .or_default()
-            .push(base + item.span().start);
-        match T::deserialize(ValueDeserializer::from(item.clone())) {
-            Ok(record) => {
-                let id = id_of(&record);
-                if !seen.insert(id.clone()) {
-                    self.problem(name, index, &id, "duplicate id".to_owned());
-                    return;
-                }
-                out.push((index, record));
-            }
-            Err(e) => {
-                let raw_id = item
-                    .get_ref()
-                    .get("id")
-                    .or_else(|| item.get_ref().get("card"))
-                    .and_then(|v| v.get_ref().as_str())
-                    .unwrap_or_default()
-                    .to_owned();
-                // The parser's span of the offending value, when it has
-                // one, is more precise than the record's first line.
-                let line = e.span().map(|span| self.lines.line(base + span.start));
-                let message = e.message().trim().to_owned();
-                self.problem_at(name, index, line, &raw_id, message);
-            }
-        }
-    }
-
     fn refs<'r>(
         &mut self,
         section: &'static str,
@@ -231,7 +188,7 @@ impl Checker<'_> {
         id: &str,
         what: &str,
         names: impl IntoIterator<Item = &'r String>,
-        known: &HashSet<&str>,
+        known: &HashSet<String>,
     ) {
         for name in names {
             if !known.contains(name.as_str()) {
@@ -239,10 +196,6 @@ impl Checker<'_> {
             }
         }
     }
-}
-
-fn ids<T>(items: &[(usize, T)], id: impl Fn(&T) -> &str) -> HashSet<&str> {
-    items.iter().map(|(_, r)| id(r)).collect()
 }
 
 /// The records of every section as read, each with its index in its
@@ -265,122 +218,146 @@ struct Sections {
 }
 
 impl Sections {
-    /// Reads the next item of section `name` (one of [`SECTIONS`]); its
-    /// spans are relative to byte `base` of the file.
-    fn add(
-        &mut self,
-        c: &mut Checker<'_>,
-        name: &'static str,
-        item: &Spanned<DeValue<'_>>,
-        base: usize,
-    ) {
-        let count = self.counts.entry(name).or_insert(0);
+    /// Room for `counts` records by section, so that a large file's
+    /// records are not copied as their vectors and id sets grow.
+    fn with_capacity(counts: &HashMap<&'static str, usize>) -> Self {
+        let n = |section: &str| counts.get(section).copied().unwrap_or(0);
+        let mut sections = Self {
+            sites: Vec::with_capacity(n("sites")),
+            areas: Vec::with_capacity(n("areas")),
+            doors: Vec::with_capacity(n("doors")),
+            readers: Vec::with_capacity(n("readers")),
+            groups: Vec::with_capacity(n("door_groups")),
+            holidays: Vec::with_capacity(n("holiday_sets")),
+            schedules: Vec::with_capacity(n("schedules")),
+            levels: Vec::with_capacity(n("access_levels")),
+            holders: Vec::with_capacity(n("cardholders")),
+            creds: Vec::with_capacity(n("credentials")),
+            assigns: Vec::with_capacity(n("assignments")),
+            ..Self::default()
+        };
+        for (&section, &count) in counts {
+            let mut seen = HashSet::default();
+            seen.reserve(count);
+            sections.seen.insert(section, seen);
+        }
+        sections
+    }
+
+    /// Numbers `item` in its section, checks it for a duplicate and keeps
+    /// it, or reports what is wrong with it. Items come in file order.
+    fn accept(&mut self, c: &mut Checker<'_>, item: Item) {
+        let count = self.counts.entry(item.section).or_insert(0);
         let index = *count;
         *count += 1;
-        let seen = self.seen.entry(name).or_default();
-        match name {
-            "sites" => c.item(
-                name,
-                index,
-                item,
-                base,
-                |r: &SiteRecord| r.id.clone(),
-                seen,
-                &mut self.sites,
-            ),
-            "areas" => c.item(
-                name,
-                index,
-                item,
-                base,
-                |r: &AreaRecord| r.id.clone(),
-                seen,
-                &mut self.areas,
-            ),
-            "doors" => c.item(
-                name,
-                index,
-                item,
-                base,
-                |r: &DoorRecord| r.id.clone(),
-                seen,
-                &mut self.doors,
-            ),
-            "readers" => c.item(
-                name,
-                index,
-                item,
-                base,
-                |r: &ReaderRecord| r.id.clone(),
-                seen,
-                &mut self.readers,
-            ),
-            "door_groups" => c.item(
-                name,
-                index,
-                item,
-                base,
-                |r: &DoorGroupRecord| r.id.clone(),
-                seen,
-                &mut self.groups,
-            ),
-            "holiday_sets" => c.item(
-                name,
-                index,
-                item,
-                base,
-                |r: &HolidaySetRecord| r.id.clone(),
-                seen,
-                &mut self.holidays,
-            ),
-            "schedules" => c.item(
-                name,
-                index,
-                item,
-                base,
-                |r: &ScheduleRecord| r.id.clone(),
-                seen,
-                &mut self.schedules,
-            ),
-            "access_levels" => c.item(
-                name,
-                index,
-                item,
-                base,
-                |r: &AccessLevelRecord| r.id.clone(),
-                seen,
-                &mut self.levels,
-            ),
-            "cardholders" => c.item(
-                name,
-                index,
-                item,
-                base,
-                |r: &CardholderRecord| r.id.clone(),
-                seen,
-                &mut self.holders,
-            ),
-            "credentials" => c.item(
-                name,
-                index,
-                item,
-                base,
-                |r: &CredentialRecord| r.card.to_string(),
-                seen,
-                &mut self.creds,
-            ),
-            "assignments" => c.item(
-                name,
-                index,
-                item,
-                base,
-                |r: &AssignmentRecord| format!("{} / {}", r.holder, r.level),
-                seen,
-                &mut self.assigns,
-            ),
-            _ => {}
+        c.record_starts
+            .entry(item.section)
+            .or_default()
+            .push(item.start);
+        let (record, id) = match item.record {
+            Ok(read) => read,
+            Err(fault) => {
+                // The parser's span of the offending value, when it has
+                // one, is more precise than the record's first line.
+                let line = fault.at.map(|at| c.lines.line(at));
+                c.problem_at(item.section, index, line, &fault.raw_id, fault.message);
+                return;
+            }
+        };
+        let seen = self.seen.entry(item.section).or_default();
+        if seen.contains(&id) {
+            c.problem(item.section, index, &id, "duplicate id".to_owned());
+            return;
+        }
+        seen.insert(id);
+        match record {
+            Record::Site(r) => self.sites.push((index, r)),
+            Record::Area(r) => self.areas.push((index, r)),
+            Record::Door(r) => self.doors.push((index, r)),
+            Record::Reader(r) => self.readers.push((index, r)),
+            Record::DoorGroup(r) => self.groups.push((index, r)),
+            Record::HolidaySet(r) => self.holidays.push((index, r)),
+            Record::Schedule(r) => self.schedules.push((index, r)),
+            Record::AccessLevel(r) => self.levels.push((index, r)),
+            Record::Cardholder(r) => self.holders.push((index, r)),
+            Record::Credential(r) => self.creds.push((index, r)),
+            Record::Assignment(r) => self.assigns.push((index, r)),
         }
     }
+}
+
+/// One record as read from the file, before it is numbered, checked for a
+/// duplicate and kept: reading may run on several threads, keeping runs on
+/// one, in file order.
+struct Item {
+    section: &'static str,
+    /// Where the record starts in the file (a byte offset).
+    start: usize,
+    /// The record and its id (see [`record_id`]), made where it was read.
+    record: Result<(Record, String), Fault>,
+}
+
+/// Why a record could not be read.
+struct Fault {
+    /// Its id as written, for the problem's place (empty when it has none).
+    raw_id: String,
+    /// Where in the file the parser placed the problem, when it did.
+    at: Option<usize>,
+    message: String,
+}
+
+/// Deserialises `item`, a record of `section` whose spans are relative to
+/// byte `base` of `text`. `None` for a section that is not one of
+/// [`SECTIONS`].
+fn read_item(
+    text: &str,
+    section: &'static str,
+    item: Spanned<DeValue<'_>>,
+    base: usize,
+) -> Option<Item> {
+    fn de<T: DeserializeOwned>(item: Spanned<DeValue<'_>>) -> Result<T, toml::de::Error> {
+        T::deserialize(ValueDeserializer::from(item))
+    }
+    let start = base + item.span().start;
+    // Where its id is written, kept for a problem's place: the item itself
+    // goes to the deserialiser.
+    let id_span = item
+        .get_ref()
+        .get("id")
+        .or_else(|| item.get_ref().get("card"))
+        .filter(|v| v.get_ref().as_str().is_some())
+        .map(Spanned::span);
+    let record = match section {
+        "sites" => de(item).map(Record::Site),
+        "areas" => de(item).map(Record::Area),
+        "doors" => de(item).map(Record::Door),
+        "readers" => de(item).map(Record::Reader),
+        "door_groups" => de(item).map(Record::DoorGroup),
+        "holiday_sets" => de(item).map(Record::HolidaySet),
+        "schedules" => de(item).map(Record::Schedule),
+        "access_levels" => de(item).map(Record::AccessLevel),
+        "cardholders" => de(item).map(Record::Cardholder),
+        "credentials" => de(item).map(Record::Credential),
+        "assignments" => de(item).map(Record::Assignment),
+        _ => return None,
+    };
+    let record = record.map(|r| {
+        let id = record_id(&r);
+        (r, id)
+    });
+    let record = record.map_err(|e| Fault {
+        raw_id: id_span
+            .and_then(|span| text.get(base + span.start..base + span.end))
+            .map(|written| written.trim_matches(['"', '\'']).to_owned())
+            .unwrap_or_default(),
+        at: e.span().map(|span| base + span.start),
+        message: e.message().trim().to_owned(),
+    });
+    Some(Item {
+        section,
+        start,
+        record,
+    })
 }
 
 /// What a line starting with `[` (after indentation) is to the
@@ -470,7 +447,9 @@ fn read_whole(c: &mut Checker<'_>, text: &str) -> Option<Sections> {
             continue;
         };
         for item in items.iter() {
-            sections.add(c, name, item, 0);
+            if let Some(item) = read_item(text, name, item.clone(), 0) {
+                sections.accept(c, item);
+            }
         }
     }
     Some(sections)
@@ -487,7 +466,7 @@ fn read_whole(c: &mut Checker<'_>, text: &str) -> Option<Sections> {
 /// A header is only taken where it starts a line; a line that only looks
 /// like one inside a multi-line value leaves the chunk before it unclosed,
 /// which fails to parse and sends the file to the whole reading.
-fn read_by_record(c: &mut Checker<'_>, text: &str) -> Option<Sections> {
+fn read_by_record(c: &mut Checker<'_>, text: &str, threads: usize) -> Option<Sections> {
     if text.contains("\"\"\"") || text.contains("'''") {
         return None;
     }
@@ -512,24 +491,97 @@ fn read_by_record(c: &mut Checker<'_>, text: &str) -> Option<Sections> {
     if !DeTable::parse(preamble).ok()?.get_ref().is_empty() {
         return None;
     }
-    let mut sections = Sections::default();
-    for (i, &(start, name)) in headers.iter().enumerate() {
-        let end = headers.get(i + 1).map_or(text.len(), |h| h.0);
+    let chunks: Vec<(usize, usize, &'static str)> = headers
+        .iter()
+        .enumerate()
+        .map(|(i, &(start, name))| {
+            let end = headers.get(i + 1).map_or(text.len(), |h| h.0);
+            (start, end, name)
+        })
+        .collect();
+    let read = |&(start, end, name): &(usize, usize, &'static str)| -> Option<Item> {
         let chunk = DeTable::parse(text.get(start..end)?).ok()?.into_inner();
-        let mut entries = chunk.iter();
+        let mut entries = chunk.into_iter();
         let (Some((key, value)), None) = (entries.next(), entries.next()) else {
             return None;
         };
-        let DeValue::Array(items) = value.get_ref() else {
+        if key.get_ref() != name {
+            return None;
+        }
+        let DeValue::Array(items) = value.into_inner() else {
             return None;
         };
-        let mut items = items.iter();
-        match (key.get_ref() == name, items.next(), items.next()) {
-            (true, Some(item), None) => sections.add(c, name, item, start),
-            _ => return None,
-        }
+        let mut items = items.into_iter();
+        let (Some(item), None) = (items.next(), items.next()) else {
+            return None;
+        };
+        read_item(text, name, item, start)
+    };
+    let mut counts: HashMap<&'static str, usize> = HashMap::default();
+    for &(_, _, name) in &chunks {
+        *counts.entry(name).or_default() += 1;
     }
-    Some(sections)
+    for (&section, &count) in &counts {
+        c.record_starts.insert(section, Vec::with_capacity(count));
+    }
+    let mut sections = Sections::with_capacity(&counts);
+    let mut keep = |items: Vec<Option<Item>>| -> Option<()> {
+        for item in items {
+            sections.accept(c, item?);
+        }
+        Some(())
+    };
+    if threads < 2 || chunks.len() < 2 * READ_BLOCK {
+        keep(chunks.iter().map(read).collect())?;
+        return Some(sections);
+    }
+    // Parsing is most of the time of a large file: blocks of records are
+    // read on every core and kept here in file order as they come. The
+    // channel's bound and the in-order keeping hold only a few blocks at
+    // once beyond the records kept.
+    let blocks: Vec<&[(usize, usize, &'static str)]> = chunks.chunks(READ_BLOCK).collect();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let complete = std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<Option<Item>>)>(2 * threads);
+        for worker in 0..threads {
+            let (tx, blocks, stop, read) = (tx.clone(), &blocks, &stop, &read);
+            scope.spawn(move || {
+                for (i, block) in blocks.iter().enumerate().skip(worker).step_by(threads) {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        return;
+                    }
+                    if tx.send((i, block.iter().map(read).collect())).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut waiting = BTreeMap::new();
+        let mut next = 0;
+        for (i, items) in rx {
+            waiting.insert(i, items);
+            while let Some(items) = waiting.remove(&next) {
+                next += 1;
+                if keep(items).is_none() {
+                    // Not plainly record by record: the caller reads whole.
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    return false;
+                }
+            }
+        }
+        next == blocks.len()
+    });
+    complete.then_some(sections)
+}
+
+/// Records a thread reads at a time when a site file is read on several
+/// threads.
+const READ_BLOCK: usize = 4096;
+
+/// Threads that read a large site file: every core, up to 8.
+fn reading_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
 }
 
 /// The id a problem report shows for a record.
@@ -624,14 +676,15 @@ impl SiteFile {
     /// Parses and checks a site file's text; on failure, every problem in
     /// file order with the record it is about.
     fn check(text: &str) -> Result<Self, Vec<(SiteProblem, Option<RecordAt>)>> {
-        Self::check_with(text, true)
+        Self::check_with(text, Some(reading_threads()))
     }
 
-    /// [`check`](Self::check), reading record by record where the file
-    /// allows (`by_record`) or always whole (for tests: both agree).
+    /// [`check`](Self::check), reading record by record on `by_record`
+    /// threads where the file allows, or always whole when `None` (for
+    /// tests: every way agrees).
     fn check_with(
         text: &str,
-        by_record: bool,
+        by_record: Option<usize>,
     ) -> Result<Self, Vec<(SiteProblem, Option<RecordAt>)>> {
         let checker = || Checker {
             record_starts: HashMap::default(),
@@ -639,11 +692,7 @@ impl SiteFile {
             problems: Vec::new(),
         };
         let mut c = checker();
-        let by_record = if by_record {
-            read_by_record(&mut c, text)
-        } else {
-            None
-        };
+        let by_record = by_record.and_then(|threads| read_by_record(&mut c, text, threads));
         let sections = match by_record {
             Some(sections) => sections,
             None => {
@@ -667,31 +716,35 @@ impl SiteFile {
             holders,
             creds,
             assigns,
+            seen,
             ..
         } = sections;
 
-        let site_ids = ids(&sites, |r| &r.id);
-        let area_ids = ids(&areas, |r| &r.id);
-        let door_ids = ids(&doors, |r| &r.id);
-        let group_ids = ids(&groups, |r| &r.id);
-        let holiday_ids = ids(&holidays, |r| &r.id);
-        let schedule_ids = ids(&schedules, |r| &r.id);
-        let level_ids = ids(&levels, |r| &r.id);
-        let holder_ids = ids(&holders, |r| &r.id);
+        // The ids kept of each section: the sets that found duplicates.
+        let none = HashSet::default();
+        let ids = |section: &str| seen.get(section).unwrap_or(&none);
+        let site_ids = ids("sites");
+        let area_ids = ids("areas");
+        let door_ids = ids("doors");
+        let group_ids = ids("door_groups");
+        let holiday_ids = ids("holiday_sets");
+        let schedule_ids = ids("schedules");
+        let level_ids = ids("access_levels");
+        let holder_ids = ids("cardholders");
 
         for (i, r) in &doors {
-            c.refs("doors", *i, &r.id, "site", [&r.site], &site_ids);
-            c.refs("doors", *i, &r.id, "area", &r.area, &area_ids);
+            c.refs("doors", *i, &r.id, "site", [&r.site], site_ids);
+            c.refs("doors", *i, &r.id, "area", &r.area, area_ids);
         }
         for (i, r) in &readers {
-            c.refs("readers", *i, &r.id, "door", [&r.door], &door_ids);
+            c.refs("readers", *i, &r.id, "door", [&r.door], door_ids);
         }
         for (i, r) in &groups {
-            c.refs("door_groups", *i, &r.id, "door", &r.doors, &door_ids);
+            c.refs("door_groups", *i, &r.id, "door", &r.doors, door_ids);
         }
         for (i, r) in &schedules {
             let sets = &r.holiday_sets;
-            c.refs("schedules", *i, &r.id, "holiday set", sets, &holiday_ids);
+            c.refs("schedules", *i, &r.id, "holiday set", sets, holiday_ids);
         }
         for (i, r) in &levels {
             c.refs(
@@ -700,11 +753,11 @@ impl SiteFile {
                 &r.id,
                 "schedule",
                 [&r.schedule],
-                &schedule_ids,
+                schedule_ids,
             );
-            c.refs("access_levels", *i, &r.id, "door", &r.doors, &door_ids);
+            c.refs("access_levels", *i, &r.id, "door", &r.doors, door_ids);
             let groups = &r.door_groups;
-            c.refs("access_levels", *i, &r.id, "door group", groups, &group_ids);
+            c.refs("access_levels", *i, &r.id, "door group", groups, group_ids);
         }
         for (i, r) in &creds {
             let id = r.card.to_string();
@@ -714,7 +767,7 @@ impl SiteFile {
                 &id,
                 "cardholder",
                 [&r.holder],
-                &holder_ids,
+                holder_ids,
             );
         }
         for (i, r) in &assigns {
@@ -725,7 +778,7 @@ impl SiteFile {
                 &id,
                 "cardholder",
                 [&r.holder],
-                &holder_ids,
+                holder_ids,
             );
             c.refs(
                 "assignments",
@@ -733,7 +786,7 @@ impl SiteFile {
                 &id,
                 "access level",
                 [&r.level],
-                &level_ids,
+                level_ids,
             );
         }
 
@@ -869,7 +922,7 @@ mod tests {
 
     /// Records or problems, as text, read either way.
     fn read(text: &str, by_record: bool) -> Result<Vec<String>, Vec<String>> {
-        match SiteFile::check_with(text, by_record) {
+        match SiteFile::check_with(text, by_record.then_some(1)) {
             Ok(site) => Ok(site.records.iter().map(|r| format!("{r:?}")).collect()),
             Err(problems) => Err(problems.iter().map(|(p, _)| p.to_string()).collect()),
         }
@@ -881,7 +934,7 @@ mod tests {
             lines: Lines::new(text),
             problems: Vec::new(),
         };
-        read_by_record(&mut c, text).is_some()
+        read_by_record(&mut c, text, 1).is_some()
     }
 
     #[test]
@@ -924,6 +977,68 @@ mod tests {
             assert!(read(text, true).is_err(), "{text}");
         }
         assert!(read(&whole[1], true).is_err());
+    }
+
+    /// A file large enough to be read on several threads reads the same,
+    /// problems and their lines included, on one thread, on three, and
+    /// whole; one that must be read whole late in the file (a record that
+    /// does not parse alone, in the last block) falls back from the
+    /// threads too.
+    #[test]
+    fn reading_on_several_threads_agrees_with_one_and_with_whole() {
+        let records = crate::synth::site(&crate::synth::SynthParams {
+            holders: 3_000,
+            ..crate::synth::SynthParams::default()
+        });
+        let text = SiteFile::to_toml(&records).unwrap();
+        let headers = text.matches("[[").count();
+        assert!(
+            headers > 2 * super::READ_BLOCK + 1000,
+            "{headers} records: too few"
+        );
+        let first_card = text.split("[[credentials]]").nth(1).unwrap().to_owned();
+        // A bad value late in the file, a duplicate of an early record at
+        // its end, an unknown reference.
+        let replace_last = |text: &str, what: &str, with: &str| {
+            let at = text.rfind(what).unwrap();
+            format!("{}{with}{}", &text[..at], &text[at + what.len()..])
+        };
+        let broken = replace_last(
+            &replace_last(&text, "card = \"", "card = \"bogus:"),
+            "level = \"level-00",
+            "level = \"level-x0",
+        ) + &format!("\n[[credentials]]{first_card}");
+        let whole = format!("{text}\n[[credentials]]\ncard = \n");
+        let (broken_one, broken_three) = (read_on(&broken, 1), read_on(&broken, 3));
+        assert!(
+            broken_one.as_ref().is_err_and(|p| p.len() >= 3),
+            "{broken_one:?}"
+        );
+        for text in [&text, &broken, &whole] {
+            let one = read_on(text, 1);
+            assert_eq!(one, read_on(text, 3));
+            assert_eq!(one, read(text, false));
+        }
+        assert_eq!(broken_one, broken_three);
+        assert!(read_on(&text, 3).is_ok());
+        assert!(read_on(&whole, 3).is_err());
+        let on_threads = |text: &str| {
+            let mut c = Checker {
+                record_starts: HashMap::default(),
+                lines: Lines::new(text),
+                problems: Vec::new(),
+            };
+            read_by_record(&mut c, text, 3).is_some()
+        };
+        assert!(on_threads(&text) && on_threads(&broken));
+        assert!(!on_threads(&whole));
+    }
+
+    fn read_on(text: &str, threads: usize) -> Result<Vec<String>, Vec<String>> {
+        match SiteFile::check_with(text, Some(threads)) {
+            Ok(site) => Ok(site.records.iter().map(|r| format!("{r:?}")).collect()),
+            Err(problems) => Err(problems.iter().map(|(p, _)| p.to_string()).collect()),
+        }
     }
 
     #[test]

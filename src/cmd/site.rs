@@ -221,20 +221,26 @@ pub(crate) fn load_served(
     let source = CheckpointSource::site_file(&bytes);
     let text = String::from_utf8(bytes)
         .with_context(|| format!("site file `{}` is not UTF-8", path.display()))?;
+    let parse_started = std::time::Instant::now();
     let site = SiteFile::parse(&text)
         .with_context(|| format!("site file `{}` is not valid", path.display()))?;
     drop(text);
+    let parse_ms = parse_started.elapsed().as_millis() as u64;
+    let build_started = std::time::Instant::now();
     let mut builder = SnapshotBuilder::new();
     let refused = builder.apply_all(site.records.into_iter().map(Change::Upsert));
     if let Some((_, e)) = refused.first() {
         bail!("site file record refused by the builder: {e}");
     }
     let snapshot = builder.publish(Timestamp::now());
+    let build_ms = build_started.elapsed().as_millis() as u64;
     give_back_freed_memory();
     tracing::info!(
         stats = ?snapshot.stats(),
         version = snapshot.version(),
         from_checkpoint = false,
+        parse_ms,
+        build_ms,
         ms = started.elapsed().as_millis() as u64,
         "site loaded"
     );

@@ -374,50 +374,22 @@ fn read_record(item: &Item, key: &RecordKey) -> Problem<Record> {
     // The key decides the record type; the record's own serde form (the one
     // that writes items and reads site files) reads the other attributes.
     Ok(match key {
-        RecordKey::Site(k) => {
-            let r: SiteRecord = fields(item)?;
-            same("id", &r.id, k)?;
-            Record::Site(r)
-        }
-        RecordKey::Area(k) => {
-            let r: AreaRecord = fields(item)?;
-            same("id", &r.id, k)?;
-            Record::Area(r)
-        }
-        RecordKey::Door(k) => {
-            let r: DoorRecord = fields(item)?;
-            same("id", &r.id, k)?;
-            Record::Door(r)
-        }
-        RecordKey::Reader(k) => {
-            let r: ReaderRecord = fields(item)?;
-            same("id", &r.id, k)?;
-            Record::Reader(r)
-        }
+        RecordKey::Site(k) => with_id(item, k, |r: &SiteRecord| &r.id, Record::Site)?,
+        RecordKey::Area(k) => with_id(item, k, |r: &AreaRecord| &r.id, Record::Area)?,
+        RecordKey::Door(k) => with_id(item, k, |r: &DoorRecord| &r.id, Record::Door)?,
+        RecordKey::Reader(k) => with_id(item, k, |r: &ReaderRecord| &r.id, Record::Reader)?,
         RecordKey::DoorGroup(k) => {
-            let r: DoorGroupRecord = fields(item)?;
-            same("id", &r.id, k)?;
-            Record::DoorGroup(r)
+            with_id(item, k, |r: &DoorGroupRecord| &r.id, Record::DoorGroup)?
         }
         RecordKey::HolidaySet(k) => {
-            let r: HolidaySetRecord = fields(item)?;
-            same("id", &r.id, k)?;
-            Record::HolidaySet(r)
+            with_id(item, k, |r: &HolidaySetRecord| &r.id, Record::HolidaySet)?
         }
-        RecordKey::Schedule(k) => {
-            let r: ScheduleRecord = fields(item)?;
-            same("id", &r.id, k)?;
-            Record::Schedule(r)
-        }
+        RecordKey::Schedule(k) => with_id(item, k, |r: &ScheduleRecord| &r.id, Record::Schedule)?,
         RecordKey::AccessLevel(k) => {
-            let r: AccessLevelRecord = fields(item)?;
-            same("id", &r.id, k)?;
-            Record::AccessLevel(r)
+            with_id(item, k, |r: &AccessLevelRecord| &r.id, Record::AccessLevel)?
         }
         RecordKey::Cardholder(k) => {
-            let r: CardholderRecord = fields(item)?;
-            same("id", &r.id, k)?;
-            Record::Cardholder(r)
+            with_id(item, k, |r: &CardholderRecord| &r.id, Record::Cardholder)?
         }
         RecordKey::Credential(k) => {
             let r: CredentialRecord = fields(item)?;
@@ -437,6 +409,18 @@ fn read_record(item: &Item, key: &RecordKey) -> Problem<Record> {
             Record::Assignment(r)
         }
     })
+}
+
+/// Reads a record whose `id` attribute must equal the key's id.
+fn with_id<T: DeserializeOwned>(
+    item: &Item,
+    key: &str,
+    id: fn(&T) -> &str,
+    record: fn(T) -> Record,
+) -> Problem<Record> {
+    let r: T = fields(item)?;
+    same("id", id(&r), key)?;
+    Ok(record(r))
 }
 
 fn wrong(attr: &str, expected: &'static str, found: &'static str) -> ItemProblem {

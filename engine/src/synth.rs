@@ -55,9 +55,20 @@ impl Default for SynthParams {
 /// The facility code of the synthetic site's cards.
 pub const FACILITY: u32 = 4242;
 
-/// The credential key of the `i`-th synthetic credential.
+/// Card numbers per facility code: a 48-bit Corporate 1000 card number has
+/// 23 bits, and the synthetic numbers start at 100,000.
+const CARDS_PER_FACILITY: u64 = (1 << 23) - 100_000;
+
+/// The credential key of the `i`-th synthetic credential: numbers from
+/// 100,000 under [`FACILITY`], then under the next facility codes, so that
+/// every `i` up to billions is a card in range for its format.
 pub fn card(i: u64) -> CredentialKey {
-    CredentialKey::card(CardFormat::CORP1000_48, FACILITY, 100_000 + i)
+    let facility = FACILITY + (i / CARDS_PER_FACILITY) as u32;
+    CredentialKey::card(
+        CardFormat::CORP1000_48,
+        facility,
+        100_000 + i % CARDS_PER_FACILITY,
+    )
 }
 
 /// The PIN of the `i`-th synthetic credential, if it has one.
@@ -318,4 +329,40 @@ fn dedup(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v.dedup();
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every synthetic card is in range for its format and distinct, across
+    /// the step to the next facility code (it used to overflow the 23-bit
+    /// number past 8.29 million credentials).
+    #[test]
+    fn cards_stay_in_range_and_distinct_past_one_facility() {
+        let Some((max_facility, max_number)) = CardFormat::CORP1000_48.limits() else {
+            panic!("the format has limits");
+        };
+        let around = CARDS_PER_FACILITY - 2..CARDS_PER_FACILITY + 2;
+        let cards: Vec<CredentialKey> = (0..3)
+            .chain(around)
+            .chain([2_000_000_000])
+            .map(card)
+            .collect();
+        for key in &cards {
+            let CredentialKey::Card {
+                facility, number, ..
+            } = *key
+            else {
+                panic!("{key:?} is not a card");
+            };
+            assert!(facility <= max_facility && number <= max_number, "{key}");
+            let text = key.to_string();
+            assert_eq!(text.parse::<CredentialKey>().as_ref(), Ok(key), "{text}");
+        }
+        let distinct: std::collections::BTreeSet<String> =
+            cards.iter().map(|k| k.to_string()).collect();
+        assert_eq!(distinct.len(), cards.len());
+        assert_eq!(card(0).to_string(), "corp1000_48:4242:100000");
+    }
 }

@@ -175,6 +175,9 @@ struct Shared {
     pending: Mutex<VecDeque<Waiter>>,
     going_away: AtomicBool,
     finish_sent: AtomicBool,
+    /// Signalled whenever the last pending request is answered or failed,
+    /// for [`Client::close`] to wait on.
+    drained: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -187,6 +190,17 @@ impl Shared {
         for w in waiters {
             w.fail(e.clone());
         }
+        self.drained.notify_waiters();
+    }
+
+    /// The next pending request, in the order they were sent.
+    fn next_waiter(&self) -> Option<Waiter> {
+        let mut pending = self.pending();
+        let waiter = pending.pop_front();
+        if pending.is_empty() {
+            self.drained.notify_waiters();
+        }
+        waiter
     }
 }
 
@@ -220,6 +234,7 @@ impl Client {
             pending: Mutex::new(VecDeque::new()),
             going_away: AtomicBool::new(false),
             finish_sent: AtomicBool::new(false),
+            drained: tokio::sync::Notify::new(),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(writer(send, rx, shared.clone()));
@@ -346,9 +361,16 @@ impl Client {
         let _ = self.tx.send(Cmd::Finish);
         // The reader ends when the server finishes its side.
         let waited = tokio::time::timeout(Duration::from_secs(2), async {
-            while !self.shared.pending().is_empty() {
-                tokio::task::yield_now().await;
-                tokio::time::sleep(Duration::from_millis(1)).await;
+            loop {
+                // Registered before the check, so that a signal between the
+                // check and the wait is not lost.
+                let drained = self.shared.drained.notified();
+                tokio::pin!(drained);
+                drained.as_mut().enable();
+                if self.shared.pending().is_empty() {
+                    return;
+                }
+                drained.await;
             }
         })
         .await;
@@ -459,7 +481,7 @@ fn dispatch(frame: Frame<'_>, shared: &Shared) -> Result<(), ClientError> {
         shared.going_away.store(true, Ordering::Release);
         return Ok(());
     }
-    let Some(waiter) = shared.pending().pop_front() else {
+    let Some(waiter) = shared.next_waiter() else {
         return Err(ClientError::Protocol(format!(
             "unsolicited {:?} frame",
             frame.frame_type()

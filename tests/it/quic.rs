@@ -128,6 +128,31 @@ async fn grant_and_every_deny_path_over_the_wire() {
     server.shutdown().await;
 }
 
+/// `Client::close` with requests in flight (sent, their callers gone)
+/// returns once their answers are in, woken by the last one: a lost
+/// wake-up would show as the 2 s limit.
+#[tokio::test]
+async fn close_waits_for_answers_in_flight_then_returns() {
+    let shared = Arc::new(SharedSnapshot::new(example()));
+    let server = start_server(shared).await;
+    let client = server.gateway().await;
+    let request = req("lobby-in", "h10301:12:1001", None);
+    for _ in 0..50 {
+        // Polled once (the request is sent), then dropped unanswered.
+        let mut decide = std::pin::pin!(client.decide(&request));
+        let first = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(decide.as_mut().poll(cx).is_pending())
+        })
+        .await;
+        assert!(first, "answered within its first poll");
+    }
+    let started = std::time::Instant::now();
+    client.close().await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1500), "close took {took:?}");
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn an_empty_server_answers_not_ready() {
     let shared = Arc::new(SharedSnapshot::new(Snapshot::empty(Timestamp::now())));

@@ -790,7 +790,21 @@ impl SiteFile {
             );
         }
 
-        let mut records = Vec::new();
+        // Sized once: grown by doubling, the vector of 3 million records
+        // of a large file was copied whole several times, a peak of its
+        // own on top of the records it was being filled from.
+        let total = sites.len()
+            + areas.len()
+            + doors.len()
+            + readers.len()
+            + groups.len()
+            + holidays.len()
+            + schedules.len()
+            + levels.len()
+            + holders.len()
+            + creds.len()
+            + assigns.len();
+        let mut records = Vec::with_capacity(total);
         let mut push =
             |c: &mut Checker<'_>, section: &'static str, index: usize, record: Record| {
                 if let Err(e) = validate(&record) {

@@ -407,13 +407,16 @@ async fn the_console_shows_live_decisions_status_explanations_and_lookups_in_a_b
             "Emulation.setDeviceMetricsOverride",
             json!({ "width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": true }),
         );
-        // Elements past the screen's edge outside a scrolling box: what a
-        // failure names.
+        // Elements past the screen's edge, or whose text runs past their
+        // own edge, outside a scrolling box: what a failure names (once
+        // the page was 397 px wide with no element past the edge).
         let measure = r#"({ width: document.documentElement.scrollWidth,
                  wide: [...document.querySelectorAll('body *')]
-                     .filter(e => !e.parentElement.closest('.scroll') && e.getBoundingClientRect().right > 390)
+                     .filter(e => !e.parentElement.closest('.scroll')
+                         && (e.getBoundingClientRect().right > 390
+                             || (!e.classList.contains('scroll') && e.scrollWidth > e.clientWidth + 1 && e.clientWidth > 0)))
                      .slice(0, 8)
-                     .map(e => `${e.tagName}#${e.id}.${e.className} right ${e.getBoundingClientRect().right}: ${e.textContent.slice(0, 60)}`) })"#;
+                     .map(e => `${e.tagName}#${e.id}.${e.className} right ${e.getBoundingClientRect().right}, text ${e.scrollWidth} px in ${e.clientWidth}: ${e.textContent.slice(0, 60)}`) })"#;
         for (page, ready) in [
             ("lookup", "document.querySelectorAll('#holder-cards tbody tr').length > 0"),
             ("live", "document.querySelectorAll('#live-table tbody tr').length > 0"),

@@ -91,7 +91,7 @@ pub use model::{
 pub use pin::{MAX_PIN_DIGITS, MIN_PIN_DIGITS, PinError, PinHash, is_valid_pin};
 pub use presence::{Presence, PresenceEntry};
 pub use schedule::ScheduleError;
-pub use site::{SECTIONS, SiteError, SiteFile, SiteProblem};
+pub use site::{SECTIONS, SiteError, SiteFile, SiteProblem, SiteRecords};
 pub use snapshot::{
     ApplyError, CredentialStore, CredentialView, HolderBundle, HolderView, LevelView,
     PREFETCH_FROM, ReaderView, SharedSnapshot, Snapshot, SnapshotBuilder, SnapshotStats, Subject,

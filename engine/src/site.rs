@@ -18,11 +18,15 @@ use serde::de::DeserializeOwned;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
+mod flat;
+
+use crate::model::Change;
 use crate::model::{
     AccessLevelRecord, AreaRecord, AssignmentRecord, CardholderRecord, CredentialRecord,
     DoorGroupRecord, DoorRecord, HolidaySetRecord, ReaderRecord, Record, RecordKey, ScheduleRecord,
     SiteRecord,
 };
+use crate::snapshot::SnapshotBuilder;
 use crate::validate::validate;
 
 /// Hashed with foldhash: a million-holder file hashes millions of ids
@@ -215,6 +219,9 @@ struct Sections {
     assigns: Vec<(usize, AssignmentRecord)>,
     seen: HashMap<&'static str, HashSet<String>>,
     counts: HashMap<&'static str, usize>,
+    /// Records kept that [`validate`] refused, with why: reported after the
+    /// references, as they always were.
+    invalid: Vec<(&'static str, usize, String, String)>,
 }
 
 impl Sections {
@@ -254,7 +261,11 @@ impl Sections {
             .entry(item.section)
             .or_default()
             .push(item.start);
-        let (record, id) = match item.record {
+        let Read {
+            record,
+            id,
+            invalid,
+        } = match item.record {
             Ok(read) => read,
             Err(fault) => {
                 // The parser's span of the offending value, when it has
@@ -268,6 +279,10 @@ impl Sections {
         if seen.contains(&id) {
             c.problem(item.section, index, &id, "duplicate id".to_owned());
             return;
+        }
+        if let Some(message) = invalid {
+            self.invalid
+                .push((item.section, index, id.clone(), message));
         }
         seen.insert(id);
         match record {
@@ -293,8 +308,18 @@ struct Item {
     section: &'static str,
     /// Where the record starts in the file (a byte offset).
     start: usize,
-    /// The record and its id (see [`record_id`]), made where it was read.
-    record: Result<(Record, String), Fault>,
+    /// The record, made where it was read.
+    record: Result<Read, Fault>,
+}
+
+/// A record read, with what the keeping thread needs of it.
+struct Read {
+    record: Record,
+    /// Its id (see [`record_id`]).
+    id: String,
+    /// Why [`validate`] refuses it, if it does: checked where it was read,
+    /// so on every reading thread.
+    invalid: Option<String>,
 }
 
 /// Why a record could not be read.
@@ -341,9 +366,10 @@ fn read_item(
         "assignments" => de(item).map(Record::Assignment),
         _ => return None,
     };
-    let record = record.map(|r| {
-        let id = record_id(&r);
-        (r, id)
+    let record = record.map(|record| Read {
+        id: record_id(&record),
+        invalid: validate(&record).err().map(|e| e.to_string()),
+        record,
     });
     let record = record.map_err(|e| Fault {
         raw_id: id_span
@@ -357,6 +383,36 @@ fn read_item(
         section,
         start,
         record,
+    })
+}
+
+/// Reads `chunk`, a record of `section` starting at byte `start` (its
+/// header line first), with the fast reader of plain records; `None` when
+/// that reader leaves it to the TOML parser.
+fn read_plain(chunk: &str, section: &'static str, start: usize) -> Option<Item> {
+    let (_header, body) = chunk.split_once('\n')?;
+    let record = match section {
+        "sites" => flat::read(body).map(Record::Site),
+        "areas" => flat::read(body).map(Record::Area),
+        "doors" => flat::read(body).map(Record::Door),
+        "readers" => flat::read(body).map(Record::Reader),
+        "door_groups" => flat::read(body).map(Record::DoorGroup),
+        "holiday_sets" => flat::read(body).map(Record::HolidaySet),
+        "schedules" => flat::read(body).map(Record::Schedule),
+        "access_levels" => flat::read(body).map(Record::AccessLevel),
+        "cardholders" => flat::read(body).map(Record::Cardholder),
+        "credentials" => flat::read(body).map(Record::Credential),
+        "assignments" => flat::read(body).map(Record::Assignment),
+        _ => None,
+    }?;
+    Some(Item {
+        section,
+        start,
+        record: Ok(Read {
+            id: record_id(&record),
+            invalid: validate(&record).err().map(|e| e.to_string()),
+            record,
+        }),
     })
 }
 
@@ -466,27 +522,15 @@ fn read_whole(c: &mut Checker<'_>, text: &str) -> Option<Sections> {
 /// A header is only taken where it starts a line; a line that only looks
 /// like one inside a multi-line value leaves the chunk before it unclosed,
 /// which fails to parse and sends the file to the whole reading.
-fn read_by_record(c: &mut Checker<'_>, text: &str, threads: usize) -> Option<Sections> {
-    if text.contains("\"\"\"") || text.contains("'''") {
-        return None;
-    }
-    let mut headers: Vec<(usize, &'static str)> = Vec::new();
-    let mut offset = 0;
-    for line in text.split_inclusive('\n') {
-        match header(line) {
-            Some(Header::Record(name)) => headers.push((offset, name)),
-            // A table inside the record being read stays in its chunk,
-            // where it means what it means in the whole file; inside
-            // another section's last record, it would not.
-            Some(Header::Inside(name)) if headers.last().is_some_and(|h| h.1 == name) => {}
-            // A `[` line in a value (an array's row, indented) is not a
-            // header; anything else that may be one is read whole.
-            Some(Header::Other) if line.starts_with(' ') || line.starts_with('\t') => {}
-            Some(_) => return None,
-            None => {}
-        }
-        offset += line.len();
-    }
+fn read_by_record<K: Keep>(
+    c: &mut Checker<'_>,
+    text: &str,
+    threads: usize,
+    make: impl FnOnce(&mut Checker<'_>, &HashMap<&'static str, usize>) -> K,
+) -> Option<K> {
+    // A small file is scanned at once: threads cost more than they save.
+    let pieces = if text.len() < SCAN_PIECE { 1 } else { threads };
+    let headers = find_headers(text, pieces)?;
     let preamble = text.get(..headers.first().map_or(text.len(), |h| h.0))?;
     if !DeTable::parse(preamble).ok()?.get_ref().is_empty() {
         return None;
@@ -500,7 +544,11 @@ fn read_by_record(c: &mut Checker<'_>, text: &str, threads: usize) -> Option<Sec
         })
         .collect();
     let read = |&(start, end, name): &(usize, usize, &'static str)| -> Option<Item> {
-        let chunk = DeTable::parse(text.get(start..end)?).ok()?.into_inner();
+        let chunk = text.get(start..end)?;
+        if let Some(item) = read_plain(chunk, name, start) {
+            return Some(item);
+        }
+        let chunk = DeTable::parse(chunk).ok()?.into_inner();
         let mut entries = chunk.into_iter();
         let (Some((key, value)), None) = (entries.next(), entries.next()) else {
             return None;
@@ -521,19 +569,16 @@ fn read_by_record(c: &mut Checker<'_>, text: &str, threads: usize) -> Option<Sec
     for &(_, _, name) in &chunks {
         *counts.entry(name).or_default() += 1;
     }
-    for (&section, &count) in &counts {
-        c.record_starts.insert(section, Vec::with_capacity(count));
-    }
-    let mut sections = Sections::with_capacity(&counts);
+    let mut kept = make(c, &counts);
     let mut keep = |items: Vec<Option<Item>>| -> Option<()> {
         for item in items {
-            sections.accept(c, item?);
+            kept.keep(c, item?)?;
         }
         Some(())
     };
     if threads < 2 || chunks.len() < 2 * READ_BLOCK {
         keep(chunks.iter().map(read).collect())?;
-        return Some(sections);
+        return Some(kept);
     }
     // Parsing is most of the time of a large file: blocks of records are
     // read on every core and kept here in file order as they come. The
@@ -572,8 +617,230 @@ fn read_by_record(c: &mut Checker<'_>, text: &str, threads: usize) -> Option<Sec
         }
         next == blocks.len()
     });
-    complete.then_some(sections)
+    complete.then_some(kept)
 }
+
+/// The record headers of `text` (offset, section), found in `pieces`
+/// pieces on as many threads; `None` when the file is not plainly record
+/// by record (see [`read_by_record`]).
+fn find_headers(text: &str, pieces: usize) -> Option<Vec<(usize, &'static str)>> {
+    /// A line that matters, in one piece of the text.
+    enum Mark {
+        Record(usize, &'static str),
+        Inside(&'static str),
+    }
+    // Each piece ends after a newline, so no line (and no `"""`) is split.
+    let scan = |base: usize, piece: &str| -> Option<Vec<Mark>> {
+        if piece.contains("\"\"\"") || piece.contains("'''") {
+            return None;
+        }
+        let mut marks = Vec::new();
+        let mut offset = base;
+        for line in piece.split_inclusive('\n') {
+            match header(line) {
+                Some(Header::Record(name)) => marks.push(Mark::Record(offset, name)),
+                Some(Header::Inside(name)) => marks.push(Mark::Inside(name)),
+                // A `[` line in a value (an array's row, indented) is not a
+                // header; anything else that may be one is read whole.
+                Some(Header::Other) if line.starts_with(' ') || line.starts_with('\t') => {}
+                Some(_) => return None,
+                None => {}
+            }
+            offset += line.len();
+        }
+        Some(marks)
+    };
+    let n = pieces.max(1);
+    let mut pieces = Vec::with_capacity(n);
+    let mut start = 0;
+    for i in 1..=n {
+        let end = if i == n {
+            text.len()
+        } else {
+            let at = (text.len() / n * i).max(start);
+            text.as_bytes()
+                .get(at..)
+                .and_then(|rest| rest.iter().position(|&b| b == b'\n'))
+                .map_or(text.len(), |n| at + n + 1)
+        };
+        pieces.push((start, text.get(start..end)?));
+        start = end;
+    }
+    let marks: Vec<Option<Vec<Mark>>> = std::thread::scope(|scope| {
+        let scans: Vec<_> = pieces
+            .iter()
+            .skip(1)
+            .map(|&(base, piece)| scope.spawn(move || scan(base, piece)))
+            .collect();
+        let first = pieces.first().and_then(|&(base, piece)| scan(base, piece));
+        std::iter::once(first)
+            .chain(scans.into_iter().map(|s| s.join().ok().flatten()))
+            .collect()
+    });
+    let mut headers: Vec<(usize, &'static str)> = Vec::new();
+    for marks in marks {
+        for mark in marks? {
+            match mark {
+                Mark::Record(offset, name) => headers.push((offset, name)),
+                // A table inside the record being read stays in its chunk,
+                // where it means what it means in the whole file; inside
+                // another section's last record, it would not.
+                Mark::Inside(name) if headers.last().is_some_and(|h| h.1 == name) => {}
+                Mark::Inside(_) => return None,
+            }
+        }
+    }
+    Some(headers)
+}
+
+/// Where the record-by-record reader puts each record, in file order.
+trait Keep {
+    /// Keeps `item` (or notes its problem in `c`); `None` stops the
+    /// reading, which then returns `None`.
+    fn keep(&mut self, c: &mut Checker<'_>, item: Item) -> Option<()>;
+}
+
+impl Keep for Sections {
+    fn keep(&mut self, c: &mut Checker<'_>, item: Item) -> Option<()> {
+        self.accept(c, item);
+        Some(())
+    }
+}
+
+/// The sections a site file has many records of: the reader that builds
+/// at once applies them straight to the builder.
+const LARGE_SECTIONS: [&str; 3] = ["cardholders", "credentials", "assignments"];
+
+/// Keeps a site file's records in a builder as they are read (see
+/// [`SiteFile::build`]): the large sections' records are applied at once,
+/// the others kept to be checked as usual. Stops at the first problem of
+/// any kind: the file is then read again by the checking reader, which
+/// words every problem.
+struct Direct {
+    builder: SnapshotBuilder,
+    small: Sections,
+    /// Records applied, by section.
+    applied: HashMap<&'static str, usize>,
+}
+
+impl Keep for Direct {
+    fn keep(&mut self, c: &mut Checker<'_>, item: Item) -> Option<()> {
+        if !LARGE_SECTIONS.contains(&item.section) {
+            self.small.accept(c, item);
+            return c.problems.is_empty().then_some(());
+        }
+        let Ok(Read {
+            record,
+            invalid: None,
+            ..
+        }) = item.record
+        else {
+            return None;
+        };
+        if self.builder.holds_key_of(&record) {
+            return None;
+        }
+        self.builder.apply(Change::Upsert(record)).ok()?;
+        *self.applied.entry(item.section).or_default() += 1;
+        Some(())
+    }
+}
+
+/// Reports every reference of `sections` to a record that `seen` (the ids
+/// of each section) does not hold.
+fn check_references(
+    c: &mut Checker<'_>,
+    sections: &Sections,
+    seen: &HashMap<&'static str, HashSet<String>>,
+) {
+    let Sections {
+        doors,
+        readers,
+        groups,
+        schedules,
+        levels,
+        creds,
+        assigns,
+        ..
+    } = sections;
+
+    // The ids kept of each section: the sets that found duplicates.
+    let none = HashSet::default();
+    let ids = |section: &str| seen.get(section).unwrap_or(&none);
+    let site_ids = ids("sites");
+    let area_ids = ids("areas");
+    let door_ids = ids("doors");
+    let group_ids = ids("door_groups");
+    let holiday_ids = ids("holiday_sets");
+    let schedule_ids = ids("schedules");
+    let level_ids = ids("access_levels");
+    let holder_ids = ids("cardholders");
+
+    for (i, r) in doors {
+        c.refs("doors", *i, &r.id, "site", [&r.site], site_ids);
+        c.refs("doors", *i, &r.id, "area", &r.area, area_ids);
+    }
+    for (i, r) in readers {
+        c.refs("readers", *i, &r.id, "door", [&r.door], door_ids);
+    }
+    for (i, r) in groups {
+        c.refs("door_groups", *i, &r.id, "door", &r.doors, door_ids);
+    }
+    for (i, r) in schedules {
+        let sets = &r.holiday_sets;
+        c.refs("schedules", *i, &r.id, "holiday set", sets, holiday_ids);
+    }
+    for (i, r) in levels {
+        c.refs(
+            "access_levels",
+            *i,
+            &r.id,
+            "schedule",
+            [&r.schedule],
+            schedule_ids,
+        );
+        c.refs("access_levels", *i, &r.id, "door", &r.doors, door_ids);
+        let groups = &r.door_groups;
+        c.refs("access_levels", *i, &r.id, "door group", groups, group_ids);
+    }
+    for (i, r) in creds {
+        if !holder_ids.contains(r.holder.as_str()) {
+            let id = r.card.to_string();
+            c.refs(
+                "credentials",
+                *i,
+                &id,
+                "cardholder",
+                [&r.holder],
+                holder_ids,
+            );
+        }
+    }
+    for (i, r) in assigns {
+        if !(holder_ids.contains(r.holder.as_str()) && level_ids.contains(r.level.as_str())) {
+            let id = format!("{} / {}", r.holder, r.level);
+            c.refs(
+                "assignments",
+                *i,
+                &id,
+                "cardholder",
+                [&r.holder],
+                holder_ids,
+            );
+            c.refs(
+                "assignments",
+                *i,
+                &id,
+                "access level",
+                [&r.level],
+                level_ids,
+            );
+        }
+    }
+}
+
+/// Bytes of a site file below which its headers are found on one thread.
+const SCAN_PIECE: usize = 1 << 20;
 
 /// Records a thread reads at a time when a site file is read on several
 /// threads.
@@ -607,6 +874,91 @@ impl SiteFile {
         Self::check(text).map_err(|problems| SiteError {
             problems: problems.into_iter().map(|(p, _)| p).collect(),
         })
+    }
+
+    /// Parses and checks a site file's text, as [`parse`](Self::parse)
+    /// does, and keeps its records by section instead of in one vector:
+    /// for a large file, whose records are then handed over one by one
+    /// (to a builder) after the text is freed. At a million cardholders
+    /// the one vector alone was several hundred MiB on top of the records.
+    pub fn read(text: &str) -> Result<SiteRecords, SiteError> {
+        Self::check_with(text, Some(reading_threads())).map_err(|problems| SiteError {
+            problems: problems.into_iter().map(|(p, _)| p).collect(),
+        })
+    }
+
+    /// Reads and checks a site file's text into a new builder whose first
+    /// published version is `after + 1`, with the count of records by
+    /// section: what a server serving the file needs, in the least time
+    /// and memory. The records of the large sections (cardholders,
+    /// credentials, assignments) are applied as they are read, so they are
+    /// never all held at once beside the builder; a file with any problem
+    /// is then read again the way [`parse`](Self::parse) reads it, for
+    /// every problem in the error.
+    pub fn build(
+        text: &str,
+        after: u64,
+    ) -> Result<(SnapshotBuilder, BTreeMap<&'static str, usize>), SiteError> {
+        if let Some(built) = Self::build_direct(text, after) {
+            return Ok(built);
+        }
+        let records = Self::read(text)?;
+        let counts = records.counts();
+        let mut builder = SnapshotBuilder::starting_at(after);
+        let refused = builder.apply_all(records.into_records().map(Change::Upsert));
+        if let Some((change, e)) = refused.first() {
+            // `read` validated every record as the builder does.
+            return Err(SiteError {
+                problems: vec![SiteProblem {
+                    line: 1,
+                    location: format!("{change:?}"),
+                    message: format!("refused by the builder: {e}"),
+                }],
+            });
+        }
+        Ok((builder, counts))
+    }
+
+    /// [`build`](Self::build) reading record by record, `None` at the first
+    /// problem of any kind or if the file is not of that shape.
+    fn build_direct(
+        text: &str,
+        after: u64,
+    ) -> Option<(SnapshotBuilder, BTreeMap<&'static str, usize>)> {
+        let mut c = Checker {
+            record_starts: HashMap::default(),
+            lines: Lines::new(text),
+            problems: Vec::new(),
+        };
+        let direct = read_by_record(&mut c, text, reading_threads(), |_, counts| {
+            let small = counts
+                .iter()
+                .filter(|(section, _)| !LARGE_SECTIONS.contains(section))
+                .map(|(&section, &count)| (section, count))
+                .collect();
+            let mut builder = SnapshotBuilder::starting_at(after);
+            builder.reserve_holders(counts.get("cardholders").copied().unwrap_or(0));
+            Direct {
+                builder,
+                small: Sections::with_capacity(&small),
+                applied: HashMap::default(),
+            }
+        })?;
+        let Direct {
+            mut builder,
+            mut small,
+            applied,
+        } = direct;
+        let seen = std::mem::take(&mut small.seen);
+        check_references(&mut c, &small, &seen);
+        if !(c.problems.is_empty() && small.invalid.is_empty()) {
+            return None;
+        }
+        let small = SiteRecords(small);
+        let mut counts = small.counts();
+        counts.extend(applied);
+        let refused = builder.apply_all(small.into_records().map(Change::Upsert));
+        (refused.is_empty() && builder.references_resolve()).then_some((builder, counts))
     }
 
     /// Splits `records` into a valid site file and the records that cannot
@@ -676,7 +1028,10 @@ impl SiteFile {
     /// Parses and checks a site file's text; on failure, every problem in
     /// file order with the record it is about.
     fn check(text: &str) -> Result<Self, Vec<(SiteProblem, Option<RecordAt>)>> {
-        Self::check_with(text, Some(reading_threads()))
+        let records = Self::check_with(text, Some(reading_threads()))?;
+        Ok(Self {
+            records: records.into_records().collect(),
+        })
     }
 
     /// [`check`](Self::check), reading record by record on `by_record`
@@ -685,14 +1040,21 @@ impl SiteFile {
     fn check_with(
         text: &str,
         by_record: Option<usize>,
-    ) -> Result<Self, Vec<(SiteProblem, Option<RecordAt>)>> {
+    ) -> Result<SiteRecords, Vec<(SiteProblem, Option<RecordAt>)>> {
         let checker = || Checker {
             record_starts: HashMap::default(),
             lines: Lines::new(text),
             problems: Vec::new(),
         };
         let mut c = checker();
-        let by_record = by_record.and_then(|threads| read_by_record(&mut c, text, threads));
+        let by_record = by_record.and_then(|threads| {
+            read_by_record(&mut c, text, threads, |c, counts| {
+                for (&section, &count) in counts {
+                    c.record_starts.insert(section, Vec::with_capacity(count));
+                }
+                Sections::with_capacity(counts)
+            })
+        });
         let sections = match by_record {
             Some(sections) => sections,
             None => {
@@ -704,154 +1066,17 @@ impl SiteFile {
                 }
             }
         };
-        let Sections {
-            sites,
-            areas,
-            doors,
-            readers,
-            groups,
-            holidays,
-            schedules,
-            levels,
-            holders,
-            creds,
-            assigns,
-            seen,
-            ..
-        } = sections;
-
-        // The ids kept of each section: the sets that found duplicates.
-        let none = HashSet::default();
-        let ids = |section: &str| seen.get(section).unwrap_or(&none);
-        let site_ids = ids("sites");
-        let area_ids = ids("areas");
-        let door_ids = ids("doors");
-        let group_ids = ids("door_groups");
-        let holiday_ids = ids("holiday_sets");
-        let schedule_ids = ids("schedules");
-        let level_ids = ids("access_levels");
-        let holder_ids = ids("cardholders");
-
-        for (i, r) in &doors {
-            c.refs("doors", *i, &r.id, "site", [&r.site], site_ids);
-            c.refs("doors", *i, &r.id, "area", &r.area, area_ids);
-        }
-        for (i, r) in &readers {
-            c.refs("readers", *i, &r.id, "door", [&r.door], door_ids);
-        }
-        for (i, r) in &groups {
-            c.refs("door_groups", *i, &r.id, "door", &r.doors, door_ids);
-        }
-        for (i, r) in &schedules {
-            let sets = &r.holiday_sets;
-            c.refs("schedules", *i, &r.id, "holiday set", sets, holiday_ids);
-        }
-        for (i, r) in &levels {
-            c.refs(
-                "access_levels",
-                *i,
-                &r.id,
-                "schedule",
-                [&r.schedule],
-                schedule_ids,
-            );
-            c.refs("access_levels", *i, &r.id, "door", &r.doors, door_ids);
-            let groups = &r.door_groups;
-            c.refs("access_levels", *i, &r.id, "door group", groups, group_ids);
-        }
-        for (i, r) in &creds {
-            let id = r.card.to_string();
-            c.refs(
-                "credentials",
-                *i,
-                &id,
-                "cardholder",
-                [&r.holder],
-                holder_ids,
-            );
-        }
-        for (i, r) in &assigns {
-            let id = format!("{} / {}", r.holder, r.level);
-            c.refs(
-                "assignments",
-                *i,
-                &id,
-                "cardholder",
-                [&r.holder],
-                holder_ids,
-            );
-            c.refs(
-                "assignments",
-                *i,
-                &id,
-                "access level",
-                [&r.level],
-                level_ids,
-            );
-        }
-
-        // The id sets are done with: freed before the records are moved
-        // into one vector, when the most memory is in use (3 million ids
-        // are a few hundred MiB).
+        let mut sections = sections;
+        let seen = std::mem::take(&mut sections.seen);
+        check_references(&mut c, &sections, &seen);
+        // The id sets are done with (3 million ids are a few hundred MiB).
         drop(seen);
-        // Sized once: grown by doubling, the vector of 3 million records
-        // of a large file was copied whole several times, a peak of its
-        // own on top of the records it was being filled from.
-        let total = sites.len()
-            + areas.len()
-            + doors.len()
-            + readers.len()
-            + groups.len()
-            + holidays.len()
-            + schedules.len()
-            + levels.len()
-            + holders.len()
-            + creds.len()
-            + assigns.len();
-        let mut records = Vec::with_capacity(total);
-        let mut push =
-            |c: &mut Checker<'_>, section: &'static str, index: usize, record: Record| {
-                if let Err(e) = validate(&record) {
-                    c.problem(section, index, &record_id(&record), e.to_string());
-                }
-                records.push(record);
-            };
-        for (i, r) in sites {
-            push(&mut c, "sites", i, Record::Site(r));
-        }
-        for (i, r) in areas {
-            push(&mut c, "areas", i, Record::Area(r));
-        }
-        for (i, r) in doors {
-            push(&mut c, "doors", i, Record::Door(r));
-        }
-        for (i, r) in readers {
-            push(&mut c, "readers", i, Record::Reader(r));
-        }
-        for (i, r) in groups {
-            push(&mut c, "door_groups", i, Record::DoorGroup(r));
-        }
-        for (i, r) in holidays {
-            push(&mut c, "holiday_sets", i, Record::HolidaySet(r));
-        }
-        for (i, r) in schedules {
-            push(&mut c, "schedules", i, Record::Schedule(r));
-        }
-        for (i, r) in levels {
-            push(&mut c, "access_levels", i, Record::AccessLevel(r));
-        }
-        for (i, r) in holders {
-            push(&mut c, "cardholders", i, Record::Cardholder(r));
-        }
-        for (i, r) in creds {
-            push(&mut c, "credentials", i, Record::Credential(r));
-        }
-        for (i, r) in assigns {
-            push(&mut c, "assignments", i, Record::Assignment(r));
+        for (section, index, id, message) in std::mem::take(&mut sections.invalid) {
+            c.problem(section, index, &id, message);
         }
 
         if c.problems.is_empty() {
-            Ok(Self { records })
+            Ok(SiteRecords(sections))
         } else {
             // File order (a stable sort keeps the order of several problems
             // on one line).
@@ -917,6 +1142,65 @@ impl SiteFile {
     }
 }
 
+/// The records of a checked site file, kept by section (see
+/// [`SiteFile::read`]).
+pub struct SiteRecords(Sections);
+
+impl SiteRecords {
+    /// How many records there are.
+    pub fn len(&self) -> usize {
+        self.counts().values().sum()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Counts of records by section, for summaries (as
+    /// [`SiteFile::counts`]).
+    pub fn counts(&self) -> BTreeMap<&'static str, usize> {
+        let s = &self.0;
+        [
+            ("sites", s.sites.len()),
+            ("areas", s.areas.len()),
+            ("doors", s.doors.len()),
+            ("readers", s.readers.len()),
+            ("door_groups", s.groups.len()),
+            ("holiday_sets", s.holidays.len()),
+            ("schedules", s.schedules.len()),
+            ("access_levels", s.levels.len()),
+            ("cardholders", s.holders.len()),
+            ("credentials", s.creds.len()),
+            ("assignments", s.assigns.len()),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect()
+    }
+
+    /// Every record, sites first and assignments last, in the order of
+    /// [`SiteFile::records`]. Each section's memory is freed once it has
+    /// been handed over.
+    pub fn into_records(self) -> impl Iterator<Item = Record> {
+        fn each<R>(records: Vec<(usize, R)>, f: fn(R) -> Record) -> impl Iterator<Item = Record> {
+            records.into_iter().map(move |(_, r)| f(r))
+        }
+        let s = self.0;
+        each(s.sites, Record::Site)
+            .chain(each(s.areas, Record::Area))
+            .chain(each(s.doors, Record::Door))
+            .chain(each(s.readers, Record::Reader))
+            .chain(each(s.groups, Record::DoorGroup))
+            .chain(each(s.holidays, Record::HolidaySet))
+            .chain(each(s.schedules, Record::Schedule))
+            .chain(each(s.levels, Record::AccessLevel))
+            .chain(each(s.holders, Record::Cardholder))
+            .chain(each(s.creds, Record::Credential))
+            .chain(each(s.assigns, Record::Assignment))
+    }
+}
+
 /// The section a record is written in.
 fn section_of(record: &Record) -> &'static str {
     match record {
@@ -936,12 +1220,12 @@ fn section_of(record: &Record) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::{Checker, HashMap, Lines, SiteFile, read_by_record};
+    use super::{Checker, HashMap, Lines, Sections, SiteFile, find_headers, read_by_record};
 
     /// Records or problems, as text, read either way.
     fn read(text: &str, by_record: bool) -> Result<Vec<String>, Vec<String>> {
         match SiteFile::check_with(text, by_record.then_some(1)) {
-            Ok(site) => Ok(site.records.iter().map(|r| format!("{r:?}")).collect()),
+            Ok(site) => Ok(site.into_records().map(|r| format!("{r:?}")).collect()),
             Err(problems) => Err(problems.iter().map(|(p, _)| p.to_string()).collect()),
         }
     }
@@ -952,7 +1236,7 @@ mod tests {
             lines: Lines::new(text),
             problems: Vec::new(),
         };
-        read_by_record(&mut c, text, 1).is_some()
+        read_by_record(&mut c, text, 1, |_, counts| Sections::with_capacity(counts)).is_some()
     }
 
     #[test]
@@ -1046,7 +1330,7 @@ mod tests {
                 lines: Lines::new(text),
                 problems: Vec::new(),
             };
-            read_by_record(&mut c, text, 3).is_some()
+            read_by_record(&mut c, text, 3, |_, counts| Sections::with_capacity(counts)).is_some()
         };
         assert!(on_threads(&text) && on_threads(&broken));
         assert!(!on_threads(&whole));
@@ -1054,9 +1338,60 @@ mod tests {
 
     fn read_on(text: &str, threads: usize) -> Result<Vec<String>, Vec<String>> {
         match SiteFile::check_with(text, Some(threads)) {
-            Ok(site) => Ok(site.records.iter().map(|r| format!("{r:?}")).collect()),
+            Ok(site) => Ok(site.into_records().map(|r| format!("{r:?}")).collect()),
             Err(problems) => Err(problems.iter().map(|(p, _)| p.to_string()).collect()),
         }
+    }
+
+    #[test]
+    fn a_valid_file_is_built_as_it_is_read_and_a_bad_one_read_again() {
+        use crate::model::Record;
+        let records = crate::synth::site(&crate::synth::SynthParams {
+            holders: 50,
+            doors: 5,
+            levels: 3,
+            ..Default::default()
+        });
+        let text = SiteFile::to_toml(&records).unwrap();
+        let (builder, counts) = SiteFile::build_direct(&text, 0).expect("built as read");
+        assert_eq!(builder.records().count(), records.len());
+        assert_eq!(counts.get("cardholders"), Some(&50));
+        let holder = records
+            .iter()
+            .find(|r| matches!(r, Record::Cardholder(_)))
+            .unwrap()
+            .clone();
+        let mut twice = records.clone();
+        twice.push(holder);
+        let text = SiteFile::to_toml(&twice).unwrap();
+        assert!(SiteFile::build_direct(&text, 0).is_none());
+        assert!(SiteFile::build(&text, 0).is_err());
+    }
+
+    #[test]
+    fn headers_found_in_pieces_are_the_headers_found_at_once() {
+        let example = include_str!("../../docs/examples/site.toml");
+        let synthetic = SiteFile::to_toml(&crate::synth::site(&crate::synth::SynthParams {
+            holders: 100,
+            doors: 10,
+            levels: 4,
+            ..Default::default()
+        }))
+        .unwrap();
+        let inside = "[[schedules]]\nid = \"s\"\n[[schedules.intervals]]\nstart = \"08:00\"\n";
+        let inside_other =
+            "[[schedules]]\nid = \"s\"\n[[sites]]\nid = \"x\"\n[[schedules.intervals]]\n";
+        let quoted = format!("{synthetic}[[sites]]\nid = \"\"\"x\"\"\"\n");
+        for text in [example, &synthetic, inside, inside_other, &quoted] {
+            let at_once = find_headers(text, 1);
+            for pieces in 2..=7 {
+                assert_eq!(find_headers(text, pieces), at_once, "{pieces} pieces");
+            }
+        }
+        assert!(find_headers(example, 1).is_some_and(|h| h.len() > 20));
+        assert!(find_headers(inside, 1).is_some());
+        assert!(find_headers(inside_other, 3).is_none());
+        assert!(find_headers(&quoted, 4).is_none());
     }
 
     #[test]

@@ -46,6 +46,114 @@ fn a_synthetic_site_round_trips() {
     );
 }
 
+#[test]
+fn reading_by_section_hands_over_what_parsing_holds() {
+    let written = SiteFile::to_toml(&synth::site(&synth::SynthParams {
+        holders: 300,
+        doors: 20,
+        levels: 5,
+        ..Default::default()
+    }))
+    .unwrap();
+    let parsed = SiteFile::parse(&written).unwrap_or_else(|e| panic!("{e}"));
+    let read = SiteFile::read(&written).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(read.counts(), parsed.counts());
+    assert_eq!(read.len(), parsed.records.len());
+    assert!(!read.is_empty());
+    let handed: Vec<_> = read.into_records().collect();
+    assert!(handed == parsed.records, "same records in the same order");
+    assert_eq!(
+        SiteFile::read(BAD).err().map(|e| e.to_string()),
+        SiteFile::parse(BAD).err().map(|e| e.to_string()),
+        "same problems"
+    );
+    assert!(SiteFile::read(BAD).is_err());
+}
+
+/// The builder's reader applies the large sections as they come: a valid
+/// file gives the builder that applying `parse`'s records gives, and a file
+/// with any problem the very error `parse` gives.
+#[test]
+fn building_at_once_holds_what_parsing_holds_and_refuses_the_same() {
+    use accessd_engine::{Change, Record, SnapshotBuilder};
+    // Enough records to be read on several threads.
+    let records = synth::site(&synth::SynthParams {
+        holders: 3000,
+        doors: 40,
+        levels: 10,
+        ..Default::default()
+    });
+    let text = SiteFile::to_toml(&records).unwrap();
+    let (mut built, counts) = SiteFile::build(&text, 7).unwrap_or_else(|e| panic!("{e}"));
+    let parsed = SiteFile::parse(&text).unwrap();
+    assert_eq!(counts, parsed.counts());
+    let mut applied = SnapshotBuilder::new();
+    assert!(
+        applied
+            .apply_all(parsed.records.into_iter().map(Change::Upsert))
+            .is_empty()
+    );
+    let sorted = |b: &SnapshotBuilder| {
+        let mut all: Vec<String> = b.records().map(|r| format!("{r:?}")).collect();
+        all.sort();
+        all
+    };
+    assert!(sorted(&built) == sorted(&applied), "same records");
+    assert_eq!(built.publish(jiff::Timestamp::UNIX_EPOCH).version(), 8);
+
+    let first = |pick: fn(&Record) -> bool| records.iter().find(|r| pick(r)).unwrap().clone();
+    let holder = first(|r| matches!(r, Record::Cardholder(_)));
+    let credential = first(|r| matches!(r, Record::Credential(_)));
+    let assignment = first(|r| matches!(r, Record::Assignment(_)));
+    let Record::Assignment(a) = &assignment else {
+        unreachable!()
+    };
+    let level = a.level.clone();
+    let with = |extra: Record| {
+        let mut all = records.clone();
+        all.push(extra);
+        all
+    };
+    let without = |gone: &Record| records.iter().filter(|r| *r != gone).cloned().collect();
+    let mut inverted = holder.clone();
+    if let Record::Cardholder(h) = &mut inverted {
+        h.valid_from = Some(jiff::Timestamp::from_second(2_000_000_000).unwrap());
+        h.valid_until = Some(jiff::Timestamp::UNIX_EPOCH);
+    }
+    let level_record = records
+        .iter()
+        .find(|r| matches!(r, Record::AccessLevel(l) if l.id == level))
+        .unwrap()
+        .clone();
+    let cases: Vec<(&str, Vec<Record>)> = vec![
+        ("a cardholder twice", with(holder.clone())),
+        ("a credential twice", with(credential)),
+        ("an assignment twice", with(assignment)),
+        ("a cardholder left out", without(&holder)),
+        ("an access level left out", without(&level_record)),
+        (
+            "an inverted validity",
+            records
+                .iter()
+                .map(|r| {
+                    if *r == holder {
+                        inverted.clone()
+                    } else {
+                        r.clone()
+                    }
+                })
+                .collect(),
+        ),
+    ];
+    for (what, records) in cases {
+        let text = SiteFile::to_toml(&records).unwrap();
+        let parsed = SiteFile::parse(&text).err().map(|e| e.to_string());
+        assert!(parsed.is_some(), "{what}: parse refuses it");
+        let built = SiteFile::build(&text, 0).err().map(|e| e.to_string());
+        assert_eq!(built, parsed, "{what}");
+    }
+}
+
 const BAD: &str = r#"
 [[sites]]
 id = "hq"

@@ -169,9 +169,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 println!("deleted {key:?}");
             }
             Action::Import { site } => {
-                let file = super::site::read_site(&site)?;
-                admin.put_all(&file.records, |_| {}).await?;
-                println!("imported {} records", file.records.len());
+                let records: Vec<_> = super::site::read_site(&site)?.into_records().collect();
+                admin.put_all(&records, |_| {}).await?;
+                println!("imported {} records", records.len());
             }
             Action::Export { site, strict } => {
                 let export = admin.export().await?;

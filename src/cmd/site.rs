@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use accessd_engine::{
-    Change, PinHash, Presence, SharedSnapshot, SiteFile, Snapshot, SnapshotBuilder,
+    PinHash, Presence, SharedSnapshot, SiteError, SiteFile, SiteRecords, Snapshot, SnapshotBuilder,
 };
 use accessd_loader::checkpoint::{
     self, Checkpoint, CheckpointData, CheckpointError, CheckpointSource,
@@ -34,23 +34,30 @@ pub(crate) struct PinHashArgs {
     pin_stdin: bool,
 }
 
-/// Reads and checks a site file; every problem is in the error.
-pub(crate) fn read_site(path: &Path) -> anyhow::Result<SiteFile> {
+/// Reads and checks a site file; every problem is in the error. The text
+/// is freed before the records are returned.
+pub(crate) fn read_site(path: &Path) -> anyhow::Result<SiteRecords> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read site file `{}`", path.display()))?;
-    SiteFile::parse(&text).with_context(|| format!("site file `{}` is not valid", path.display()))
+    SiteFile::read(&text).with_context(|| format!("site file `{}` is not valid", path.display()))
+}
+
+/// Reads a site file's text into a builder and publishes its snapshot,
+/// as of `now`, from version `after` on; the builder is returned too (for
+/// checkpoints). The error words every problem of the file.
+fn build(text: &str, after: u64, now: Timestamp) -> Result<(SnapshotBuilder, Snapshot), SiteError> {
+    let (mut builder, _) = SiteFile::build(text, after)?;
+    let snapshot = builder.publish(now);
+    Ok((builder, snapshot))
 }
 
 /// Reads a site file and builds its snapshot, as of `now`.
 pub(crate) fn load_snapshot(path: &Path, now: Timestamp) -> anyhow::Result<Snapshot> {
-    let site = read_site(path)?;
-    let mut builder = SnapshotBuilder::new();
-    let refused = builder.apply_all(site.records.into_iter().map(Change::Upsert));
-    if let Some((_, e)) = refused.first() {
-        // SiteFile::parse already validated every record; this is a bug.
-        bail!("site file record refused by the builder: {e}");
-    }
-    Ok(builder.publish(now))
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read site file `{}`", path.display()))?;
+    let (_, snapshot) = build(&text, 0, now)
+        .with_context(|| format!("site file `{}` is not valid", path.display()))?;
+    Ok(snapshot)
 }
 
 /// A site file being served: its snapshot, and the builder kept for
@@ -112,11 +119,12 @@ impl ServedSite {
         if source == self.data().source {
             return SiteReload::Unchanged;
         }
-        let site = match String::from_utf8(bytes)
+        let after = self.shared.load().version();
+        let built = String::from_utf8(bytes)
             .map_err(|e| anyhow::anyhow!(e))
-            .and_then(|text| SiteFile::parse(&text).map_err(|e| anyhow::anyhow!(e)))
-        {
-            Ok(site) => site,
+            .and_then(|text| build(&text, after, Timestamp::now()).map_err(|e| anyhow::anyhow!(e)));
+        let (builder, snapshot) = match built {
+            Ok(built) => built,
             Err(e) => {
                 return SiteReload::Refused(format!(
                     "site file `{}` is not valid: {e:#}",
@@ -124,12 +132,6 @@ impl ServedSite {
                 ));
             }
         };
-        let mut builder = SnapshotBuilder::starting_at(self.shared.load().version());
-        let refused = builder.apply_all(site.records.into_iter().map(Change::Upsert));
-        if let Some((_, e)) = refused.first() {
-            return SiteReload::Refused(format!("site file record refused by the builder: {e}"));
-        }
-        let snapshot = builder.publish(Timestamp::now());
         let version = snapshot.version();
         let stats = snapshot.stats();
         // One lock for the swap, so a checkpoint sees the builder and the
@@ -221,26 +223,21 @@ pub(crate) fn load_served(
     let source = CheckpointSource::site_file(&bytes);
     let text = String::from_utf8(bytes)
         .with_context(|| format!("site file `{}` is not UTF-8", path.display()))?;
-    let parse_started = std::time::Instant::now();
-    let site = SiteFile::parse(&text)
+    let read_started = std::time::Instant::now();
+    let (mut builder, _) = SiteFile::build(&text, 0)
         .with_context(|| format!("site file `{}` is not valid", path.display()))?;
     drop(text);
-    let parse_ms = parse_started.elapsed().as_millis() as u64;
-    let build_started = std::time::Instant::now();
-    let mut builder = SnapshotBuilder::new();
-    let refused = builder.apply_all(site.records.into_iter().map(Change::Upsert));
-    if let Some((_, e)) = refused.first() {
-        bail!("site file record refused by the builder: {e}");
-    }
+    let read_ms = read_started.elapsed().as_millis() as u64;
+    let publish_started = std::time::Instant::now();
     let snapshot = builder.publish(Timestamp::now());
-    let build_ms = build_started.elapsed().as_millis() as u64;
+    let publish_ms = publish_started.elapsed().as_millis() as u64;
     give_back_freed_memory();
     tracing::info!(
         stats = ?snapshot.stats(),
         version = snapshot.version(),
         from_checkpoint = false,
-        parse_ms,
-        build_ms,
+        read_ms,
+        publish_ms,
         ms = started.elapsed().as_millis() as u64,
         "site loaded"
     );
@@ -369,9 +366,9 @@ pub(crate) async fn keep_checkpoint(
 }
 
 pub(crate) fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let site = read_site(&args.site)?;
+    let records = read_site(&args.site)?;
     println!("{}: ok", args.site.display());
-    for (section, count) in site.counts() {
+    for (section, count) in records.counts() {
         println!("  {section:<14} {count}");
     }
     Ok(ExitCode::SUCCESS)

@@ -186,7 +186,7 @@ impl SnapshotBuilder {
                     level: self.levels.number(&r.level),
                     validity: Validity::new(r.valid_from, r.valid_until),
                 };
-                self.modify_holder(&r.holder, |h| {
+                self.modify_holder(r.holder, |h| {
                     match h
                         .assignments
                         .binary_search_by_key(&entry.level, |a| a.level)
@@ -217,7 +217,7 @@ impl SnapshotBuilder {
             RecordKey::HolidaySet(id) => small.holiday_sets.remove(&id).is_some(),
             RecordKey::AccessLevel(id) => small.levels.remove(&id).is_some(),
             RecordKey::Cardholder(id) => {
-                self.modify_holder(&id, |h| h.core = None);
+                self.modify_holder(id, |h| h.core = None);
                 false
             }
             RecordKey::Credential(key) => {
@@ -228,7 +228,7 @@ impl SnapshotBuilder {
             }
             RecordKey::Assignment { holder, level } => {
                 if let Some(level) = self.levels.get(&level) {
-                    self.modify_holder(&holder, |h| h.assignments.retain(|a| a.level != level));
+                    self.modify_holder(holder, |h| h.assignments.retain(|a| a.level != level));
                 }
                 false
             }
@@ -245,11 +245,16 @@ impl SnapshotBuilder {
     /// stores the new entry and points every credential of the holder at
     /// it (INVARIANT(holder-arc)). A holder left with no record, no
     /// assignment and no credential is forgotten. Returns the new entry.
-    fn modify_holder(
+    ///
+    /// `id` may be owned: a new holder keeps it instead of a copy (a
+    /// million of them are made by a large file's load).
+    fn modify_holder<I: AsRef<str> + Into<Box<str>>>(
         &mut self,
-        id: &str,
+        id: I,
         f: impl FnOnce(&mut HolderParts),
     ) -> Option<Arc<HolderEntry>> {
+        let id_owned = id;
+        let id = id_owned.as_ref();
         let hash = self.hasher.hash_one(id);
         let entry = match self.holders.find_entry(hash, |e| e.id() == id) {
             Ok(mut slot) => {
@@ -283,7 +288,7 @@ impl SnapshotBuilder {
                     creds: Vec::new(),
                 };
                 f(&mut parts);
-                let entry = Arc::new(HolderEntry::new(Box::from(id), parts));
+                let entry = Arc::new(HolderEntry::new(id_owned.into(), parts));
                 if entry.is_empty() {
                     return None;
                 }
@@ -310,7 +315,7 @@ impl SnapshotBuilder {
             validity: Validity::new(r.valid_from, r.valid_until),
             lockdown_override: r.lockdown_override,
         };
-        self.modify_holder(&r.id, |h| h.core = Some(core));
+        self.modify_holder(r.id, |h| h.core = Some(core));
     }
 
     fn upsert_credential(&mut self, r: CredentialRecord) {
@@ -326,7 +331,7 @@ impl SnapshotBuilder {
         }
         let holder = match self.find_holder(&r.holder) {
             Some(h) if h.creds.contains(&key) => Some(Arc::clone(h)),
-            _ => self.modify_holder(&r.holder, |h| h.creds.push(key)),
+            _ => self.modify_holder(r.holder.as_str(), |h| h.creds.push(key)),
         };
         let Some(holder) = holder else {
             // Cannot happen: the holder now has at least this credential.
@@ -334,6 +339,49 @@ impl SnapshotBuilder {
         };
         let (hot, cold) = cred_entry(r, holder);
         self.creds.insert(key, hot, cold);
+    }
+
+    /// Room for `n` more cardholders, for a load that knows how many come.
+    pub(crate) fn reserve_holders(&mut self, n: usize) {
+        let hasher = &self.hasher;
+        self.holders.reserve(n, |e| hasher.hash_one(e.id()));
+    }
+
+    /// Whether a record with `record`'s key was applied: for a reader that
+    /// applies a file's records as they come and must refuse duplicates.
+    pub(crate) fn holds_key_of(&self, record: &Record) -> bool {
+        let small = &self.small;
+        match record {
+            Record::Site(r) => small.sites.contains_key(&r.id),
+            Record::Door(r) => small.doors.contains_key(&r.id),
+            Record::Reader(r) => small.readers.contains_key(&r.id),
+            Record::Area(r) => small.areas.contains_key(&r.id),
+            Record::DoorGroup(r) => small.door_groups.contains_key(&r.id),
+            Record::Schedule(r) => small.schedules.contains_key(&r.id),
+            Record::HolidaySet(r) => small.holiday_sets.contains_key(&r.id),
+            Record::AccessLevel(r) => small.levels.contains_key(&r.id),
+            Record::Cardholder(r) => self.find_holder(&r.id).is_some_and(|h| h.core().is_some()),
+            Record::Credential(r) => self.creds.get(&r.card).is_some(),
+            Record::Assignment(r) => self.levels.get(&r.level).is_some_and(|level| {
+                self.find_holder(&r.holder)
+                    .is_some_and(|h| h.assignments().any(|a| a.level == level))
+            }),
+        }
+    }
+
+    /// Whether every credential and assignment applied names a cardholder
+    /// with a record, and every assignment an access level with one (as a
+    /// site file must; a table may hold either before the other).
+    pub(crate) fn references_resolve(&self) -> bool {
+        let defined: std::collections::HashSet<u32> = self
+            .small
+            .levels
+            .keys()
+            .filter_map(|id| self.levels.get(id))
+            .collect();
+        self.holders
+            .iter()
+            .all(|h| h.core().is_some() && h.assignments().all(|a| defined.contains(&a.level)))
     }
 
     /// Makes a new snapshot version of everything applied so far. `as_of`

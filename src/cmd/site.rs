@@ -251,16 +251,12 @@ pub(crate) fn load_served(
     })
 }
 
-/// Returns the memory a large parse freed to the system: glibc keeps freed
-/// blocks in its arenas, so a server that parsed a million-holder file
-/// would stay resident at the parse's size for good.
+/// Returns the memory a large parse freed to the system: the allocator
+/// keeps freed pages for a while, and the reading threads' pages (they
+/// have ended) until another thread takes them over, so a server that
+/// parsed a million-holder file would stay resident at the parse's size.
 fn give_back_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory of the allocator.
-    #[expect(unsafe_code, reason = "malloc_trim: give the parse's memory back")]
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    crate::give_back_freed_memory();
 }
 
 /// Rebuilds a site served in place from `checkpoint` on a thread of its

@@ -261,11 +261,7 @@ impl Sections {
             .entry(item.section)
             .or_default()
             .push(item.start);
-        let Read {
-            record,
-            id,
-            invalid,
-        } = match item.record {
+        let Read { record, invalid } = match item.record {
             Ok(read) => read,
             Err(fault) => {
                 // The parser's span of the offending value, when it has
@@ -275,6 +271,7 @@ impl Sections {
                 return;
             }
         };
+        let id = record_id(&record);
         let seen = self.seen.entry(item.section).or_default();
         if seen.contains(&id) {
             c.problem(item.section, index, &id, "duplicate id".to_owned());
@@ -315,11 +312,66 @@ struct Item {
 /// A record read, with what the keeping thread needs of it.
 struct Read {
     record: Record,
-    /// Its id (see [`record_id`]).
-    id: String,
     /// Why [`validate`] refuses it, if it does: checked where it was read,
     /// so on every reading thread.
     invalid: Option<String>,
+}
+
+impl Read {
+    fn of(record: Record) -> Self {
+        Self {
+            invalid: validate(&record).err().map(|e| e.to_string()),
+            record,
+        }
+    }
+}
+
+/// A record's fields as one of the readers holds them, to be deserialised
+/// as the record of its section by [`record_of`].
+trait Fields {
+    type Error;
+    fn to<T: DeserializeOwned>(self) -> Result<T, Self::Error>;
+}
+
+/// A record as the TOML parser read it, with spans.
+impl Fields for Spanned<DeValue<'_>> {
+    type Error = toml::de::Error;
+
+    fn to<T: DeserializeOwned>(self) -> Result<T, toml::de::Error> {
+        T::deserialize(ValueDeserializer::from(self))
+    }
+}
+
+/// The lines of a record after its header, for the reader of plain
+/// records ([`flat`]); its error is only that it leaves the record to the
+/// TOML parser.
+struct PlainLines<'a>(&'a str);
+
+impl Fields for PlainLines<'_> {
+    type Error = ();
+
+    fn to<T: DeserializeOwned>(self) -> Result<T, ()> {
+        flat::read(self.0).ok_or(())
+    }
+}
+
+/// The record of `section` that `fields` make; `None` for a section that
+/// is not one of [`SECTIONS`].
+fn record_of<F: Fields>(section: &str, fields: F) -> Option<Result<Record, F::Error>> {
+    Some(match section {
+        "sites" => fields.to().map(Record::Site),
+        "areas" => fields.to().map(Record::Area),
+        "doors" => fields.to().map(Record::Door),
+        "readers" => fields.to().map(Record::Reader),
+        "door_groups" => fields.to().map(Record::DoorGroup),
+        "holiday_sets" => fields.to().map(Record::HolidaySet),
+        "schedules" => fields.to().map(Record::Schedule),
+        "access_levels" => fields.to().map(Record::AccessLevel),
+        "cardholders" => fields.to().map(Record::Cardholder),
+        "credentials" => fields.to().map(Record::Credential),
+        "assignments" => fields.to().map(Record::Assignment),
+        _ => return None,
+    })
 }
 
 /// Why a record could not be read.
@@ -340,9 +392,6 @@ fn read_item(
     item: Spanned<DeValue<'_>>,
     base: usize,
 ) -> Option<Item> {
-    fn de<T: DeserializeOwned>(item: Spanned<DeValue<'_>>) -> Result<T, toml::de::Error> {
-        T::deserialize(ValueDeserializer::from(item))
-    }
     let start = base + item.span().start;
     // Where its id is written, kept for a problem's place: the item itself
     // goes to the deserialiser.
@@ -352,26 +401,7 @@ fn read_item(
         .or_else(|| item.get_ref().get("card"))
         .filter(|v| v.get_ref().as_str().is_some())
         .map(Spanned::span);
-    let record = match section {
-        "sites" => de(item).map(Record::Site),
-        "areas" => de(item).map(Record::Area),
-        "doors" => de(item).map(Record::Door),
-        "readers" => de(item).map(Record::Reader),
-        "door_groups" => de(item).map(Record::DoorGroup),
-        "holiday_sets" => de(item).map(Record::HolidaySet),
-        "schedules" => de(item).map(Record::Schedule),
-        "access_levels" => de(item).map(Record::AccessLevel),
-        "cardholders" => de(item).map(Record::Cardholder),
-        "credentials" => de(item).map(Record::Credential),
-        "assignments" => de(item).map(Record::Assignment),
-        _ => return None,
-    };
-    let record = record.map(|record| Read {
-        id: record_id(&record),
-        invalid: validate(&record).err().map(|e| e.to_string()),
-        record,
-    });
-    let record = record.map_err(|e| Fault {
+    let record = record_of(section, item)?.map(Read::of).map_err(|e| Fault {
         raw_id: id_span
             .and_then(|span| text.get(base + span.start..base + span.end))
             .map(|written| written.trim_matches(['"', '\'']).to_owned())
@@ -391,28 +421,11 @@ fn read_item(
 /// that reader leaves it to the TOML parser.
 fn read_plain(chunk: &str, section: &'static str, start: usize) -> Option<Item> {
     let (_header, body) = chunk.split_once('\n')?;
-    let record = match section {
-        "sites" => flat::read(body).map(Record::Site),
-        "areas" => flat::read(body).map(Record::Area),
-        "doors" => flat::read(body).map(Record::Door),
-        "readers" => flat::read(body).map(Record::Reader),
-        "door_groups" => flat::read(body).map(Record::DoorGroup),
-        "holiday_sets" => flat::read(body).map(Record::HolidaySet),
-        "schedules" => flat::read(body).map(Record::Schedule),
-        "access_levels" => flat::read(body).map(Record::AccessLevel),
-        "cardholders" => flat::read(body).map(Record::Cardholder),
-        "credentials" => flat::read(body).map(Record::Credential),
-        "assignments" => flat::read(body).map(Record::Assignment),
-        _ => None,
-    }?;
+    let record = record_of(section, PlainLines(body))?.ok()?;
     Some(Item {
         section,
         start,
-        record: Ok(Read {
-            id: record_id(&record),
-            invalid: validate(&record).err().map(|e| e.to_string()),
-            record,
-        }),
+        record: Ok(Read::of(record)),
     })
 }
 
@@ -681,7 +694,7 @@ fn find_headers(text: &str, pieces: usize) -> Option<Vec<(usize, &'static str)>>
             let at = (text.len() / n * i).max(start);
             text.as_bytes()
                 .get(at..)
-                .and_then(|rest| rest.iter().position(|&b| b == b'\n'))
+                .and_then(|rest| memchr::memchr(b'\n', rest))
                 .map_or(text.len(), |n| at + n + 1)
         };
         pieces.push((start, text.get(start..end)?));

@@ -11,6 +11,8 @@ mod telemetry;
 
 use std::process::ExitCode;
 
+use clap::{CommandFactory, Parser, Subcommand};
+
 /// mimalloc: a load of a large site file frees millions of small strings
 /// on another thread than the one that made them, which glibc's malloc
 /// does under its arenas' locks with consolidation (a third of the time of
@@ -18,18 +20,6 @@ use std::process::ExitCode;
 /// its own.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Gives the memory the allocator holds free back to the system now, after
-/// a large load (and collects the pages of threads that have ended).
-pub(crate) fn give_back_freed_memory() {
-    // SAFETY: mi_collect only frees what the allocator holds unused.
-    #[expect(unsafe_code, reason = "mimalloc's collect has no safe wrapper")]
-    unsafe {
-        libmimalloc_sys::mi_collect(true);
-    }
-}
-
-use clap::{CommandFactory, Parser, Subcommand};
 
 /// accessd: may this card pass this reader, now?
 #[derive(Parser, Debug)]

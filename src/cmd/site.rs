@@ -1,13 +1,14 @@
 //! `accessd check-site` and `accessd pin-hash`, plus loading a site file
 //! into a snapshot for the other subcommands.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use accessd_engine::{
-    PinHash, Presence, SharedSnapshot, SiteError, SiteFile, SiteRecords, Snapshot, SnapshotBuilder,
+    PinHash, Presence, SharedSnapshot, SiteFile, SiteRecords, Snapshot, SnapshotBuilder,
 };
 use accessd_loader::checkpoint::{
     self, Checkpoint, CheckpointData, CheckpointError, CheckpointSource,
@@ -34,30 +35,30 @@ pub(crate) struct PinHashArgs {
     pin_stdin: bool,
 }
 
+/// The text of the site file at `path`.
+fn site_text(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read site file `{}`", path.display()))
+}
+
 /// Reads and checks a site file; every problem is in the error. The text
 /// is freed before the records are returned.
 pub(crate) fn read_site(path: &Path) -> anyhow::Result<SiteRecords> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read site file `{}`", path.display()))?;
-    SiteFile::read(&text).with_context(|| format!("site file `{}` is not valid", path.display()))
+    SiteFile::read(&site_text(path)?)
+        .with_context(|| format!("site file `{}` is not valid", path.display()))
 }
 
-/// Reads a site file's text into a builder and publishes its snapshot,
-/// as of `now`, from version `after` on; the builder is returned too (for
-/// checkpoints). The error words every problem of the file.
-fn build(text: &str, after: u64, now: Timestamp) -> Result<(SnapshotBuilder, Snapshot), SiteError> {
-    let (mut builder, _) = SiteFile::build(text, after)?;
-    let snapshot = builder.publish(now);
-    Ok((builder, snapshot))
+/// Reads and checks a site file into a builder, as `serve` does (see
+/// `SiteFile::build`), with the count of records by section.
+fn build_site(path: &Path) -> anyhow::Result<(SnapshotBuilder, BTreeMap<&'static str, usize>)> {
+    SiteFile::build(&site_text(path)?, 0)
+        .with_context(|| format!("site file `{}` is not valid", path.display()))
 }
 
 /// Reads a site file and builds its snapshot, as of `now`.
 pub(crate) fn load_snapshot(path: &Path, now: Timestamp) -> anyhow::Result<Snapshot> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read site file `{}`", path.display()))?;
-    let (_, snapshot) = build(&text, 0, now)
-        .with_context(|| format!("site file `{}` is not valid", path.display()))?;
-    Ok(snapshot)
+    let (mut builder, _) = build_site(path)?;
+    Ok(builder.publish(now))
 }
 
 /// A site file being served: its snapshot, and the builder kept for
@@ -122,8 +123,8 @@ impl ServedSite {
         let after = self.shared.load().version();
         let built = String::from_utf8(bytes)
             .map_err(|e| anyhow::anyhow!(e))
-            .and_then(|text| build(&text, after, Timestamp::now()).map_err(|e| anyhow::anyhow!(e)));
-        let (builder, snapshot) = match built {
+            .and_then(|text| SiteFile::build(&text, after).map_err(|e| anyhow::anyhow!(e)));
+        let (mut builder, _) = match built {
             Ok(built) => built,
             Err(e) => {
                 return SiteReload::Refused(format!(
@@ -132,6 +133,7 @@ impl ServedSite {
                 ));
             }
         };
+        let snapshot = builder.publish(Timestamp::now());
         let version = snapshot.version();
         let stats = snapshot.stats();
         // One lock for the swap, so a checkpoint sees the builder and the
@@ -256,7 +258,11 @@ pub(crate) fn load_served(
 /// have ended) until another thread takes them over, so a server that
 /// parsed a million-holder file would stay resident at the parse's size.
 fn give_back_freed_memory() {
-    crate::give_back_freed_memory();
+    // SAFETY: mi_collect only frees what the allocator holds unused.
+    #[expect(unsafe_code, reason = "mimalloc's collect has no safe wrapper")]
+    unsafe {
+        libmimalloc_sys::mi_collect(true);
+    }
 }
 
 /// Rebuilds a site served in place from `checkpoint` on a thread of its
@@ -364,10 +370,7 @@ pub(crate) async fn keep_checkpoint(
 pub(crate) fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     // Checked as `serve` reads it: the same problems, in less time and
     // memory than keeping every record.
-    let text = std::fs::read_to_string(&args.site)
-        .with_context(|| format!("cannot read site file `{}`", args.site.display()))?;
-    let (_, counts) = SiteFile::build(&text, 0)
-        .with_context(|| format!("site file `{}` is not valid", args.site.display()))?;
+    let (_, counts) = build_site(&args.site)?;
     println!("{}: ok", args.site.display());
     for (section, count) in counts {
         println!("  {section:<14} {count}");

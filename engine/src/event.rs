@@ -33,7 +33,7 @@ pub const RECORD_HEADER: usize = 8;
 pub const MAX_PAYLOAD: usize = 4 << 20;
 
 /// The payload layout this build writes.
-const PAYLOAD_VERSION: u8 = 1;
+const PAYLOAD_VERSION: u8 = 2;
 
 /// Marks an absent optional string.
 const ABSENT: u16 = u16::MAX;
@@ -148,16 +148,33 @@ pub fn finish_record(out: &mut [u8], start: usize) {
 impl EventRef<'_> {
     /// Appends this event to the record being written in `out`.
     pub fn write(&self, out: &mut Vec<u8>) {
+        // One capacity check for the whole event, not one per field.
+        let strings = [
+            Some(self.reader),
+            self.subject.door,
+            self.subject.site,
+            self.subject.holder,
+        ];
+        let uid = match self.credential {
+            CredentialKey::Uid(uid) => uid.as_bytes().len(),
+            CredentialKey::Card { .. } => 0,
+        };
+        out.reserve(FIXED_MAX + uid + strings.iter().flatten().map(|s| 2 + s.len()).sum::<usize>());
+        debug_assert_eq!(self.id.unix_ms(), self.time_ms, "the id carries the time");
         out.extend_from_slice(&self.id.0.to_be_bytes());
-        out.extend_from_slice(&self.time_ms.to_le_bytes());
         out.extend_from_slice(&self.request_id.to_le_bytes());
         out.push(self.decision.verdict as u8);
         out.extend_from_slice(&self.decision.reason.code().to_le_bytes());
         out.extend_from_slice(&self.decision.unlock_ms.to_le_bytes());
         out.extend_from_slice(&self.decision.snapshot_version.to_le_bytes());
         out.extend_from_slice(&self.snapshot_age_ms.to_le_bytes());
-        out.push(u8::from(self.reader_time_ms.is_some()));
-        out.extend_from_slice(&self.reader_time_ms.unwrap_or(0).to_le_bytes());
+        match self.reader_time_ms {
+            Some(ms) => {
+                out.push(1);
+                out.extend_from_slice(&ms.to_le_bytes());
+            }
+            None => out.push(0),
+        }
         match self.credential {
             CredentialKey::Card {
                 format,
@@ -194,6 +211,11 @@ fn put_str(out: &mut Vec<u8>, s: Option<&str>) {
         None => out.extend_from_slice(&ABSENT.to_le_bytes()),
     }
 }
+
+/// An event's bytes besides its strings and a uid, at most: the fixed
+/// fields (48), the credential's kind and card fields (1 + 14), a uid's
+/// length, and the absent strings' markers.
+const FIXED_MAX: usize = 96;
 
 /// One access event, owned: what `accessd events tail` prints (as JSON)
 /// and what the shipper writes to the events table. Field names are those
@@ -324,16 +346,16 @@ impl<'a> Cursor<'a> {
 fn decode_payload(payload: &[u8]) -> Result<Vec<AccessEvent>, String> {
     let mut c = Cursor(payload);
     let version = c.u8()?;
-    if version != PAYLOAD_VERSION {
+    if !(1..=PAYLOAD_VERSION).contains(&version) {
         return Err(format!(
-            "payload version {version} (this build reads {PAYLOAD_VERSION})"
+            "payload version {version} (this build reads 1 to {PAYLOAD_VERSION})"
         ));
     }
     let client = c.str("client")?.unwrap_or_default();
     let server = c.str("server")?.unwrap_or_default();
     let mut events = Vec::new();
     while !c.0.is_empty() {
-        events.push(decode_event(&mut c, &client, &server)?);
+        events.push(decode_event(&mut c, version, &client, &server)?);
     }
     if events.is_empty() {
         return Err("a record without events".into());
@@ -341,9 +363,18 @@ fn decode_payload(payload: &[u8]) -> Result<Vec<AccessEvent>, String> {
     Ok(events)
 }
 
-fn decode_event(c: &mut Cursor<'_>, client: &str, server: &str) -> Result<AccessEvent, String> {
+fn decode_event(
+    c: &mut Cursor<'_>,
+    version: u8,
+    client: &str,
+    server: &str,
+) -> Result<AccessEvent, String> {
     let id = EventId(u128::from_be_bytes(c.array()?));
-    let time_ms = i64::from_le_bytes(c.array()?);
+    let time_ms = if version == 1 {
+        i64::from_le_bytes(c.array()?)
+    } else {
+        id.unix_ms()
+    };
     let request_id = u32::from_le_bytes(c.array()?);
     let verdict = match c.u8()? {
         0 => Verdict::Deny,
@@ -356,7 +387,12 @@ fn decode_event(c: &mut Cursor<'_>, client: &str, server: &str) -> Result<Access
     let snapshot_version = u64::from_le_bytes(c.array()?);
     let snapshot_age_ms = u32::from_le_bytes(c.array()?);
     let has_reader_time = c.u8()? != 0;
-    let reader_time_ms = i64::from_le_bytes(c.array()?);
+    // Version 1 wrote the field (zero) even when absent.
+    let reader_time_ms = if has_reader_time || version == 1 {
+        i64::from_le_bytes(c.array()?)
+    } else {
+        0
+    };
     let credential = match c.u8()? {
         0 => {
             let format = CardFormat(u16::from_le_bytes(c.array()?));
@@ -479,6 +515,42 @@ mod tests {
         assert_eq!((&second.door, &second.holder), (&None, &None));
         assert_eq!(second.reason, Reason::UnknownCredential);
         assert_eq!(second.reader_time, None);
+    }
+
+    #[test]
+    fn records_a_version_1_build_wrote_still_read() {
+        // Version 1 wrote the time after the id, and the reader's time
+        // even when absent (as zero). A spool written before an upgrade
+        // must still ship: turn this build's record into that layout.
+        let fixed = 16 + 4 + 1 + 2 + 4 + 8 + 4; // id .. snapshot age
+        let event_start = RECORD_HEADER + 1 + (2 + "gateway-1".len()) + (2 + "srv-a".len());
+        let mut with = record(&[sample()]);
+        let mut without = sample();
+        without.reader_time_ms = None;
+        let mut absent = record(&[without]);
+        for buf in [&mut with, &mut absent] {
+            assert_eq!(buf[RECORD_HEADER], PAYLOAD_VERSION);
+            buf[RECORD_HEADER] = 1;
+            let flag = event_start + fixed;
+            if buf[flag] == 0 {
+                buf.splice(flag + 1..flag + 1, 0i64.to_le_bytes());
+            }
+            let after_id = event_start + 16;
+            buf.splice(after_id..after_id, sample().time_ms.to_le_bytes());
+            finish_record(buf, 0);
+        }
+
+        let (events, n) = read_record(&with).unwrap();
+        assert_eq!(n, with.len());
+        assert_eq!(events[0].time.as_millisecond(), sample().time_ms);
+        assert_eq!(
+            events[0].reader_time.map(|t| t.as_millisecond()),
+            sample().reader_time_ms
+        );
+        assert_eq!(events[0].holder.as_deref(), Some("alice"));
+        let (events, _) = read_record(&absent).unwrap();
+        assert_eq!(events[0].reader_time, None);
+        assert_eq!(events[0].door.as_deref(), Some("lobby"));
     }
 
     #[test]

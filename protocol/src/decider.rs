@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use accessd_engine::{
     Decision, EventId, EventRef, Presence, Reason, Request, SharedSnapshot, Snapshot, Subject,
-    begin_record, decide_with_subject, finish_record,
+    begin_record, decide, decide_with_subject, finish_record,
 };
 use jiff::Timestamp;
 
@@ -26,6 +26,9 @@ pub trait EventSink: Send + Sync + 'static {
     /// crash of the process once it returns.
     fn append(&self, records: &[u8], count: u64) -> Result<(), String>;
 }
+
+/// Event ids a connection's journal takes from the shared counter at once.
+const ID_BLOCK: u64 = 64;
 
 /// The access-event side of a decider: the sink, this server's id and the
 /// source of event ids.
@@ -63,10 +66,19 @@ impl EventLog {
     }
 
     /// The next id for an event at Unix millisecond `ms`: unique in this
-    /// process (a counter over a random start) and across servers (the
-    /// start's 74 random bits).
-    fn next_id(&self, ms: i64) -> EventId {
-        let n = self.id_next.fetch_add(1, Ordering::Relaxed);
+    /// process (a counter over a random start, taken by each connection's
+    /// journal [`ID_BLOCK`] at a time) and across servers (the start's 74
+    /// random bits). Ids sort by millisecond; within one, not by the
+    /// order of decisions on different connections.
+    fn next_id(&self, ms: i64, journal: &mut Journal) -> EventId {
+        let n = match journal.ids.next() {
+            Some(n) => n,
+            None => {
+                let start = self.id_next.fetch_add(ID_BLOCK, Ordering::Relaxed);
+                journal.ids = start + 1..start + ID_BLOCK;
+                start
+            }
+        };
         EventId::v7(ms, self.id_base.wrapping_add(u128::from(n)))
     }
 
@@ -86,7 +98,7 @@ impl EventLog {
         }
         let time_ms = now.as_millisecond();
         EventRef {
-            id: self.next_id(time_ms),
+            id: self.next_id(time_ms, journal),
             time_ms,
             request_id: asked.request_id,
             reader: asked.request.reader,
@@ -213,14 +225,19 @@ impl SnapshotDecider {
             // source has not confirmed for too long.
             Decision::deny(Reason::StaleData, snapshot.version())
         } else {
-            let (decision, found) =
-                decide_with_subject(&snapshot, &self.presence, &asked.request, now);
-            // An unknown reader stops `decide` before the card is looked
-            // up; the event still names the card's holder.
-            if decision.reason != Reason::UnknownReader {
-                subject = Some(found);
+            if self.events.is_none() {
+                // Nothing records the subject: the plain decision.
+                decide(&snapshot, &self.presence, &asked.request, now)
+            } else {
+                let (decision, found) =
+                    decide_with_subject(&snapshot, &self.presence, &asked.request, now);
+                // An unknown reader stops `decide` before the card is
+                // looked up; the event still names the card's holder.
+                if decision.reason != Reason::UnknownReader {
+                    subject = Some(found);
+                }
+                decision
             }
-            decision
         };
         let answer = Answer {
             decision,

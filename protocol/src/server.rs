@@ -76,10 +76,14 @@ pub struct Journal {
     pub bytes: Vec<u8>,
     /// Events in it.
     pub count: u64,
+    /// Event ids set aside for this journal's connection: the decider
+    /// takes them from its shared counter a block at a time, so that
+    /// connections on different cores do not contend for it per event.
+    pub ids: std::ops::Range<u64>,
 }
 
 impl Journal {
-    /// Empties it, keeping its buffer.
+    /// Empties it, keeping its buffer (and its ids).
     pub fn clear(&mut self) {
         self.bytes.clear();
         self.count = 0;

@@ -422,4 +422,36 @@ mod tests {
         ids.dedup();
         assert_eq!(ids.len(), 4, "ids are unique");
     }
+
+    #[test]
+    fn connections_taking_ids_in_blocks_never_share_one() {
+        let now = at("2026-11-30T14:00:00Z");
+        let sink = Arc::new(MemorySink::default());
+        let decider = SnapshotDecider::new(example(now))
+            .with_clock(move || now)
+            .with_events(EventLog::new(sink.clone(), "srv-1"));
+        // Three connections' journals, interleaved, each past a block.
+        let mut journals: [Journal; 3] = Default::default();
+        let per_journal = 2 * ID_BLOCK as usize + 5;
+        for _ in 0..per_journal {
+            for journal in &mut journals {
+                decider.decide(&lobby(), journal);
+            }
+        }
+        for journal in &mut journals {
+            decider.commit(journal);
+        }
+        let bytes = sink.0.lock().unwrap().clone();
+        let mut ids = std::collections::HashSet::new();
+        let mut at_byte = 0;
+        while at_byte < bytes.len() {
+            let (record, n) = accessd_engine::read_record(&bytes[at_byte..]).unwrap();
+            for event in record {
+                assert_eq!(event.id.unix_ms(), now.as_millisecond());
+                assert!(ids.insert(event.id), "{} twice", event.id);
+            }
+            at_byte += n;
+        }
+        assert_eq!(ids.len(), 3 * per_journal);
+    }
 }

@@ -28,6 +28,12 @@ pub(crate) struct ServeEventArgs {
     /// lose (a crash of the process loses none).
     #[arg(long, default_value_t = 10, requires = "events_dir")]
     pub(crate) events_fsync_ms: u64,
+    /// Where the spool's staging ring lives: a tmpfs directory that
+    /// outlives the process (a decision's event is in it before the answer
+    /// is sent; the next start writes what a kill -9 left in it).
+    /// Default: /dev/shm; under systemd, the unit's RuntimeDirectory.
+    #[arg(long, requires = "events_dir")]
+    pub(crate) events_ring_dir: Option<PathBuf>,
     /// The spool's bound in MiB; past it the oldest segments are deleted,
     /// shipped ones first.
     #[arg(long, default_value_t = 1024, requires = "events_dir")]
@@ -125,6 +131,7 @@ impl Trail {
             segment_bytes: (args.events_max_mib.saturating_mul(1 << 20) / 16)
                 .clamp(1 << 20, 64 << 20),
             shipping: shipping_table.is_some() || args.alarm_bus.is_some(),
+            ring_dir: args.events_ring_dir.clone(),
             ..SpoolConfig::new(dir)
         };
         let spool = Spool::open(config)

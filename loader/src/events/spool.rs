@@ -2,36 +2,39 @@
 //!
 //! ```text
 //!  DIR/00000000000000000001.seg   sealed (fsynced when the next began)
-//!  DIR/00000000000000000002.seg   active: appended to by every decision
+//!  DIR/00000000000000000002.seg   active: the flusher writes to it
 //!  DIR/shipper.pos                a reader's durable position ("segment offset")
 //!  DIR/quarantine/…               bytes cut from a torn or corrupt tail
+//!  DIR/spool.lock                 held by the one process that has the spool open
+//!  RING_DIR/accessd-events-….ring the staging ring (see `ring`)
 //! ```
 //!
 //! A segment is an 8-byte magic followed by records (see
 //! [`accessd_engine::read_record`]: length, CRC-32, payload; one record
 //! per chunk of frames answered).
 //!
-//! Promises: an append returns once the bytes are in the kernel's page
-//! cache, so a kill -9 after it loses nothing. The active segment is
-//! preallocated (`fallocate`, so a full disk is an error at rotation, never
-//! a fault on a store) and memory-mapped shared: an append is a copy under
-//! a lock, with no system call, and the stores belong to the file the
-//! moment they are made. A syncer thread fdatasyncs the active segment
+//! Promises: an append returns once its bytes are in the staging ring, a
+//! file on tmpfs (`/dev/shm` unless told otherwise) mapped into the
+//! process: a copy, no system call, no page fault. The ring's pages belong
+//! to the file, so a kill -9 after the append loses nothing: the next open
+//! writes what the ring still held into its segment. A flusher thread
+//! writes the ring to the active segment (`pwrite`) and fdatasyncs it
 //! every `fsync_interval`, so a power loss loses at most that much. On
-//! open, a tail that does not read as whole records (a write torn by a
-//! crash, a flipped bit) is copied to `quarantine/` and cut, never read as
-//! events; the preallocated zeros after the last record are just cut.
+//! open, a tail that does not read as
+//! whole records (a write torn by a power loss, a flipped bit) is copied
+//! to `quarantine/` and cut, never read as events.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use accessd_engine::{AccessEvent, RecordError, read_record};
-use memmap2::MmapMut;
 use metrics::{Counter, Gauge};
+use ring::{Appender, Ring};
 
 use crate::checkpoint::write_atomic;
 use crate::metrics as m;
@@ -60,10 +63,18 @@ pub struct SpoolConfig {
     /// [`SHIPPER`]). Without one the spool is a ring: deleting its oldest
     /// segment is routine, not a loss.
     pub shipping: bool,
+    /// Where the staging ring lives: a tmpfs directory that outlives the
+    /// process (`/run/accessd` under systemd). `None`: `/dev/shm`, or the
+    /// spool's directory where there is none.
+    pub ring_dir: Option<PathBuf>,
+    /// The staging ring's size: appended events not yet flushed. The
+    /// largest record an append takes is half of it.
+    pub ring_bytes: u64,
 }
 
 impl SpoolConfig {
-    /// Defaults for `dir`: 64 MiB segments, 1 GiB in all, fsync every 10 ms.
+    /// Defaults for `dir`: 64 MiB segments, 1 GiB in all, fsync every 10 ms,
+    /// a 16 MiB ring in `/dev/shm`.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
@@ -71,6 +82,8 @@ impl SpoolConfig {
             max_bytes: 1 << 30,
             fsync_interval: Duration::from_millis(10),
             shipping: false,
+            ring_dir: None,
+            ring_bytes: 16 << 20,
         }
     }
 }
@@ -93,6 +106,14 @@ pub enum SpoolError {
     /// A file in the directory is not a segment of this format.
     #[error("event spool `{0}`: not a segment of this format (wrong magic); move it away")]
     Foreign(PathBuf),
+    /// Another process has the spool open.
+    #[error(
+        "event spool `{0}`: another process has it open (it holds spool.lock); two servers must not share an events directory"
+    )]
+    Busy(PathBuf),
+    /// An append larger than the staging ring takes.
+    #[error("an append of {0} bytes is larger than the event spool's staging ring takes")]
+    TooLarge(u64),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
@@ -111,24 +132,22 @@ pub struct SpoolPos {
     pub offset: u64,
 }
 
+/// The segment the flusher writes to.
 struct Active {
     file: File,
-    /// The active segment, mapped shared: appends are stores into it.
-    map: MmapMut,
-    /// The mapped (preallocated) size.
-    capacity: u64,
     segment: u64,
+    /// Bytes of records in it (its length).
     len: u64,
-    /// Bytes written since the syncer last took the file.
+    /// Bytes written since the flusher last synced it.
     dirty: bool,
-    /// Sealed segments not yet fsynced (the syncer takes them).
+    /// Sealed segments not yet fsynced.
     to_sync: Vec<File>,
 }
 
 impl Active {
-    /// What the syncer (or a final sync) must fdatasync, taken under the
-    /// lock and synced outside it: a handle on the active segment when it
-    /// has new bytes (or `always`), and the sealed segments not yet synced.
+    /// What must be fdatasynced, taken under the lock and synced outside
+    /// it: a handle on the active segment when it has new bytes (or
+    /// `always`), and the sealed segments not yet synced.
     fn take_unsynced(&mut self, always: bool) -> (Option<std::io::Result<File>>, Vec<File>) {
         let active = if self.dirty || always {
             self.dirty = false;
@@ -142,26 +161,69 @@ impl Active {
 
 struct Inner {
     config: SpoolConfig,
+    /// Where appends land (see `ring`).
+    ring: Ring,
+    /// The append lock: the one right to push into the ring.
+    appender: Mutex<Appender>,
+    /// The segment lock, taken after the append lock when both are held.
     active: Mutex<Active>,
-    /// Woken on every append (readers that follow wait on it).
+    /// Woken when events reach a segment (readers that follow wait on it).
     appended: tokio::sync::Notify,
     /// Positions of named readers, so deleting old segments knows what is
     /// still unread.
     readers: Mutex<Vec<(String, Arc<AtomicU64>)>>,
     stop: AtomicBool,
+    /// The flusher thread, and whether an appender has woken it early (the
+    /// ring a quarter full) since its last flush.
+    flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
+    flusher_woken: AtomicBool,
+    /// Held (locked) while the spool is open.
+    lock_file: Mutex<Option<File>>,
     written: Counter,
     appends_failed: Counter,
     spool_bytes: Gauge,
     dropped_bytes: Counter,
     oldest_unshipped: AtomicU64,
-    /// Bytes in all segments (kept on append, recounted on deletion).
+    /// Bytes in all segments (kept on flush, recounted on deletion).
     total: AtomicU64,
+    /// Unix seconds of the last logged flush failure (one line a second).
+    last_flush_error: AtomicU64,
 }
 
 /// An open spool, shared by every connection that records events.
 #[derive(Clone)]
 pub struct Spool {
     inner: Arc<Inner>,
+    /// Shared by the handles of the spool's users (not the flusher's):
+    /// the last one to go stops the flusher, so the spool is closed (and
+    /// its lock released) when the last user drops it.
+    _open: Option<Arc<Open>>,
+}
+
+/// Stops the flusher when the last user's handle goes.
+struct Open(Weak<Inner>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let Some(inner) = self.0.upgrade() else {
+            return;
+        };
+        inner.stop.store(true, Ordering::Release);
+        let handle = inner
+            .flusher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        drop(inner);
+        if let Some(handle) = handle {
+            handle.thread().unpark();
+            // The flusher holds the spool only while it works; once it has
+            // returned, the caller's is the last handle and closes it.
+            if handle.thread().id() != std::thread::current().id() {
+                handle.join().ok();
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Spool {
@@ -236,10 +298,11 @@ fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
-/// Creates segment `segment` of `capacity` bytes: the magic, the rest
-/// preallocated (zeros), fsynced, the directory entry made durable, and
-/// maps it for appends.
-fn create_segment(dir: &Path, segment: u64, capacity: u64) -> Result<(File, MmapMut), SpoolError> {
+/// Creates segment `segment`: the magic, `reserve` bytes of blocks
+/// allocated past it (the file's length stays that of its records, so a
+/// full disk shows at rotation rather than on a flush), fsynced, and the
+/// directory entry made durable.
+fn create_segment(dir: &Path, segment: u64, reserve: u64) -> Result<File, SpoolError> {
     let path = segment_path(dir, segment);
     let made = (|| {
         let mut file = OpenOptions::new()
@@ -249,16 +312,10 @@ fn create_segment(dir: &Path, segment: u64, capacity: u64) -> Result<(File, Mmap
             .open(&path)
             .map_err(io(&path))?;
         file.write_all(SEGMENT_MAGIC).map_err(io(&path))?;
-        preallocate(&file, capacity).map_err(io(&path))?;
+        reserve_blocks(&file, reserve).map_err(io(&path))?;
         file.sync_all().map_err(io(&path))?;
         sync_dir(dir)?;
-        // SAFETY: the file is this spool's own, in its own directory;
-        // nothing else truncates it while it is mapped (a rotation unmaps
-        // before it truncates), and its blocks are allocated, so stores
-        // cannot fault on a full disk.
-        #[expect(unsafe_code, reason = "appends are stores into a shared file mapping")]
-        let map = unsafe { MmapMut::map_mut(&file) }.map_err(io(&path))?;
-        Ok((file, map))
+        Ok(file)
     })();
     if made.is_err() {
         // A full disk, say: the next rotation tries again from scratch.
@@ -267,28 +324,135 @@ fn create_segment(dir: &Path, segment: u64, capacity: u64) -> Result<(File, Mmap
     made
 }
 
-/// Allocates the blocks of `file` up to `len` bytes (its size becomes
-/// `len`), so that stores through a mapping never meet a full disk.
-fn preallocate(file: &File, len: u64) -> std::io::Result<()> {
+/// Allocates the blocks of `file` up to `len` bytes without changing its
+/// length. File systems that cannot (some network ones) are left to
+/// allocate as they write.
+fn reserve_blocks(file: &File, len: u64) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let len = libc::off_t::try_from(len).map_err(std::io::Error::other)?;
     // SAFETY: a plain system call on an open descriptor we own.
-    #[expect(unsafe_code, reason = "posix_fallocate has no safe wrapper in std")]
-    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+    #[expect(unsafe_code, reason = "fallocate has no safe wrapper in std")]
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, len) };
     if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::from_raw_os_error(rc))
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EOPNOTSUPP) => Ok(()),
+        _ => Err(e),
     }
 }
 
+/// The spool's id (in its ring's name): a hash of its directory's path.
+fn spool_id(dir: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let canonical = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
+    xxhash_rust::xxh3::xxh3_64(canonical.as_os_str().as_bytes())
+}
+
+/// Takes the spool's lock file, or says another process has it.
+fn lock_spool(dir: &Path) -> Result<File, SpoolError> {
+    let path = dir.join("spool.lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io(&path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(SpoolError::Busy(dir.to_owned())),
+        Err(fs::TryLockError::Error(e)) => Err(io(&path)(e)),
+    }
+}
+
+/// Writes what a ring left by a crashed process had not yet flushed into
+/// the segment it was meant for, then removes the ring. A ring that does
+/// not belong (another format, spool, or an older segment than the
+/// newest) is set aside, not read.
+fn recover_ring(dir: &Path, ring_path: &Path, id: u64) -> Result<(), SpoolError> {
+    let Some(bytes) = ring::read_left(ring_path).map_err(io(ring_path))? else {
+        return Ok(());
+    };
+    let set_aside = |why: &dyn std::fmt::Display| {
+        let aside = ring_path.with_extension("ring.bad");
+        tracing::error!(ring = %ring_path.display(), kept_in = %aside.display(), "event spool: a staging ring that cannot be used ({why}); set aside, not read");
+        fs::rename(ring_path, &aside).map_err(io(ring_path))
+    };
+    let left = match ring::leftover(&bytes, id) {
+        Ok(left) => left,
+        Err(why) => return set_aside(&why),
+    };
+    if let Some(left) = left {
+        // A segment begun after the ring's (a crash between making it and
+        // saying so in the ring) holds only its magic: remove it.
+        let mut segs = segments(dir)?;
+        while let Some(&newest) = segs.last().filter(|&&n| n > left.segment) {
+            let path = segment_path(dir, newest);
+            let len = fs::metadata(&path).map_err(io(&path))?.len();
+            if len > SEGMENT_MAGIC.len() as u64 {
+                return set_aside(&format_args!(
+                    "its events belong to segment {} but segment {newest} is newer",
+                    left.segment
+                ));
+            }
+            fs::remove_file(&path).map_err(io(&path))?;
+            segs.pop();
+        }
+        let path = segment_path(dir, left.segment);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        let len = file.metadata().map_err(io(&path))?.len();
+        if len < SEGMENT_MAGIC.len() as u64 {
+            file.write_all_at(SEGMENT_MAGIC, 0).map_err(io(&path))?;
+        }
+        let at = if len < left.offset {
+            tracing::error!(
+                segment = left.segment,
+                len,
+                expected = left.offset,
+                "event spool: the segment is shorter than the staging ring says (was it cut by hand?); the ring's events go at its end"
+            );
+            len.max(SEGMENT_MAGIC.len() as u64)
+        } else {
+            left.offset
+        };
+        // Past `at`, the segment can only hold a prefix of these bytes (a
+        // flush that had written them when the process died).
+        file.set_len(at).map_err(io(&path))?;
+        file.write_all_at(&left.bytes, at).map_err(io(&path))?;
+        file.sync_all().map_err(io(&path))?;
+        tracing::warn!(
+            segment = left.segment,
+            bytes = left.bytes.len(),
+            "event spool: the last process stopped without closing the spool; wrote the events its staging ring still held"
+        );
+    }
+    fs::remove_file(ring_path).map_err(io(ring_path))
+}
+
 impl Spool {
-    /// Opens (or creates) the spool in `config.dir`: cuts a torn or corrupt
-    /// tail of the newest segment (keeping the cut bytes in `quarantine/`),
-    /// then appends to it. Starts the syncer thread.
+    /// Opens (or creates) the spool in `config.dir`: writes what a ring
+    /// left by a crash still held, cuts a torn or corrupt tail of the
+    /// newest segment (keeping the cut bytes in `quarantine/`), and begins
+    /// a new segment and ring. Starts the flusher thread.
     pub fn open(config: SpoolConfig) -> Result<Self, SpoolError> {
         let dir = config.dir.clone();
         fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let lock_file = lock_spool(&dir)?;
+        let id = spool_id(&dir);
+        let ring_dir = config
+            .ring_dir
+            .clone()
+            .unwrap_or_else(|| ring::default_dir(&dir));
+        fs::create_dir_all(&ring_dir).map_err(io(&ring_dir))?;
+        let ring_path = ring::ring_path(&ring_dir, id);
+        recover_ring(&dir, &ring_path, id)?;
         let existing = segments(&dir)?;
         // The newest segment is sealed as it is (cut to its whole records)
         // and appends go to a new one.
@@ -333,43 +497,66 @@ impl Spool {
             }
             None => 1,
         };
-        let (file, map) = create_segment(&dir, next, config.segment_bytes.max(MIN_SEGMENT))?;
-        let active = Self::active(file, map, next);
+        let file = create_segment(&dir, next, config.segment_bytes.max(MIN_SEGMENT))?;
+        let (ring, appender) = Ring::create(&ring_path, config.ring_bytes, id, next).map_err(|e| {
+            SpoolError::Io {
+                path: ring_path.clone(),
+                source: std::io::Error::new(
+                    e.kind(),
+                    format!("cannot make the staging ring ({e}); point --events-ring-dir at a writable tmpfs directory"),
+                ),
+            }
+        })?;
+        if ring::on_tmpfs(&ring_dir) {
+            tracing::debug!(ring = %ring_path.display(), "event spool: staging ring on tmpfs");
+        } else {
+            tracing::warn!(ring = %ring_path.display(), "event spool: the staging ring is not on tmpfs, so its pages are written back and appends cost more; point --events-ring-dir at a tmpfs directory that outlives the process (/dev/shm, /run/accessd)");
+        }
+        let active = Active {
+            file,
+            segment: next,
+            len: SEGMENT_MAGIC.len() as u64,
+            dirty: false,
+            to_sync: Vec::new(),
+        };
         let inner = Arc::new(Inner {
             config,
+            ring,
+            appender: Mutex::new(appender),
             active: Mutex::new(active),
             appended: tokio::sync::Notify::new(),
             readers: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
+            flusher: Mutex::new(None),
+            flusher_woken: AtomicBool::new(false),
+            lock_file: Mutex::new(Some(lock_file)),
             written: metrics::counter!(m::EVENTS_WRITTEN),
             appends_failed: metrics::counter!(m::EVENTS_LOST),
             spool_bytes: metrics::gauge!(m::SPOOL_BYTES),
             dropped_bytes: metrics::counter!(m::SPOOL_DROPPED_BYTES),
             oldest_unshipped: AtomicU64::new(0),
             total: AtomicU64::new(0),
+            last_flush_error: AtomicU64::new(0),
         });
-        let spool = Self { inner };
+        let open = Arc::new(Open(Arc::downgrade(&inner)));
+        let spool = Self {
+            inner,
+            _open: Some(open),
+        };
         let total = spool.bytes()?;
         spool.inner.total.store(total, Ordering::Relaxed);
         spool.inner.spool_bytes.set(total as f64);
         let weak = Arc::downgrade(&spool.inner);
-        std::thread::Builder::new()
-            .name("spool-sync".into())
-            .spawn(move || syncer(weak))
+        let handle = std::thread::Builder::new()
+            .name("spool-flush".into())
+            .spawn(move || flusher(weak))
             .map_err(io(&dir))?;
+        *spool
+            .inner
+            .flusher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(handle);
         Ok(spool)
-    }
-
-    fn active(file: File, map: MmapMut, segment: u64) -> Active {
-        Active {
-            capacity: map.len() as u64,
-            file,
-            map,
-            segment,
-            len: SEGMENT_MAGIC.len() as u64,
-            dirty: false,
-            to_sync: Vec::new(),
-        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Active> {
@@ -388,68 +575,68 @@ impl Spool {
 
     /// Appends `records` (whole records, as written with
     /// [`accessd_engine::begin_record`], holding `count` events): a copy
-    /// into the mapped active segment, no system call. When it returns
-    /// `Ok` the events survive a kill -9 of the process.
+    /// into the staging ring, no system call. When it returns `Ok` the
+    /// events survive a kill -9 of the process.
     pub fn append(&self, records: &[u8], count: u64) -> Result<(), SpoolError> {
         if records.is_empty() {
             return Ok(());
         }
+        let ring = &self.inner.ring;
         let n = records.len() as u64;
-        let mut active = self.lock();
-        let mut rotated = false;
-        if active.len + n > active.capacity {
-            if let Err(e) = self.rotate(&mut active, n) {
-                drop(active);
-                self.inner.appends_failed.increment(count);
-                return Err(e);
-            }
-            rotated = true;
-        }
-        let start = active.len as usize;
-        let Some(slot) = active.map.get_mut(start..start + records.len()) else {
-            // Cannot happen: the capacity was checked above.
-            let path = segment_path(&self.inner.config.dir, active.segment);
-            drop(active);
+        if n > ring.max_append() {
             self.inner.appends_failed.increment(count);
-            return Err(SpoolError::Io {
-                path,
-                source: std::io::Error::other("append beyond the mapped segment"),
-            });
-        };
-        slot.copy_from_slice(records);
-        active.len += n;
-        active.dirty = true;
-        drop(active);
-        let total = self.inner.total.fetch_add(n, Ordering::Relaxed) + n;
-        self.inner.spool_bytes.set(total as f64);
+            return Err(SpoolError::TooLarge(n));
+        }
+        let mut appender = self
+            .inner
+            .appender
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if !ring.push(&mut appender, records) {
+            // The flusher is behind (a slow disk, or starved of CPU):
+            // flush here, holding the append lock, and try again.
+            let flushed = self.flush();
+            if !ring.push(&mut appender, records) {
+                drop(appender);
+                self.inner.appends_failed.increment(count);
+                return Err(flushed.err().unwrap_or_else(|| SpoolError::TooLarge(n)));
+            }
+        }
+        drop(appender);
         self.inner.written.increment(count);
-        self.inner.appended.notify_waiters();
-        if rotated {
-            self.enforce_bound();
+        // The flusher comes round every fsync interval; a ring filling
+        // faster than that wakes it early (once until it has flushed).
+        if ring.pending() > ring.max_append() / 2
+            && !self.inner.flusher_woken.swap(true, Ordering::AcqRel)
+        {
+            self.wake_flusher();
         }
         Ok(())
     }
 
-    /// Seals the active segment (unmapped, cut to its records, handed to
-    /// the syncer) and begins the next, big enough for `need` bytes.
-    fn rotate(&self, active: &mut Active, need: u64) -> Result<(), SpoolError> {
-        let next = active.segment + 1;
-        let capacity = self
+    fn wake_flusher(&self) {
+        if let Some(handle) = self
             .inner
-            .config
-            .segment_bytes
-            .max(MIN_SEGMENT)
-            .max(SEGMENT_MAGIC.len() as u64 + need);
-        let (file, map) = create_segment(&self.inner.config.dir, next, capacity)?;
-        let old_map = std::mem::replace(&mut active.map, map);
-        drop(old_map);
-        let old = std::mem::replace(&mut active.file, file);
-        let path = segment_path(&self.inner.config.dir, active.segment);
-        old.set_len(active.len).map_err(io(&path))?;
-        active.to_sync.push(old);
-        active.segment = next;
-        active.capacity = capacity;
-        active.len = SEGMENT_MAGIC.len() as u64;
+            .flusher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            handle.thread().unpark();
+        }
+    }
+
+    /// Writes what the ring holds to the active segment (the flusher does
+    /// this every fsync interval; readers of an open spool do it before
+    /// they read, so they see every append).
+    pub fn flush(&self) -> Result<(), SpoolError> {
+        let rotated = {
+            let mut active = self.lock();
+            self.inner.flush_into(&mut active)?
+        };
+        if rotated {
+            self.enforce_bound();
+        }
         Ok(())
     }
 
@@ -563,6 +750,10 @@ impl Spool {
     /// that falls behind a full spool misses what was deleted (and says
     /// so in the log) rather than growing the spool.
     pub fn follower(&self) -> SpoolReader {
+        // What is in the ring was appended before the follower began. A
+        // failed flush is said by the flusher; the follower then starts
+        // at what reached the segment.
+        let _ = self.flush();
         let mut reader = SpoolReader::new(self.inner.config.dir.clone(), None);
         let (segment, offset) = self.written_end();
         reader.pos = SpoolPos { segment, offset };
@@ -607,6 +798,7 @@ impl Spool {
 
     /// Makes everything appended so far durable now (graceful shutdown).
     pub fn sync(&self) -> Result<(), SpoolError> {
+        self.flush()?;
         let (active, sealed) = self.lock().take_unsynced(true);
         let dir = &self.inner.config.dir;
         for f in sealed {
@@ -619,41 +811,177 @@ impl Spool {
     }
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        // A clean close leaves the active segment cut to its records.
-        let active = self.active.get_mut().unwrap_or_else(|p| p.into_inner());
-        let _ = active.map.flush();
-        let _ = active.file.set_len(active.len);
-        let _ = active.file.sync_data();
+impl Inner {
+    /// Writes the ring's unflushed bytes to the active segment (beginning
+    /// a new one first when it is full). True when it began a new one.
+    fn flush_into(&self, active: &mut Active) -> Result<bool, SpoolError> {
+        let from = self.ring.flushed();
+        let to = self.ring.written();
+        if from == to {
+            return Ok(false);
+        }
+        let mut rotated = false;
+        if active.len >= self.config.segment_bytes.max(MIN_SEGMENT) {
+            match self.rotate(active, from) {
+                Ok(()) => rotated = true,
+                Err(e) => {
+                    // Appends go on into the current segment.
+                    self.log_flush_error(
+                        &e,
+                        "cannot begin a new segment; writing on in the current one",
+                    );
+                }
+            }
+        }
+        let (a, b) = self.ring.unflushed(from, to);
+        let path = || segment_path(&self.config.dir, active.segment);
+        active
+            .file
+            .write_all_at(a, active.len)
+            .and_then(|()| active.file.write_all_at(b, active.len + a.len() as u64))
+            .map_err(|e| io(&path())(e))?;
+        let n = to - from;
+        active.len += n;
+        active.dirty = true;
+        self.ring.set_flushed(to);
+        let total = self.total.fetch_add(n, Ordering::Relaxed) + n;
+        self.spool_bytes.set(total as f64);
+        self.appended.notify_waiters();
+        Ok(rotated)
+    }
+
+    /// Seals the active segment (cut to its records, handed to the next
+    /// sync) and begins the next; ring position `base` is its first byte.
+    fn rotate(&self, active: &mut Active, base: u64) -> Result<(), SpoolError> {
+        let next = active.segment + 1;
+        let file = create_segment(
+            &self.config.dir,
+            next,
+            self.config.segment_bytes.max(MIN_SEGMENT),
+        )?;
+        let old = std::mem::replace(&mut active.file, file);
+        // Frees the blocks reserved past its records.
+        let path = segment_path(&self.config.dir, active.segment);
+        old.set_len(active.len).map_err(io(&path))?;
+        active.to_sync.push(old);
+        active.segment = next;
+        active.len = SEGMENT_MAGIC.len() as u64;
+        // Only once the new segment is durable does the ring point at it.
+        self.ring.set_dest(next, base);
+        Ok(())
+    }
+
+    fn log_flush_error(&self, e: &SpoolError, what: &str) {
+        metrics::counter!(m::SPOOL_FSYNC_ERRORS).increment(1);
+        let now = jiff::Timestamp::now().as_second().max(0) as u64;
+        if self.last_flush_error.swap(now, Ordering::Relaxed) != now {
+            tracing::error!(error = %e, "event spool: {what}");
+        }
     }
 }
 
-/// fdatasyncs the active segment every `fsync_interval` while it has new
-/// bytes, outside the append lock (a decision never waits for a disk).
-fn syncer(spool: Weak<Inner>) {
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        // A clean close writes out the ring (which then removes itself)
+        // and leaves the active segment cut to its records.
+        let mut active = std::mem::replace(
+            self.active.get_mut().unwrap_or_else(|p| p.into_inner()),
+            Active {
+                file: match File::open("/dev/null") {
+                    Ok(f) => f,
+                    Err(_) => return,
+                },
+                segment: 0,
+                len: 0,
+                dirty: false,
+                to_sync: Vec::new(),
+            },
+        );
+        if let Err(e) = self.flush_into(&mut active) {
+            tracing::error!(error = %e, "event spool: could not write out its staging ring at close; the next open will");
+        }
+        let _ = active.file.set_len(active.len);
+        let _ = active.file.sync_data();
+        if let Some(lock) = self
+            .lock_file
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            let _ = lock.unlock();
+        }
+    }
+}
+
+#[cfg(test)]
+impl Spool {
+    /// Stops the flusher thread: appends stay in the ring until a flush.
+    pub(crate) fn stop_flusher(&self) {
+        self.inner.stop.store(true, Ordering::Release);
+        let handle = self
+            .inner
+            .flusher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(handle) = handle {
+            handle.thread().unpark();
+            handle.join().ok();
+        }
+    }
+
+    /// Ends as a kill -9 would: nothing more is written, the ring file
+    /// stays, and the lock goes (as the kernel releases a dead process's).
+    pub(crate) fn crash(self) {
+        self.stop_flusher();
+        drop(
+            self.inner
+                .lock_file
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
+        std::mem::forget(self);
+    }
+
+    /// The ring's file.
+    pub(crate) fn ring_path(&self) -> &Path {
+        self.inner.ring.path()
+    }
+}
+
+/// Every `fsync_interval` (or sooner when an append finds the ring a
+/// quarter full), writes the ring to the active segment and fdatasyncs
+/// what is new, outside the append lock: a decision never waits for a
+/// disk. Writing once per interval keeps the thread's wakeups (and the
+/// preemptions of busy workers they cost) to the fsyncs' own.
+fn flusher(spool: Weak<Inner>) {
+    let mut synced = Instant::now();
     loop {
         let Some(inner) = spool.upgrade() else { return };
         if inner.stop.load(Ordering::Acquire) {
             return;
         }
-        let interval = inner.config.fsync_interval;
-        let (file, sealed) = inner
-            .active
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take_unsynced(false);
-        let file = file.and_then(Result::ok);
-        let dir = inner.config.dir.clone();
-        drop(inner);
-        for f in sealed.iter().chain(file.iter()) {
-            if let Err(e) = f.sync_data() {
-                metrics::counter!(m::SPOOL_FSYNC_ERRORS).increment(1);
-                tracing::error!(dir = %dir.display(), error = %e, "event spool: fsync failed; a power loss may lose more than the fsync interval");
+        let spool = Spool { inner, _open: None };
+        spool.inner.flusher_woken.store(false, Ordering::Release);
+        if let Err(e) = spool.flush() {
+            spool.inner.log_flush_error(&e, "cannot write events to the spool's segment; they wait in the staging ring (appends fail once it is full)");
+        }
+        let interval = spool.inner.config.fsync_interval;
+        if synced.elapsed() >= interval {
+            synced = Instant::now();
+            let (file, sealed) = spool.lock().take_unsynced(false);
+            let file = file.and_then(Result::ok);
+            for f in sealed.iter().chain(file.iter()) {
+                if let Err(e) = f.sync_data() {
+                    metrics::counter!(m::SPOOL_FSYNC_ERRORS).increment(1);
+                    tracing::error!(dir = %spool.dir().display(), error = %e, "event spool: fsync failed; a power loss may lose more than the fsync interval");
+                }
             }
         }
-        std::thread::sleep(interval);
+        drop(spool);
+        std::thread::park_timeout(interval.saturating_sub(synced.elapsed()));
     }
 }
 
@@ -758,6 +1086,10 @@ impl SpoolReader {
     /// bytes stay on disk).
     pub fn read(&mut self, max: usize) -> Result<ReadBatch, SpoolError> {
         let mut batch = ReadBatch::default();
+        if let Some(spool) = &self.spool {
+            // Everything appended so far, not only what the flusher wrote.
+            spool.flush()?;
+        }
         let segs = segments(&self.dir)?;
         let Some(&newest) = segs.last() else {
             return Ok(batch);
@@ -800,7 +1132,7 @@ impl SpoolReader {
             // Enough for `max` events of any size, bounded.
             let mut cap = (max as u64).saturating_mul(512).clamp(64 << 10, 8 << 20);
             // In-process readers know where the active segment's records
-            // end: no reading of its preallocated zeros.
+            // end (a flush may be writing past it).
             if let Some(spool) = &self.spool {
                 let (active, written) = spool.written_end();
                 if active == seg {
@@ -832,7 +1164,8 @@ impl SpoolReader {
                             )
                         {
                             // Being written, or the preallocated zeros
-                            // after the last record.
+                            // after the last record (segments of older
+                            // versions were mapped).
                             break;
                         }
                         if self.warned != Some(seg) {
@@ -921,6 +1254,8 @@ pub fn count_records(bytes: &[u8]) -> (u64, bool) {
     let s = scan(bytes);
     (s.events, s.bad.is_some())
 }
+
+mod ring;
 
 #[cfg(test)]
 mod tests;

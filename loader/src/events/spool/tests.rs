@@ -14,6 +14,9 @@ fn temp_dir(name: &str) -> TestDir {
 fn config(dir: &Path) -> SpoolConfig {
     SpoolConfig {
         fsync_interval: Duration::from_millis(1),
+        // Beside the segments, so each test's ring goes with its
+        // directory (the server's default is /dev/shm).
+        ring_dir: Some(dir.join("ring")),
         ..SpoolConfig::new(dir)
     }
 }
@@ -69,6 +72,7 @@ fn events_read_back_in_order_across_segments_and_positions_survive_a_reopen() {
     .unwrap();
     for chunk in 0..20 {
         spool.append(&records(chunk * 10, 10), 10).unwrap();
+        spool.flush().unwrap();
     }
     assert!(
         segments(&dir).unwrap().len() > 5,
@@ -110,6 +114,7 @@ fn a_torn_tail_is_cut_and_quarantined_and_never_read_as_events() {
     let kept: Vec<_> = fs::read_dir(dir.join("quarantine")).unwrap().collect();
     assert_eq!(kept.len(), 1, "the cut bytes are kept");
     spool.append(&records(10, 2), 2).unwrap();
+    spool.flush().unwrap();
     assert_eq!(
         read_all(&mut SpoolReader::open_dir(&dir)),
         [0, 1, 2, 10, 11]
@@ -143,6 +148,7 @@ fn a_corrupt_tail_is_cut_too_and_a_bad_sealed_segment_is_skipped() {
     let mut n = 0;
     while segments(&dir).unwrap().len() < 3 {
         spool.append(&records(n, 1), 1).unwrap();
+        spool.flush().unwrap();
         n += 1;
     }
     let first = segment_path(&dir, segments(&dir).unwrap()[0]);
@@ -174,6 +180,7 @@ fn a_full_spool_deletes_its_oldest_segments_and_readers_move_on() {
     let mut shipper = spool.reader(SHIPPER).unwrap();
     for i in 0..100 {
         spool.append(&records(i, 1), 1).unwrap();
+        spool.flush().unwrap();
     }
     assert!(spool.bytes().unwrap() <= 3_000 + 1_000, "bounded");
     let ids = read_all(&mut shipper);
@@ -197,46 +204,117 @@ fn an_empty_or_foreign_directory_is_handled() {
     fs::write(segment_path(&dir, 7), &SEGMENT_MAGIC[..3]).unwrap();
     let spool = Spool::open(config(&dir)).unwrap();
     spool.append(&records(0, 1), 1).unwrap();
+    spool.flush().unwrap();
     assert_eq!(read_all(&mut SpoolReader::open_dir(&dir)), [0]);
 }
 
 #[test]
-fn a_crashed_spool_keeps_every_appended_event_and_cuts_only_unwritten_zeros() {
+fn a_crashed_spool_keeps_every_appended_event_from_its_ring() {
     let dir = temp_dir("crash");
-    let spool = Spool::open(SpoolConfig {
-        segment_bytes: 64 << 10,
-        ..config(&dir)
-    })
-    .unwrap();
+    let spool = Spool::open(config(&dir)).unwrap();
+    spool.stop_flusher();
     spool.append(&records(0, 5), 5).unwrap();
-    let written = SEGMENT_MAGIC.len() as u64 + records(0, 5).len() as u64;
+    spool.flush().unwrap();
+    spool.append(&records(5, 3), 3).unwrap();
+    // Killed with three events in the ring only.
+    let ring = spool.ring_path().to_owned();
+    let segment = last_segment(&dir);
+    spool.crash();
+    assert!(ring.exists(), "the ring outlives the process");
     assert_eq!(
-        spool.bytes().unwrap(),
-        written,
-        "what was written, not the preallocation"
+        read_all(&mut SpoolReader::open_dir(&dir)),
+        [0, 1, 2, 3, 4],
+        "the segment has what was flushed"
     );
-    assert_eq!(spool.total_bytes(), written);
-    let path = last_segment(&dir);
-    // No close: as after a kill -9, the mapped segment is still its
-    // preallocated size, zeros after the last record.
-    std::mem::forget(spool);
-    assert_eq!(fs::metadata(&path).unwrap().len(), 64 << 10);
-    // Readers stop at the zeros as at the end.
-    assert_eq!(read_all(&mut SpoolReader::open_dir(&dir)), [0, 1, 2, 3, 4]);
+    let spool = Spool::open(config(&dir)).unwrap();
+    assert!(!dir.join("quarantine").exists(), "nothing was torn");
+    assert_eq!(
+        read_all(&mut SpoolReader::open_dir(&dir)),
+        [0, 1, 2, 3, 4, 5, 6, 7],
+        "the ring's events are written where they belonged"
+    );
+    assert_eq!(count_records(&fs::read(&segment).unwrap()), (8, false));
+    spool.append(&records(8, 1), 1).unwrap();
+    drop(spool);
+    assert!(!ring.exists(), "a clean close removes the ring");
+    assert_eq!(
+        read_all(&mut SpoolReader::open_dir(&dir)),
+        (0..9).collect::<Vec<_>>()
+    );
+}
 
+#[test]
+fn a_crash_in_the_middle_of_a_flush_writes_the_events_once() {
+    let dir = temp_dir("crash-flush");
+    let spool = Spool::open(config(&dir)).unwrap();
+    spool.stop_flusher();
+    spool.append(&records(0, 2), 2).unwrap();
+    spool.flush().unwrap();
+    let pending = records(2, 3);
+    spool.append(&pending, 3).unwrap();
+    // The flush wrote part of the ring's bytes to the segment, and the
+    // process died before it could mark them flushed.
+    let segment = last_segment(&dir);
+    let mut bytes = fs::read(&segment).unwrap();
+    bytes.extend_from_slice(&pending[..pending.len() / 2 + 3]);
+    fs::write(&segment, &bytes).unwrap();
+    spool.crash();
     let spool = Spool::open(config(&dir)).unwrap();
     assert!(
         !dir.join("quarantine").exists(),
-        "zeros are not a torn tail"
+        "the half-written bytes are rewritten, not cut as torn"
     );
-    assert!(
-        fs::metadata(&path).unwrap().len() < 64 << 10,
-        "cut to its records"
-    );
-    spool.append(&records(5, 1), 1).unwrap();
     assert_eq!(
         read_all(&mut SpoolReader::open_dir(&dir)),
-        [0, 1, 2, 3, 4, 5]
+        [0, 1, 2, 3, 4],
+        "each event once"
+    );
+    drop(spool);
+}
+
+#[test]
+fn a_ring_that_is_not_this_spools_is_set_aside_unread() {
+    let dir = temp_dir("bad-ring");
+    let spool = Spool::open(config(&dir)).unwrap();
+    spool.append(&records(0, 2), 2).unwrap();
+    let ring = spool.ring_path().to_owned();
+    drop(spool);
+    fs::write(&ring, b"something else entirely").unwrap();
+    let spool = Spool::open(config(&dir)).unwrap();
+    assert!(ring.with_extension("ring.bad").exists(), "set aside");
+    spool.append(&records(2, 1), 1).unwrap();
+    spool.flush().unwrap();
+    assert_eq!(read_all(&mut SpoolReader::open_dir(&dir)), [0, 1, 2]);
+}
+
+#[test]
+fn a_full_ring_is_flushed_by_the_appender_and_one_process_holds_the_spool() {
+    let dir = temp_dir("small-ring");
+    let spool = Spool::open(SpoolConfig {
+        ring_bytes: ring::MIN_RING,
+        segment_bytes: 16 << 10,
+        ..config(&dir)
+    })
+    .unwrap();
+    spool.stop_flusher();
+    // Many times the ring's size, with no flusher: appends flush it.
+    let mut n = 0;
+    while spool.bytes().unwrap() < 8 * ring::MIN_RING {
+        spool.append(&records(n, 10), 10).unwrap();
+        n += 10;
+    }
+    assert!(segments(&dir).unwrap().len() > 4, "and rotate as it goes");
+    let err = spool
+        .append(&vec![0; ring::MIN_RING as usize], 1)
+        .unwrap_err();
+    assert!(matches!(err, SpoolError::TooLarge(_)), "{err}");
+    let busy = Spool::open(config(&dir)).unwrap_err();
+    assert!(matches!(busy, SpoolError::Busy(_)), "{busy}");
+    assert!(busy.to_string().contains("another process"), "{busy}");
+    drop(spool);
+    assert_eq!(
+        read_all(&mut SpoolReader::open_dir(&dir)),
+        (0..n).collect::<Vec<_>>()
     );
 }
 
@@ -277,6 +355,7 @@ fn a_follower_reads_only_what_is_appended_after_it_and_holds_nothing_back() {
     // still holds, and it moves on past what was deleted.
     for chunk in 0..20 {
         spool.append(&records(100 + chunk * 10, 10), 10).unwrap();
+        spool.flush().unwrap();
     }
     assert!(spool.bytes().unwrap() <= 8_000 + 2_000, "the bound held");
     // The newest few segments are where recent lookups start.

@@ -69,7 +69,7 @@ struct Case {
     batch: usize,
 }
 
-const CASES: [Case; 4] = [
+const CASES: [Case; 5] = [
     Case {
         name: "1x1",
         connections: 1,
@@ -86,6 +86,13 @@ const CASES: [Case; 4] = [
         name: "64x1",
         connections: 64,
         in_flight: 1,
+        batch: 1,
+    },
+    // The demo's load (`accessd demo`): 4 connections × 32 in flight.
+    Case {
+        name: "4x32",
+        connections: 4,
+        in_flight: 32,
         batch: 1,
     },
     Case {

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use hashbrown::{HashMap, HashTable};
 use jiff::Timestamp;
 
-use super::holder::{AssignmentEntry, Cold, HolderCore, HolderEntry, Hot, Validity, cred_entry};
+use super::holder::{
+    AssignmentEntry, Cold, HolderCore, HolderEntry, HolderId, Hot, Validity, cred_entry,
+};
 use super::topology::{Topology, build_topology};
 use super::{FixedState, Snapshot};
 use crate::credential::CredentialKey;
@@ -288,7 +290,7 @@ impl SnapshotBuilder {
                     creds: Vec::new(),
                 };
                 f(&mut parts);
-                let entry = Arc::new(HolderEntry::new(id_owned.into(), parts));
+                let entry = Arc::new(HolderEntry::new(HolderId::new(id_owned), parts));
                 if entry.is_empty() {
                     return None;
                 }

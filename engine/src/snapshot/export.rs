@@ -15,7 +15,9 @@ use jiff::Timestamp;
 
 use super::SnapshotBuilder;
 use super::builder::HolderParts;
-use super::holder::{AssignmentEntry, Cred, HolderCore, HolderEntry, Validity, cred_entry};
+use super::holder::{
+    AssignmentEntry, Cred, HolderCore, HolderEntry, HolderId, Validity, cred_entry,
+};
 use crate::model::{AssignmentRecord, CardholderRecord, CredentialRecord, Record};
 use crate::snapshot::ApplyError;
 use crate::validate::validate;
@@ -234,7 +236,7 @@ pub(super) fn compile_bundle(
         }
     }
     let entry = Arc::new(HolderEntry::new(
-        Box::from(bundle.id.as_str()),
+        HolderId::new(bundle.id.as_str()),
         HolderParts {
             core,
             assignments,

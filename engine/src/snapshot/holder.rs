@@ -52,6 +52,64 @@ impl Validity {
     }
 }
 
+/// The longest holder id kept inside its entry (longer ones are boxed).
+const INLINE_ID: usize = 22;
+
+/// A cardholder's id, kept inside its entry when it is short (ids are
+/// badge or employee numbers, nearly always short). Every access event
+/// copies its decision's holder id: boxed, the id was a cache miss of its
+/// own after the entry's, for each event (with a hundred thousand holders,
+/// the demo recording events spent 7 % of its samples in that copy; inline,
+/// 3.4 %). 24 bytes either way.
+#[derive(Clone)]
+pub(crate) enum HolderId {
+    /// The first `len` bytes of `bytes` are the id's UTF-8.
+    Inline { len: u8, bytes: [u8; INLINE_ID] },
+    /// An id longer than [`INLINE_ID`] bytes.
+    Boxed(Box<str>),
+}
+
+impl HolderId {
+    /// The id `id`; a long owned one is kept rather than copied.
+    pub(crate) fn new<I: AsRef<str> + Into<Box<str>>>(id: I) -> Self {
+        let text = id.as_ref().as_bytes();
+        let mut bytes = [0; INLINE_ID];
+        match bytes.get_mut(..text.len()) {
+            Some(head) => {
+                head.copy_from_slice(text);
+                Self::Inline {
+                    len: text.len() as u8,
+                    bytes,
+                }
+            }
+            None => Self::Boxed(id.into()),
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            // Copied from a `str` whole: always valid, never the default.
+            Self::Inline { len, bytes } => {
+                std::str::from_utf8(bytes.get(..usize::from(*len)).unwrap_or_default())
+                    .unwrap_or_default()
+            }
+            Self::Boxed(id) => id,
+        }
+    }
+}
+
+impl Default for HolderId {
+    fn default() -> Self {
+        Self::new("")
+    }
+}
+
+impl std::fmt::Debug for HolderId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
 /// A cardholder as decisions need it, shared by all its credentials.
 ///
 /// Laid out for memory, since there are about as many holders as
@@ -60,7 +118,7 @@ impl Validity {
 /// empty boxed slice allocates nothing.
 #[derive(Debug)]
 pub(crate) struct HolderEntry {
-    pub(super) id: Box<str>,
+    pub(super) id: HolderId,
     /// `None` while no cardholder record exists for this id.
     status: Option<HolderStatus>,
     lockdown_override: bool,
@@ -84,7 +142,7 @@ struct Rare {
 }
 
 impl HolderEntry {
-    pub(super) fn new(id: Box<str>, parts: HolderParts) -> Self {
+    pub(super) fn new(id: HolderId, parts: HolderParts) -> Self {
         let (core, assignments, creds) = (parts.core, parts.assignments, parts.creds);
         let levels = assignments
             .iter()
@@ -120,8 +178,9 @@ impl HolderEntry {
         }
     }
 
+    #[inline]
     pub(crate) fn id(&self) -> &str {
-        &self.id
+        self.id.as_str()
     }
 
     /// Status, validity and override; `None` without a cardholder record.
@@ -358,6 +417,33 @@ mod tests {
         // The credential table's size is the engine's memory footprint.
         assert_eq!(std::mem::size_of::<Hot>(), 8);
         assert_eq!(std::mem::size_of::<Option<Cold>>(), 16);
-        assert_eq!(std::mem::size_of::<HolderEntry>(), 64);
+        // 72: the id inside (24 bytes) instead of a box (16) and an
+        // allocation of its own (8 to 16 more, and a cache miss).
+        assert_eq!(std::mem::size_of::<HolderId>(), 24);
+        assert_eq!(std::mem::size_of::<HolderEntry>(), 72);
+    }
+
+    #[test]
+    fn holder_ids_read_back_inline_or_boxed() {
+        let long = "h".repeat(INLINE_ID + 1);
+        for id in [
+            "",
+            "E1",
+            "émilie-Ω",
+            &long[1..],
+            &long,
+            "a much longer id than fits",
+        ] {
+            let held = HolderId::new(id);
+            assert_eq!(held.as_str(), id);
+            assert_eq!(
+                matches!(held, HolderId::Inline { .. }),
+                id.len() <= INLINE_ID,
+                "{id}"
+            );
+            assert_eq!(HolderId::new(Box::<str>::from(id)).as_str(), id);
+            assert_eq!(format!("{:?}", held.clone()), format!("{id:?}"));
+        }
+        assert_eq!(HolderId::default().as_str(), "");
     }
 }

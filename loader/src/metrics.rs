@@ -53,6 +53,9 @@ pub const SPOOL_CUT_BYTES: &str = "accessd_events_spool_cut_bytes_total";
 pub const SPOOL_CORRUPT_RECORDS: &str = "accessd_events_spool_corrupt_records_total";
 /// Counter: failed fsyncs of the spool.
 pub const SPOOL_FSYNC_ERRORS: &str = "accessd_events_spool_fsync_errors_total";
+/// Counter: failed writes of the staging ring to a segment, and failed
+/// rotations to a new segment (the events wait in the ring).
+pub const SPOOL_WRITE_ERRORS: &str = "accessd_events_spool_write_errors_total";
 /// Counter: access events written to the events table.
 pub const EVENTS_SHIPPED: &str = "accessd_events_shipped_total";
 /// Gauge: seconds since the oldest event not yet shipped was decided (0
@@ -111,6 +114,10 @@ pub fn describe() {
         "bad records found in sealed spool segments"
     );
     describe_counter!(SPOOL_FSYNC_ERRORS, "failed fsyncs of the event spool");
+    describe_counter!(
+        SPOOL_WRITE_ERRORS,
+        "failed writes of the event spool's staging ring to its segments"
+    );
     describe_counter!(EVENTS_SHIPPED, "access events written to the events table");
     describe_gauge!(
         EVENTS_OLDEST_UNSHIPPED_SECONDS,

@@ -352,6 +352,7 @@ fn spool_id(dir: &Path) -> u64 {
 
 /// Takes the spool's lock file, or says another process has it.
 fn lock_spool(dir: &Path) -> Result<File, SpoolError> {
+    use std::os::fd::AsRawFd;
     let path = dir.join("spool.lock");
     let file = OpenOptions::new()
         .create(true)
@@ -359,10 +360,18 @@ fn lock_spool(dir: &Path) -> Result<File, SpoolError> {
         .write(true)
         .open(&path)
         .map_err(io(&path))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => Err(SpoolError::Busy(dir.to_owned())),
-        Err(fs::TryLockError::Error(e)) => Err(io(&path)(e)),
+    // flock(2) rather than `File::try_lock`, which needs Rust 1.89 (the
+    // workspace's MSRV is 1.88). Closing the file releases the lock, so a
+    // killed process never leaves the spool locked.
+    // SAFETY: a valid open descriptor, owned by `file` for the call.
+    #[expect(unsafe_code, reason = "flock has no safe wrapper in std before 1.89")]
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(file);
+    }
+    match std::io::Error::last_os_error() {
+        e if e.kind() == std::io::ErrorKind::WouldBlock => Err(SpoolError::Busy(dir.to_owned())),
+        e => Err(io(&path)(e)),
     }
 }
 
@@ -599,7 +608,7 @@ impl Spool {
             if !ring.push(&mut appender, records) {
                 drop(appender);
                 self.inner.appends_failed.increment(count);
-                return Err(flushed.err().unwrap_or_else(|| SpoolError::TooLarge(n)));
+                return Err(flushed.err().unwrap_or(SpoolError::TooLarge(n)));
             }
         }
         drop(appender);
@@ -872,7 +881,7 @@ impl Inner {
     }
 
     fn log_flush_error(&self, e: &SpoolError, what: &str) {
-        metrics::counter!(m::SPOOL_FSYNC_ERRORS).increment(1);
+        metrics::counter!(m::SPOOL_WRITE_ERRORS).increment(1);
         let now = jiff::Timestamp::now().as_second().max(0) as u64;
         if self.last_flush_error.swap(now, Ordering::Relaxed) != now {
             tracing::error!(error = %e, "event spool: {what}");
@@ -909,7 +918,8 @@ impl Drop for Inner {
             .unwrap_or_else(|p| p.into_inner())
             .take()
         {
-            let _ = lock.unlock();
+            // Closing the lock file releases the spool to the next process.
+            drop(lock);
         }
     }
 }

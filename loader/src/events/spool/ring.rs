@@ -329,6 +329,10 @@ pub(super) fn default_dir(spool_dir: &Path) -> PathBuf {
 }
 
 /// Whether `dir` is on tmpfs (for the log line at open).
+#[allow(
+    clippy::useless_conversion,
+    reason = "f_type and TMPFS_MAGIC are i64 on x86-64 Linux, other types on other targets: both are widened rather than assumed"
+)]
 pub(super) fn on_tmpfs(dir: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {

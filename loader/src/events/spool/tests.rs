@@ -373,3 +373,45 @@ fn a_follower_reads_only_what_is_appended_after_it_and_holds_nothing_back() {
         "deleted events are skipped: {after:?}"
     );
 }
+
+#[test]
+fn a_failing_disk_keeps_answered_events_in_the_ring_until_it_is_back() {
+    let dir = temp_dir("failing-disk");
+    let spool = Spool::open(SpoolConfig {
+        ring_bytes: ring::MIN_RING,
+        ..config(&dir)
+    })
+    .unwrap();
+    spool.stop_flusher();
+    spool.append(&records(0, 5), 5).unwrap();
+    spool.flush().unwrap();
+    // The disk fails: every write to /dev/full is refused with ENOSPC.
+    let full = File::options().write(true).open("/dev/full").unwrap();
+    let disk = std::mem::replace(&mut spool.lock().file, full);
+    spool.append(&records(5, 5), 5).unwrap();
+    let err = spool.flush().unwrap_err();
+    assert!(
+        matches!(&err, SpoolError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC)),
+        "{err}"
+    );
+    assert!(err.to_string().contains("event spool `"), "{err}");
+    // Appends go on into the ring until it is full; then they fail (the
+    // decision is still answered, its event counted as lost).
+    let mut n = 10;
+    let refused = loop {
+        match spool.append(&records(n, 10), 10) {
+            Ok(()) => n += 10,
+            Err(e) => break e,
+        }
+    };
+    assert!(n > 100, "the ring held only {n} events");
+    assert!(matches!(refused, SpoolError::Io { .. }), "{refused}");
+    // The disk is back: the next flush writes every event the ring held.
+    spool.lock().file = disk;
+    spool.flush().unwrap();
+    spool.append(&records(n + 10, 1), 1).unwrap();
+    drop(spool);
+    let mut kept: Vec<u32> = (0..n).collect();
+    kept.push(n + 10);
+    assert_eq!(read_all(&mut SpoolReader::open_dir(&dir)), kept);
+}

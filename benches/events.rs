@@ -1,5 +1,6 @@
 //! The event spool's append path on one core: encoding a chunk of 64
-//! access events, and appending it to a spool (one `write` per chunk),
+//! access events, and appending it to a spool (a copy into its staging
+//! ring; the flusher thread writes the ring to the segment),
 //! beside its floors measured in the same run: copying the same bytes
 //! into a buffer, and a plain `write` of them to a file. Then the server's
 //! decider without and with events, per chunk of 64 requests.

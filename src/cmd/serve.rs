@@ -164,6 +164,8 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
             .min(16),
         n => n,
     };
+    // Before the listeners serve: from here a stop signal is a clean stop.
+    let shutdown = shutdown_signal();
     let endpoint = accessd_protocol::bind_endpoints(args.listen, &tls, &limits, endpoints)?;
     tracing::info!(
         addr = %endpoint.local_addr()?,
@@ -248,7 +250,7 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
         None => None,
     };
     tokio::spawn(async move {
-        shutdown_signal().await;
+        shutdown.await;
         let _ = stop_tx.send(true);
     });
     accessd_protocol::run(endpoint, decider, limits, stopped(stop_rx)).await;
@@ -297,27 +299,43 @@ pub(crate) async fn snapshot_gauges(shared: Arc<SharedSnapshot>) {
     }
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
+/// Takes over Ctrl-C (SIGINT) and SIGTERM at once, and returns a future
+/// that completes when one arrives. At once, not at the future's first
+/// poll: a signal in between (a stop right after start, with the listeners
+/// already up) would otherwise end the process by the default action,
+/// without its clean stop.
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    let listen = |kind| match tokio::signal::unix::signal(kind) {
+        Ok(s) => Some(s),
+        Err(error) => {
+            tracing::warn!(%error, "cannot take over a stop signal; it will end the process without a clean stop");
+            None
         }
     };
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    let (mut int, mut term) = (
+        listen(tokio::signal::unix::SignalKind::interrupt()),
+        listen(tokio::signal::unix::SignalKind::terminate()),
+    );
+    async move {
+        #[cfg(unix)]
+        {
+            async fn next(s: Option<&mut tokio::signal::unix::Signal>) -> Option<()> {
+                match s {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
             }
-            Err(_) => std::future::pending::<()>().await,
+            tokio::select! {
+                _ = next(int.as_mut()) => {}
+                _ = next(term.as_mut()) => {}
+            }
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+        #[cfg(not(unix))]
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        tracing::info!("shutdown requested");
     }
-    tracing::info!("shutdown requested");
 }

@@ -110,3 +110,39 @@ async fn serve_reads_the_file_the_environment_overrides_it_and_flags_override_bo
     assert!(log.lines().all(|l| l.starts_with('{')), "{log}");
     assert!(served.terminate().success());
 }
+
+/// A stop the moment the server says it is serving (before its HTTP
+/// listener and its tasks are up) is a clean stop: the signal handlers
+/// were taken over before the listeners, not when a task first ran (a
+/// SIGTERM in between ended the process by the default action).
+#[test]
+fn a_stop_signal_right_after_start_is_a_clean_stop() {
+    let dir = temp_dir("stop-at-start");
+    for round in 0..5 {
+        let served = Served::start(&dir, &["--site", EXAMPLE], &[]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        // Polls the log file: the line is the condition, nothing to await.
+        while !served.log().contains("serving") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never serving: {}",
+                served.log()
+            );
+            std::thread::yield_now();
+        }
+        let log_at_stop = served.log();
+        let status = served.terminate();
+        assert!(
+            status.success(),
+            "round {round}: {status}; log at the stop:\n{log_at_stop}"
+        );
+        let log = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with("serve-"))
+            .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+            .map(|e| std::fs::read_to_string(e.path()).unwrap())
+            .unwrap();
+        assert!(log.contains("stopped"), "round {round}: {log}");
+    }
+}

@@ -257,10 +257,18 @@ impl Served {
         self.child.wait().unwrap();
     }
 
-    /// SIGTERM, and the exit status.
+    /// SIGTERM, and the exit status (with the server's log on stderr when
+    /// it is not a success, for the test that asserts it).
     pub(crate) fn terminate(mut self) -> std::process::ExitStatus {
         self.signal("-TERM");
-        self.child.wait().unwrap()
+        let status = self.child.wait().unwrap();
+        if !status.success() {
+            eprintln!(
+                "serve exited with {status} after SIGTERM; log:\n{}",
+                self.log()
+            );
+        }
+        status
     }
 }
 

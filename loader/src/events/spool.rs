@@ -26,6 +26,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -177,7 +178,16 @@ struct Inner {
     /// ring a quarter full) since its last flush.
     flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
     flusher_woken: AtomicBool,
-    /// Held (locked) while the spool is open.
+    /// Held (locked) while the spool is open; closing it releases the
+    /// spool. Declared after `ring`, so it drops (and unlocks) after the
+    /// ring has removed its file.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "held for its lock; only the tests' crash takes it early"
+        )
+    )]
     lock_file: Mutex<Option<File>>,
     written: Counter,
     appends_failed: Counter,
@@ -328,7 +338,6 @@ fn create_segment(dir: &Path, segment: u64, reserve: u64) -> Result<File, SpoolE
 /// length. File systems that cannot (some network ones) are left to
 /// allocate as they write.
 fn reserve_blocks(file: &File, len: u64) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
     let len = libc::off_t::try_from(len).map_err(std::io::Error::other)?;
     // SAFETY: a plain system call on an open descriptor we own.
     #[expect(unsafe_code, reason = "fallocate has no safe wrapper in std")]
@@ -352,7 +361,6 @@ fn spool_id(dir: &Path) -> u64 {
 
 /// Takes the spool's lock file, or says another process has it.
 fn lock_spool(dir: &Path) -> Result<File, SpoolError> {
-    use std::os::fd::AsRawFd;
     let path = dir.join("spool.lock");
     let file = OpenOptions::new()
         .create(true)
@@ -912,15 +920,9 @@ impl Drop for Inner {
         }
         let _ = active.file.set_len(active.len);
         let _ = active.file.sync_data();
-        if let Some(lock) = self
-            .lock_file
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
-            // Closing the lock file releases the spool to the next process.
-            drop(lock);
-        }
+        // The lock is released when `lock_file` drops, after `ring` (which
+        // removes the ring file): never before, or a process that opened
+        // the spool in between could lose its new ring to that removal.
     }
 }
 

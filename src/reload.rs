@@ -171,13 +171,10 @@ pub(crate) fn start(
     mut stop: watch::Receiver<bool>,
 ) -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(error) => {
-            tracing::warn!(%error, "no SIGHUP reloads");
-            None
-        }
-    };
+    let mut hup = crate::cmd::serve::take_over_signal(
+        tokio::signal::unix::SignalKind::hangup(),
+        "no SIGHUP reloads",
+    );
     async move {
         let site = reloader.site.as_ref().map(|(path, _)| path.clone());
         let mut seen = site.as_deref().and_then(stamp);
@@ -189,12 +186,7 @@ pub(crate) fn start(
         let mut tick = tokio::time::interval(every);
         loop {
             #[cfg(unix)]
-            let hangup = async {
-                match hup.as_mut() {
-                    Some(s) => s.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
+            let hangup = crate::cmd::serve::next_signal(hup.as_mut());
             #[cfg(not(unix))]
             let hangup = std::future::pending::<Option<()>>();
             tokio::select! {

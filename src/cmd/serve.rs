@@ -306,36 +306,52 @@ pub(crate) async fn snapshot_gauges(shared: Arc<SharedSnapshot>) {
 /// without its clean stop.
 pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let listen = |kind| match tokio::signal::unix::signal(kind) {
-        Ok(s) => Some(s),
-        Err(error) => {
-            tracing::warn!(%error, "cannot take over a stop signal; it will end the process without a clean stop");
-            None
-        }
-    };
-    #[cfg(unix)]
-    let (mut int, mut term) = (
-        listen(tokio::signal::unix::SignalKind::interrupt()),
-        listen(tokio::signal::unix::SignalKind::terminate()),
-    );
+    let [mut int, mut term] = [
+        tokio::signal::unix::SignalKind::interrupt(),
+        tokio::signal::unix::SignalKind::terminate(),
+    ]
+    .map(|kind| {
+        take_over_signal(
+            kind,
+            "cannot take over a stop signal; it will end the process without a clean stop",
+        )
+    });
     async move {
         #[cfg(unix)]
-        {
-            async fn next(s: Option<&mut tokio::signal::unix::Signal>) -> Option<()> {
-                match s {
-                    Some(s) => s.recv().await,
-                    None => std::future::pending().await,
-                }
-            }
-            tokio::select! {
-                _ = next(int.as_mut()) => {}
-                _ = next(term.as_mut()) => {}
-            }
+        tokio::select! {
+            _ = next_signal(int.as_mut()) => {}
+            _ = next_signal(term.as_mut()) => {}
         }
         #[cfg(not(unix))]
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
         tracing::info!("shutdown requested");
+    }
+}
+
+/// Takes over signal `kind` now, so that from here it no longer has its
+/// default action (ending the process), or logs `lost` (what goes without
+/// it) and returns `None`.
+#[cfg(unix)]
+pub(crate) fn take_over_signal(
+    kind: tokio::signal::unix::SignalKind,
+    lost: &str,
+) -> Option<tokio::signal::unix::Signal> {
+    match tokio::signal::unix::signal(kind) {
+        Ok(s) => Some(s),
+        Err(error) => {
+            tracing::warn!(%error, "{lost}");
+            None
+        }
+    }
+}
+
+/// The next delivery of a signal taken over; never, without one.
+#[cfg(unix)]
+pub(crate) async fn next_signal(signal: Option<&mut tokio::signal::unix::Signal>) -> Option<()> {
+    match signal {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
     }
 }

@@ -130,19 +130,8 @@ fn a_stop_signal_right_after_start_is_a_clean_stop() {
             );
             std::thread::yield_now();
         }
-        let log_at_stop = served.log();
-        let status = served.terminate();
-        assert!(
-            status.success(),
-            "round {round}: {status}; log at the stop:\n{log_at_stop}"
-        );
-        let log = std::fs::read_dir(&dir)
-            .unwrap()
-            .filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().starts_with("serve-"))
-            .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
-            .map(|e| std::fs::read_to_string(e.path()).unwrap())
-            .unwrap();
+        let (status, log) = served.terminate_with_log();
+        assert!(status.success(), "round {round}: {status}; log:\n{log}");
         assert!(log.contains("stopped"), "round {round}: {log}");
     }
 }

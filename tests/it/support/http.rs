@@ -259,16 +259,19 @@ impl Served {
 
     /// SIGTERM, and the exit status (with the server's log on stderr when
     /// it is not a success, for the test that asserts it).
-    pub(crate) fn terminate(mut self) -> std::process::ExitStatus {
-        self.signal("-TERM");
-        let status = self.child.wait().unwrap();
+    pub(crate) fn terminate(self) -> std::process::ExitStatus {
+        let (status, log) = self.terminate_with_log();
         if !status.success() {
-            eprintln!(
-                "serve exited with {status} after SIGTERM; log:\n{}",
-                self.log()
-            );
+            eprintln!("serve exited with {status} after SIGTERM; log:\n{log}");
         }
         status
+    }
+
+    /// SIGTERM, the exit status and the whole log (the stop's lines too).
+    pub(crate) fn terminate_with_log(mut self) -> (std::process::ExitStatus, String) {
+        self.signal("-TERM");
+        let status = self.child.wait().unwrap();
+        (status, self.log())
     }
 }
 

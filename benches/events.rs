@@ -59,6 +59,7 @@ fn bench_decider(c: &mut Criterion, dir: &std::path::Path) {
         let mut i = 0usize;
         group.bench_function(name, |b| {
             b.iter(|| {
+                let chunk = decider.begin();
                 for _ in 0..CHUNK {
                     let r = &requests[i % requests.len()];
                     i += 1;
@@ -72,7 +73,7 @@ fn bench_decider(c: &mut Criterion, dir: &std::path::Path) {
                         reader_time_ms: None,
                         client: "bench",
                     };
-                    black_box(decider.decide(&asked, &mut journal));
+                    black_box(decider.decide(&chunk, &asked, &mut journal));
                 }
                 decider.commit(&mut journal);
             })

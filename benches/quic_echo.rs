@@ -201,14 +201,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let _ = std::fs::remove_dir_all(&spool_dir);
     // ACCESSD_BENCH_FSYNC_MS changes the spool's fsync interval (default
     // 10 ms, as `serve`); ACCESSD_BENCH_SINK=discard encodes events but
-    // writes nothing (to split encoding from writing).
+    // writes nothing (to split encoding from writing);
+    // ACCESSD_BENCH_RING_KIB sets the staging ring's size.
     let fsync_ms = std::env::var("ACCESSD_BENCH_FSYNC_MS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
+    let defaults = SpoolConfig::new(&spool_dir);
+    let ring_bytes = std::env::var("ACCESSD_BENCH_RING_KIB")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(defaults.ring_bytes, |kib| kib << 10);
     let spool = Spool::open(SpoolConfig {
         fsync_interval: Duration::from_millis(fsync_ms),
-        ..SpoolConfig::new(&spool_dir)
+        ring_bytes,
+        ..defaults
     })?;
     let sink: Arc<dyn EventSink> =
         if std::env::var("ACCESSD_BENCH_SINK").as_deref() == Ok("discard") {

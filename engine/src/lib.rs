@@ -94,5 +94,6 @@ pub use schedule::ScheduleError;
 pub use site::{SECTIONS, SiteError, SiteFile, SiteProblem, SiteRecords};
 pub use snapshot::{
     ApplyError, CredentialStore, CredentialView, HolderBundle, HolderView, LevelView,
-    PREFETCH_FROM, ReaderView, SharedSnapshot, Snapshot, SnapshotBuilder, SnapshotStats, Subject,
+    PREFETCH_FROM, ReaderView, SharedSnapshot, Snapshot, SnapshotBuilder, SnapshotGuard,
+    SnapshotStats, Subject,
 };

@@ -50,7 +50,7 @@ pub use export::HolderBundle;
 pub(crate) use holder::{AssignmentEntry, HolderEntry, Within};
 use holder::{Cold, Cred, Hot};
 pub use lookup::{CredentialView, HolderView, LevelView, ReaderView};
-pub use shared::SharedSnapshot;
+pub use shared::{SharedSnapshot, SnapshotGuard};
 use topology::Topology;
 pub use warm::CredentialStore;
 use warm::Warm;

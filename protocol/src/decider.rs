@@ -1,5 +1,6 @@
 //! The server's [`Decider`] over the engine's shared snapshot: one load of
-//! the current snapshot per request, anti-passback presence, the staleness
+//! the current snapshot and one clock reading per chunk of frames (what one
+//! read of a stream delivered), anti-passback presence, the staleness
 //! policy, and `decide` on a clock (the wall clock unless one is given).
 //!
 //! It only reads snapshots; how they are built and swapped stays with the
@@ -11,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use accessd_engine::{
-    Decision, EventId, EventRef, Presence, Reason, Request, SharedSnapshot, Snapshot, Subject,
-    begin_record, decide, decide_with_subject, finish_record,
+    Decision, EventId, EventRef, Presence, Reason, Request, SharedSnapshot, Snapshot,
+    SnapshotGuard, Subject, begin_record, decide, decide_with_subject, finish_record,
 };
 use jiff::Timestamp;
 
@@ -206,13 +207,38 @@ impl SnapshotDecider {
     }
 }
 
+/// What the decisions of one chunk of frames share (see
+/// [`Decider::begin`]): the snapshot, the time and the data's age then.
+pub struct ChunkState {
+    snapshot: SnapshotGuard,
+    now: Timestamp,
+    age_ms: u32,
+}
+
+impl std::fmt::Debug for ChunkState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkState")
+            .field("version", &self.snapshot.version())
+            .field("now", &self.now)
+            .field("age_ms", &self.age_ms)
+            .finish()
+    }
+}
+
 impl SnapshotDecider {
-    fn answer(&self, asked: &Asked<'_>, refusal: Option<Reason>, journal: &mut Journal) -> Answer {
-        // One load per request: the decision sees one consistent version
-        // and never waits for the loader.
-        let snapshot = self.snapshot.load();
-        let now = (self.clock)();
-        let age = age_ms(&self.snapshot, &snapshot, now);
+    fn answer(
+        &self,
+        chunk: &ChunkState,
+        asked: &Asked<'_>,
+        refusal: Option<Reason>,
+        journal: &mut Journal,
+    ) -> Answer {
+        let ChunkState {
+            snapshot,
+            now,
+            age_ms: age,
+        } = chunk;
+        let (now, age) = (*now, *age);
         let mut subject = None;
         let decision = if let Some(reason) = refusal {
             Decision::deny(reason, snapshot.version())
@@ -227,10 +253,10 @@ impl SnapshotDecider {
         } else {
             if self.events.is_none() {
                 // Nothing records the subject: the plain decision.
-                decide(&snapshot, &self.presence, &asked.request, now)
+                decide(snapshot, &self.presence, &asked.request, now)
             } else {
                 let (decision, found) =
-                    decide_with_subject(&snapshot, &self.presence, &asked.request, now);
+                    decide_with_subject(snapshot, &self.presence, &asked.request, now);
                 // An unknown reader stops `decide` before the card is
                 // looked up; the event still names the card's holder.
                 if decision.reason != Reason::UnknownReader {
@@ -255,16 +281,37 @@ impl SnapshotDecider {
 }
 
 impl Decider for SnapshotDecider {
-    fn decide(&self, asked: &Asked<'_>, journal: &mut Journal) -> Answer {
-        self.answer(asked, None, journal)
+    type Chunk = ChunkState;
+
+    fn begin(&self) -> ChunkState {
+        // One load per chunk: its decisions see one consistent version
+        // and never wait for the loader.
+        let snapshot = self.snapshot.load();
+        let now = (self.clock)();
+        let age_ms = age_ms(&self.snapshot, &snapshot, now);
+        ChunkState {
+            snapshot,
+            now,
+            age_ms,
+        }
     }
 
-    fn refuse(&self, asked: &Asked<'_>, reason: Reason, journal: &mut Journal) -> Answer {
-        self.answer(asked, Some(reason), journal)
+    fn decide(&self, chunk: &ChunkState, asked: &Asked<'_>, journal: &mut Journal) -> Answer {
+        self.answer(chunk, asked, None, journal)
     }
 
-    fn prepare(&self, requests: &[Request<'_>]) {
-        self.snapshot.load().prefetch(requests);
+    fn refuse(
+        &self,
+        chunk: &ChunkState,
+        asked: &Asked<'_>,
+        reason: Reason,
+        journal: &mut Journal,
+    ) -> Answer {
+        self.answer(chunk, asked, Some(reason), journal)
+    }
+
+    fn prepare(&self, chunk: &ChunkState, requests: &[Request<'_>]) {
+        chunk.snapshot.prefetch(requests);
     }
 
     fn commit(&self, journal: &mut Journal) {
@@ -311,7 +358,37 @@ mod tests {
     }
 
     fn ask(decider: &SnapshotDecider, asked: &Asked<'_>) -> Answer {
-        decider.decide(asked, &mut Journal::default())
+        decider.decide(&decider.begin(), asked, &mut Journal::default())
+    }
+
+    #[test]
+    fn a_chunk_is_decided_on_one_snapshot_and_one_instant() {
+        let loaded = at("2026-11-30T14:00:00Z");
+        let shared = example(loaded);
+        let clock = Arc::new(std::sync::atomic::AtomicI64::new(loaded.as_millisecond()));
+        let reading = Arc::clone(&clock);
+        let decider = SnapshotDecider::new(Arc::clone(&shared)).with_clock(move || {
+            Timestamp::from_millisecond(reading.load(std::sync::atomic::Ordering::Relaxed)).unwrap()
+        });
+        let chunk = decider.begin();
+        // A new version is published and the clock moves on while the
+        // chunk is being decided: its remaining requests do not see either.
+        shared.store(Arc::new(Snapshot::empty(loaded)));
+        clock.store(
+            loaded.as_millisecond() + 60_000,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let answer = decider.decide(&chunk, &lobby(), &mut Journal::default());
+        assert_eq!(
+            (answer.decision.reason, answer.decision.snapshot_version),
+            (Reason::Granted, 1)
+        );
+        assert_eq!(answer.snapshot_age_ms, 0);
+        drop(chunk);
+        // The next chunk does.
+        let answer = ask(&decider, &lobby());
+        assert_eq!(answer.decision.reason, Reason::NotReady);
+        assert_eq!(answer.snapshot_age_ms, 60_000);
     }
 
     #[test]
@@ -370,17 +447,18 @@ mod tests {
             .with_clock(move || now)
             .with_events(EventLog::new(sink.clone(), "srv-1"));
         let mut journal = Journal::default();
+        let chunk = decider.begin();
         let granted = lobby();
         let mut unknown = lobby();
         unknown.request.credential = "h10301:12:64999".parse().unwrap();
         unknown.request_id = 2;
         unknown.reader_time_ms = Some(now.as_millisecond() - 5);
-        decider.decide(&granted, &mut journal);
-        decider.decide(&unknown, &mut journal);
-        decider.refuse(&granted, Reason::ReaderNotPermitted, &mut journal);
+        decider.decide(&chunk, &granted, &mut journal);
+        decider.decide(&chunk, &unknown, &mut journal);
+        decider.refuse(&chunk, &granted, Reason::ReaderNotPermitted, &mut journal);
         let mut nowhere = lobby();
         nowhere.request.reader = "no-such-reader";
-        decider.decide(&nowhere, &mut journal);
+        decider.decide(&chunk, &nowhere, &mut journal);
         assert_eq!(journal.count, 4);
         assert!(sink.0.lock().unwrap().is_empty(), "nothing before commit");
         decider.commit(&mut journal);
@@ -435,7 +513,7 @@ mod tests {
         let per_journal = 2 * ID_BLOCK as usize + 5;
         for _ in 0..per_journal {
             for journal in &mut journals {
-                decider.decide(&lobby(), journal);
+                decider.decide(&decider.begin(), &lobby(), journal);
             }
         }
         for journal in &mut journals {

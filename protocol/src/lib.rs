@@ -60,7 +60,7 @@ pub use client::{
     Client, ClientError, Pipeline, client_config, client_endpoint, connect_on, connect_quic,
 };
 #[cfg(feature = "net")]
-pub use decider::{EventLog, EventSink, Readiness, SnapshotDecider, age_ms};
+pub use decider::{ChunkState, EventLog, EventSink, Readiness, SnapshotDecider, age_ms};
 pub use frame::{
     BatchRequestFrame, BatchResponseFrame, BatchResponseWriter, DecodeError, EncodeError,
     ErrorCode, ErrorFrame, Frame, FrameType, HEADER_LEN, InvalidFrame, MAX_BATCH, MAX_BODY_LEN,

@@ -94,26 +94,40 @@ impl Journal {
 /// snapshots are built or swapped; the binary implements this with the
 /// engine's shared snapshot, presence state and `decide`.
 ///
-/// `decide` and `refuse` are called on the request path: no I/O, no
-/// waiting. `commit` is called once per chunk of frames read, before the
-/// chunk's answers are written: the place to make the chunk's events
-/// durable.
+/// The server decides the frames of one read of a stream (a chunk) as a
+/// unit: [`Decider::begin`] once, then `decide` and `refuse` for each
+/// request, then `commit` once, before the chunk's answers are written.
+/// All of it is on the request path: no I/O, no waiting.
 pub trait Decider: Send + Sync + 'static {
-    /// Decides one request, recording its event in `journal` if it keeps
-    /// events.
-    fn decide(&self, asked: &Asked<'_>, journal: &mut Journal) -> Answer;
+    /// What the decisions of one chunk share: for the binary's decider,
+    /// the snapshot (loaded once, so a chunk is decided on one version)
+    /// and the clock (read once, when the chunk is taken up).
+    type Chunk;
 
-    /// A deny for `reason` on the current snapshot (used for requests the
+    /// Begins a chunk of frames.
+    fn begin(&self) -> Self::Chunk;
+
+    /// Decides one request of `chunk`, recording its event in `journal`
+    /// if it keeps events.
+    fn decide(&self, chunk: &Self::Chunk, asked: &Asked<'_>, journal: &mut Journal) -> Answer;
+
+    /// A deny for `reason` on the chunk's snapshot (used for requests the
     /// server refuses itself, such as a reader outside the client's scope),
     /// recorded like a decision.
-    fn refuse(&self, asked: &Asked<'_>, reason: Reason, journal: &mut Journal) -> Answer;
+    fn refuse(
+        &self,
+        chunk: &Self::Chunk,
+        asked: &Asked<'_>,
+        reason: Reason,
+        journal: &mut Journal,
+    ) -> Answer;
 
     /// Called with the requests of a `BATCH_REQUEST` before they are
     /// decided one by one, so that a decider can start their memory reads
     /// together (see `Snapshot::prefetch`). Must not change any answer.
     /// The default does nothing.
-    fn prepare(&self, requests: &[Request<'_>]) {
-        let _ = requests;
+    fn prepare(&self, chunk: &Self::Chunk, requests: &[Request<'_>]) {
+        let _ = (chunk, requests);
     }
 
     /// Makes the chunk's events durable (against a crash of the process)
@@ -687,9 +701,14 @@ fn process<D: Decider>(
     ctx: &StreamCtx<D>,
 ) -> Result<(), InvalidFrame> {
     let mut tally = Tally::default();
+    // One snapshot and one clock reading for the whole chunk: a load of
+    // the shared snapshot is two atomic read-modify-writes, a clock
+    // reading a call into the vDSO, and a chunk of a pipelining client
+    // holds dozens of requests.
+    let chunk = ctx.decider.begin();
     let result = reader.feed(fresh, |item| {
         match item {
-            Ok(frame) => handle(frame, out, journal, ctx, &mut tally),
+            Ok(frame) => handle(frame, out, journal, &chunk, ctx, &mut tally),
             Err(inv) => {
                 note_malformed(inv.code());
                 encode_error(out, inv.code(), inv.request_id, &inv.to_string());
@@ -697,6 +716,7 @@ fn process<D: Decider>(
         }
         Ok::<(), InvalidFrame>(())
     });
+    drop(chunk);
     tally.flush(&ctx.counters);
     // Before the caller writes `out`: an answered decision has its event.
     if journal.count > 0 {
@@ -708,6 +728,7 @@ fn process<D: Decider>(
 fn answer<D: Decider>(
     r: &RequestFrame<'_>,
     journal: &mut Journal,
+    chunk: &D::Chunk,
     ctx: &StreamCtx<D>,
     tally: &mut Tally,
 ) -> ResponseFrame {
@@ -718,11 +739,11 @@ fn answer<D: Decider>(
         client: ctx.scope.identity(),
     };
     let a = if ctx.scope.permits(r.reader) {
-        ctx.decider.decide(&asked, journal)
+        ctx.decider.decide(chunk, &asked, journal)
     } else {
         tally.not_permitted += 1;
         ctx.decider
-            .refuse(&asked, Reason::ReaderNotPermitted, journal)
+            .refuse(chunk, &asked, Reason::ReaderNotPermitted, journal)
     };
     let d = a.decision;
     // Fail closed: whatever a decider returns, only a grant reason grants.
@@ -751,17 +772,18 @@ fn handle<D: Decider>(
     frame: Frame<'_>,
     out: &mut Vec<u8>,
     journal: &mut Journal,
+    chunk: &D::Chunk,
     ctx: &StreamCtx<D>,
     tally: &mut Tally,
 ) {
     match frame {
-        Frame::Request(r) => encode_response(out, &answer(&r, journal, ctx, tally)),
+        Frame::Request(r) => encode_response(out, &answer(&r, journal, chunk, ctx, tally)),
         Frame::BatchRequest(b) => {
             let requests: Vec<Request<'_>> = b.iter().map(|r| r.to_engine()).collect();
-            ctx.decider.prepare(&requests);
+            ctx.decider.prepare(chunk, &requests);
             let mut w = BatchResponseWriter::begin(out);
             for r in b.iter() {
-                w.push(&answer(&r, journal, ctx, tally));
+                w.push(&answer(&r, journal, chunk, ctx, tally));
             }
             // Cannot fail: the batch decoded with 1..=MAX_BATCH items and
             // responses are smaller than requests' limit allows.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use accessd_engine::{CredentialKey, Decision, Explanation, Reason, Request, Verdict};
 use accessd_protocol::{
-    Answer, Asked, Decider, Journal, MAX_BATCH, MAX_PIN_LEN, MAX_READER_ID_LEN,
+    Answer, Asked, ChunkState, Decider, Journal, MAX_BATCH, MAX_PIN_LEN, MAX_READER_ID_LEN,
 };
 use axum::Json;
 use axum::body::Bytes;
@@ -242,6 +242,7 @@ pub(crate) const HTTP_CLIENT: &str = "http";
 
 fn decide_one(
     state: &HttpState,
+    chunk: &ChunkState,
     request: &OwnedRequest,
     index: usize,
     journal: &mut Journal,
@@ -256,7 +257,7 @@ fn decide_one(
     let Answer {
         decision,
         snapshot_age_ms,
-    } = state.view.decider.decide(&asked, journal);
+    } = state.view.decider.decide(chunk, &asked, journal);
     DecideAnswer::of(decision, snapshot_age_ms).counted()
 }
 
@@ -280,18 +281,21 @@ pub(crate) async fn decide(
         Err(rejection) => return unreadable(rejection),
     };
     let mut journal = Journal::default();
+    // A body is decided like a chunk of frames: one snapshot, one instant.
+    let chunk = state.view.decider.begin();
     let response = match parse_body(&body, false) {
         Err(e) => return e.into_response(),
-        Ok(Body::One(r)) => Json(decide_one(&state, &r, 0, &mut journal)).into_response(),
+        Ok(Body::One(r)) => Json(decide_one(&state, &chunk, &r, 0, &mut journal)).into_response(),
         Ok(Body::Batch(rs)) => {
             let answers: Vec<DecideAnswer> = rs
                 .iter()
                 .enumerate()
-                .map(|(i, r)| decide_one(&state, r, i, &mut journal))
+                .map(|(i, r)| decide_one(&state, &chunk, r, i, &mut journal))
                 .collect();
             Json(answers).into_response()
         }
     };
+    drop(chunk);
     if journal.count > 0 {
         state.view.decider.commit(&mut journal);
     }

@@ -9,6 +9,10 @@ use jiff::Timestamp;
 
 use super::Snapshot;
 
+/// A loaded snapshot (see [`SharedSnapshot::load`]): cheap to take, meant
+/// to be held briefly (a request, a chunk of requests), not across waits.
+pub type SnapshotGuard = Guard<Arc<Snapshot>>;
+
 /// The current snapshot, shared between the writer that publishes new
 /// versions and the decisions that read it.
 ///
@@ -37,7 +41,7 @@ impl SharedSnapshot {
     /// The current snapshot. Hold the guard for one decision, not longer:
     /// a long-held guard keeps an old version alive.
     #[inline]
-    pub fn load(&self) -> Guard<Arc<Snapshot>> {
+    pub fn load(&self) -> SnapshotGuard {
         self.current.load()
     }
 

@@ -159,7 +159,11 @@ mod tests {
                 reader_time_ms: None,
                 client: "test",
             };
-            let answer = decider.decide(&asked, &mut crate::server::Journal::default());
+            let answer = decider.decide(
+                &decider.begin(),
+                &asked,
+                &mut crate::server::Journal::default(),
+            );
             assert_eq!(answer.decision.reason, expected, "{max_s:?}");
             assert_eq!(explained.decision, answer.decision, "{max_s:?}");
             assert_eq!(age, answer.snapshot_age_ms);

@@ -106,15 +106,27 @@ impl TestDecider {
 }
 
 impl Decider for TestDecider {
-    fn decide(&self, asked: &Asked<'_>, journal: &mut Journal) -> Answer {
-        let answer = self.inner.decide(asked, journal);
+    type Chunk = <SnapshotDecider as Decider>::Chunk;
+
+    fn begin(&self) -> Self::Chunk {
+        self.inner.begin()
+    }
+
+    fn decide(&self, chunk: &Self::Chunk, asked: &Asked<'_>, journal: &mut Journal) -> Answer {
+        let answer = self.inner.decide(chunk, asked, journal);
         self.calls.fetch_add(1, Ordering::AcqRel);
         self.called.notify_waiters();
         answer
     }
 
-    fn refuse(&self, asked: &Asked<'_>, reason: Reason, journal: &mut Journal) -> Answer {
-        self.inner.refuse(asked, reason, journal)
+    fn refuse(
+        &self,
+        chunk: &Self::Chunk,
+        asked: &Asked<'_>,
+        reason: Reason,
+        journal: &mut Journal,
+    ) -> Answer {
+        self.inner.refuse(chunk, asked, reason, journal)
     }
 
     fn commit(&self, journal: &mut Journal) {

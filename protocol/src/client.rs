@@ -20,7 +20,7 @@ use quinn::{Connection, ConnectionError, Endpoint, RecvStream, SendStream, VarIn
 use tokio::sync::{mpsc, oneshot};
 
 use crate::frame::{
-    EncodeError, ErrorCode, Frame, FrameReader, InvalidFrame, RequestFrame, ResponseFrame,
+    EncodeError, ErrorCode, Frame, FrameReader, InvalidFrame, ReadBuf, RequestFrame, ResponseFrame,
     encode_batch_request, encode_ping_frame, encode_request,
 };
 use crate::server::close;
@@ -438,10 +438,10 @@ async fn reader(
     tx: mpsc::UnboundedSender<Cmd>,
     shared: Arc<Shared>,
 ) {
-    let mut chunk = vec![0u8; 64 * 1024];
+    let mut chunk = ReadBuf::default();
     let mut frames = FrameReader::default();
     let err = loop {
-        let n = match recv.read(&mut chunk).await {
+        let n = match recv.read(chunk.for_read()).await {
             Ok(Some(n)) => n,
             Ok(None) => break closed_of(&conn),
             Err(e) => {
@@ -454,9 +454,7 @@ async fn reader(
                 };
             }
         };
-        let result = frames.feed(chunk.get(..n).unwrap_or_default(), |item| {
-            dispatch(item?, &shared)
-        });
+        let result = frames.feed(chunk.got(n), |item| dispatch(item?, &shared));
         if let Err(e) = result {
             conn.close(
                 VarInt::from_u32(close::PROTOCOL_ERROR),
@@ -522,7 +520,7 @@ pub struct Pipeline {
     recv: RecvStream,
     out: Vec<u8>,
     frames: FrameReader,
-    chunk: Vec<u8>,
+    chunk: ReadBuf,
 }
 
 impl Pipeline {
@@ -533,7 +531,7 @@ impl Pipeline {
             recv,
             out: Vec::with_capacity(16 * 1024),
             frames: FrameReader::default(),
-            chunk: vec![0u8; 64 * 1024],
+            chunk: ReadBuf::default(),
         }
     }
 
@@ -580,7 +578,7 @@ impl Pipeline {
     /// that arrived. Returns `false` once the server finished the stream.
     /// Cancel-safe: no frame is lost if the future is dropped.
     pub async fn read(&mut self, mut each: impl FnMut(Frame<'_>)) -> Result<bool, ClientError> {
-        let n = match self.recv.read(&mut self.chunk).await {
+        let n = match self.recv.read(self.chunk.for_read()).await {
             Ok(Some(n)) => n,
             Ok(None) => {
                 if self.frames.buffered() == 0 {
@@ -596,7 +594,7 @@ impl Pipeline {
                 });
             }
         };
-        let fresh = self.chunk.get(..n).unwrap_or_default();
+        let fresh = self.chunk.got(n);
         self.frames.feed(fresh, |item| {
             each(item?);
             Ok::<(), ClientError>(())

@@ -14,7 +14,7 @@ mod reader;
 
 pub use err::{DecodeError, EncodeError, ErrorCode, InvalidFrame, Problem};
 #[cfg(feature = "net")]
-pub(crate) use reader::FrameReader;
+pub(crate) use reader::{FrameReader, ReadBuf};
 
 use accessd_engine::{CardFormat, CredentialKey, Uid, Verdict};
 

@@ -23,8 +23,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::frame::{
-    BatchResponseWriter, ErrorCode, Frame, FrameReader, InvalidFrame, RequestFrame, ResponseFrame,
-    encode_error, encode_pong_frame, encode_response,
+    BatchResponseWriter, ErrorCode, Frame, FrameReader, InvalidFrame, ReadBuf, RequestFrame,
+    ResponseFrame, encode_error, encode_pong_frame, encode_response,
 };
 use crate::identity::{IdentityError, ReaderScope};
 use crate::tls::{TlsCredentials, TlsError};
@@ -547,10 +547,8 @@ struct StreamCtx<D> {
     drain: Duration,
 }
 
-const READ_CHUNK: usize = 64 * 1024;
-
 async fn serve_stream<D: Decider>(mut send: SendStream, mut recv: RecvStream, ctx: StreamCtx<D>) {
-    let mut chunk = vec![0u8; READ_CHUNK];
+    let mut chunk = ReadBuf::default();
     let mut reader = FrameReader::default();
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     let mut journal = Journal::default();
@@ -560,7 +558,7 @@ async fn serve_stream<D: Decider>(mut send: SendStream, mut recv: RecvStream, ct
     loop {
         let read = match drain_deadline {
             None => tokio::select! {
-                r = recv.read(&mut chunk) => r,
+                r = recv.read(chunk.for_read()) => r,
                 () = &mut stop => {
                     encode_error(&mut out, ErrorCode::GOING_AWAY, 0, "server shutting down");
                     drain_deadline = Some(tokio::time::Instant::now() + ctx.drain);
@@ -572,7 +570,7 @@ async fn serve_stream<D: Decider>(mut send: SendStream, mut recv: RecvStream, ct
                 }
             },
             Some(deadline) => tokio::select! {
-                r = recv.read(&mut chunk) => r,
+                r = recv.read(chunk.for_read()) => r,
                 () = tokio::time::sleep_until(deadline) => break,
             },
         };
@@ -597,13 +595,7 @@ async fn serve_stream<D: Decider>(mut send: SendStream, mut recv: RecvStream, ct
             Err(_) => return,
         };
         let arrived = Instant::now();
-        let outcome = process(
-            &mut reader,
-            chunk.get(..n).unwrap_or_default(),
-            &mut out,
-            &mut journal,
-            &ctx,
-        );
+        let outcome = process(&mut reader, chunk.got(n), &mut out, &mut journal, &ctx);
         if !out.is_empty() {
             if send.write_all(&out).await.is_err() {
                 return;

@@ -66,6 +66,52 @@ impl FrameReader {
     }
 }
 
+/// A stream's read buffer: one page to begin with, doubled up to 64 KiB
+/// each time a read fills it.
+///
+/// Why not 64 KiB at once: a door reader's stream carries one small frame
+/// at a time, and a server holding ten thousand of them spent most of its
+/// core zeroing 64 KiB per stream (640 MB) while they connected. A
+/// pipelining client fills the page and gets the larger buffer after a
+/// few reads.
+#[derive(Debug)]
+pub(crate) struct ReadBuf {
+    buf: Vec<u8>,
+    /// The last read filled `buf`: make it larger before the next.
+    grow: bool,
+}
+
+impl ReadBuf {
+    const START: usize = 4 * 1024;
+    /// The largest buffer: a read of it holds at most a few thousand frames.
+    pub(crate) const MAX: usize = 64 * 1024;
+
+    /// Where the next read goes.
+    pub(crate) fn for_read(&mut self) -> &mut [u8] {
+        if self.grow {
+            self.grow = false;
+            let len = (self.buf.len() * 2).min(Self::MAX);
+            self.buf.resize(len, 0);
+        }
+        &mut self.buf
+    }
+
+    /// The `n` bytes a read into [`ReadBuf::for_read`] returned.
+    pub(crate) fn got(&mut self, n: usize) -> &[u8] {
+        self.grow = n >= self.buf.len() && self.buf.len() < Self::MAX;
+        self.buf.get(..n).unwrap_or_default()
+    }
+}
+
+impl Default for ReadBuf {
+    fn default() -> Self {
+        Self {
+            buf: vec![0; Self::START],
+            grow: false,
+        }
+    }
+}
+
 /// Hands every complete frame of `data` to `each`; returns how many bytes
 /// were used (the rest begins an incomplete frame).
 fn run<E: From<InvalidFrame>>(
@@ -97,6 +143,22 @@ fn run<E: From<InvalidFrame>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_buffer_grows_only_when_reads_fill_it() {
+        let mut buf = ReadBuf::default();
+        assert_eq!(buf.for_read().len(), ReadBuf::START);
+        assert_eq!(buf.got(30).len(), 30);
+        assert_eq!(buf.for_read().len(), ReadBuf::START, "a small read");
+        let mut len = ReadBuf::START;
+        while len < ReadBuf::MAX {
+            buf.got(len);
+            len = buf.for_read().len();
+        }
+        assert_eq!(len, ReadBuf::MAX);
+        buf.got(ReadBuf::MAX);
+        assert_eq!(buf.for_read().len(), ReadBuf::MAX, "never past the largest");
+    }
     use crate::frame::{ErrorCode, encode_ping_frame};
 
     /// What a reader reports, owned: a ping's nonce or an error code.

@@ -676,7 +676,7 @@ async fn drive(index: usize, mut pipe: Pipeline, run: &RunCtx) -> ConnReport {
             }
             if let Some(due) = next_due {
                 // Nothing outstanding: sleep until the next send is due.
-                tokio::time::sleep_until(due).await;
+                sleep_precisely(due).await;
                 continue;
             }
         }
@@ -684,7 +684,7 @@ async fn drive(index: usize, mut pipe: Pipeline, run: &RunCtx) -> ConnReport {
             (Some(due), true) => {
                 tokio::select! {
                     r = pipe.read(|f| on_frame(f, &mut sent, &mut report, progress)) => Some(r),
-                    () = tokio::time::sleep_until(due) => None,
+                    () = sleep_precisely(due) => None,
                 }
             }
             (_, false) => {
@@ -725,6 +725,28 @@ async fn drive(index: usize, mut pipe: Pipeline, run: &RunCtx) -> ConnReport {
     }
     pipe.finish();
     report
+}
+
+/// How close to a send's time the generator stops sleeping on tokio's
+/// timer and yields instead: the timer fires on millisecond ticks, up to a
+/// millisecond (and a tick) late.
+const SPIN: Duration = Duration::from_micros(1_500);
+
+/// Sleeps until `due` to within microseconds. A send up to a millisecond
+/// late would count that millisecond as the server's latency (open loop
+/// measures from the intended time): the timer sleeps until [`SPIN`]
+/// before `due`, then the task yields to the others until `due`. The
+/// generator's core is busy the whole run in open loop; that is the price
+/// of sub-millisecond arrivals.
+async fn sleep_precisely(due: Instant) {
+    if let Some(coarse) = due.checked_sub(SPIN)
+        && Instant::now() < coarse
+    {
+        tokio::time::sleep_until(coarse).await;
+    }
+    while Instant::now() < due {
+        tokio::task::yield_now().await;
+    }
 }
 
 fn on_frame(

@@ -15,7 +15,7 @@ use std::sync::{Arc, Barrier};
 use accessd_engine::{
     CardholderRecord, Change, CredentialKey, CredentialRecord, Decision, DoorMode, DoorRecord,
     Presence, Reason, Record, RecordKey, Request, SiteFile, SiteRecord, Snapshot, SnapshotBuilder,
-    Verdict, decide,
+    Verdict, decide, decide_with_subject,
 };
 use jiff::Timestamp;
 
@@ -56,6 +56,44 @@ fn ask(
 
 // Monday 2026-11-30, 09:00 in New York.
 const MON_9: &str = "2026-11-30T09:00:00-05:00";
+
+/// `decide_with_subject` (what the server calls when it records events)
+/// decides exactly as `decide` (which skips the subject's reads), and its
+/// subject is the one `Snapshot::subject` looks up, for every reader and
+/// card of the example site every three hours of a week, anti-passback
+/// included (each has its own presence, fed the same requests).
+#[test]
+fn deciding_with_the_subject_decides_the_same_and_names_the_right_subject() {
+    let snapshot = example();
+    let mut readers: Vec<String> = snapshot.reader_ids().map(str::to_owned).collect();
+    readers.sort();
+    readers.push("no-such-reader".into());
+    let mut cards: Vec<CredentialKey> = snapshot.credential_keys().collect();
+    cards.sort_by_key(ToString::to_string);
+    cards.push("h10301:99:99".parse().unwrap());
+    let (plain, with_subject) = (Presence::new(), Presence::new());
+    let mut holders_named = 0;
+    for hour in (0..7 * 24).step_by(3) {
+        let at = ts("2026-11-25T00:00:00Z") + jiff::SignedDuration::from_hours(hour);
+        for reader in &readers {
+            for card in &cards {
+                let request = Request {
+                    reader,
+                    credential: *card,
+                    pin: None,
+                };
+                let decided = decide(&snapshot, &plain, &request, at);
+                let (again, subject) = decide_with_subject(&snapshot, &with_subject, &request, at);
+                assert_eq!(decided, again, "{request:?} at {at}");
+                if decided.reason != Reason::UnknownReader {
+                    assert_eq!(subject, snapshot.subject(reader, card), "{request:?}");
+                    holders_named += usize::from(subject.holder.is_some());
+                }
+            }
+        }
+    }
+    assert!(holders_named > 0, "the example's cards have holders");
+}
 
 #[test]
 fn every_reason_on_the_example_site() {

@@ -148,96 +148,55 @@ pub fn finish_record(out: &mut [u8], start: usize) {
 impl EventRef<'_> {
     /// Appends this event to the record being written in `out`.
     pub fn write(&self, out: &mut Vec<u8>) {
-        debug_assert_eq!(self.id.unix_ms(), self.time_ms, "the id carries the time");
-        // The fixed fields go into a stack buffer first and into `out` in
-        // one copy: fifteen appends to the `Vec` each checked its length
-        // and capacity, and that was most of an event's encoding time.
-        let mut fixed = Fixed::default();
-        fixed.put(self.id.0.to_be_bytes());
-        fixed.put(self.request_id.to_le_bytes());
-        fixed.put([self.decision.verdict as u8]);
-        fixed.put(self.decision.reason.code().to_le_bytes());
-        fixed.put(self.decision.unlock_ms.to_le_bytes());
-        fixed.put(self.decision.snapshot_version.to_le_bytes());
-        fixed.put(self.snapshot_age_ms.to_le_bytes());
-        match self.reader_time_ms {
-            Some(ms) => {
-                fixed.put([1]);
-                fixed.put(ms.to_le_bytes());
-            }
-            None => fixed.put([0]),
-        }
-        let uid = match &self.credential {
-            CredentialKey::Card {
-                format,
-                facility,
-                number,
-            } => {
-                fixed.put([0]);
-                fixed.put(format.0.to_le_bytes());
-                fixed.put(facility.to_le_bytes());
-                fixed.put(number.to_le_bytes());
-                None
-            }
-            CredentialKey::Uid(uid) => {
-                let bytes = uid.as_bytes();
-                fixed.put([1, bytes.len() as u8]);
-                Some(bytes)
-            }
-        };
+        // One capacity check for the whole event, not one per field.
         let strings = [
             Some(self.reader),
             self.subject.door,
             self.subject.site,
             self.subject.holder,
         ];
-        // One capacity check for the whole event.
-        out.reserve(
-            fixed.len
-                + uid.map_or(0, <[u8]>::len)
-                + strings
-                    .iter()
-                    .map(|s| 2 + s.map_or(0, str::len))
-                    .sum::<usize>(),
-        );
-        out.extend_from_slice(fixed.bytes());
-        if let Some(uid) = uid {
-            out.extend_from_slice(uid);
+        let uid = match self.credential {
+            CredentialKey::Uid(uid) => uid.as_bytes().len(),
+            CredentialKey::Card { .. } => 0,
+        };
+        out.reserve(FIXED_MAX + uid + strings.iter().flatten().map(|s| 2 + s.len()).sum::<usize>());
+        debug_assert_eq!(self.id.unix_ms(), self.time_ms, "the id carries the time");
+        out.extend_from_slice(&self.id.0.to_be_bytes());
+        out.extend_from_slice(&self.request_id.to_le_bytes());
+        out.push(self.decision.verdict as u8);
+        out.extend_from_slice(&self.decision.reason.code().to_le_bytes());
+        out.extend_from_slice(&self.decision.unlock_ms.to_le_bytes());
+        out.extend_from_slice(&self.decision.snapshot_version.to_le_bytes());
+        out.extend_from_slice(&self.snapshot_age_ms.to_le_bytes());
+        match self.reader_time_ms {
+            Some(ms) => {
+                out.push(1);
+                out.extend_from_slice(&ms.to_le_bytes());
+            }
+            None => out.push(0),
         }
-        for s in strings {
-            put_str(out, s);
+        match self.credential {
+            CredentialKey::Card {
+                format,
+                facility,
+                number,
+            } => {
+                out.push(0);
+                out.extend_from_slice(&format.0.to_le_bytes());
+                out.extend_from_slice(&facility.to_le_bytes());
+                out.extend_from_slice(&number.to_le_bytes());
+            }
+            CredentialKey::Uid(uid) => {
+                out.push(1);
+                let bytes = uid.as_bytes();
+                out.push(bytes.len() as u8);
+                out.extend_from_slice(bytes);
+            }
         }
-    }
-}
-
-/// An event's fields before its strings and a uid's bytes: at most 16 +
-/// 4 + 1 + 2 + 4 + 8 + 4 + 9 (reader time) + 15 (a card) = 63 bytes.
-struct Fixed {
-    buf: [u8; 64],
-    len: usize,
-}
-
-impl Default for Fixed {
-    fn default() -> Self {
-        Self {
-            buf: [0; 64],
-            len: 0,
-        }
-    }
-}
-
-impl Fixed {
-    #[inline(always)]
-    fn put<const N: usize>(&mut self, bytes: [u8; N]) {
-        // Never short: the fields above are at most 63 bytes.
-        if let Some(slot) = self.buf.get_mut(self.len..self.len + N) {
-            slot.copy_from_slice(&bytes);
-            self.len += N;
-        }
-    }
-
-    fn bytes(&self) -> &[u8] {
-        self.buf.get(..self.len).unwrap_or_default()
+        put_str(out, Some(self.reader));
+        put_str(out, self.subject.door);
+        put_str(out, self.subject.site);
+        put_str(out, self.subject.holder);
     }
 }
 
@@ -252,6 +211,11 @@ fn put_str(out: &mut Vec<u8>, s: Option<&str>) {
         None => out.extend_from_slice(&ABSENT.to_le_bytes()),
     }
 }
+
+/// An event's bytes besides its strings and a uid, at most: the fixed
+/// fields (48), the credential's kind and card fields (1 + 14), a uid's
+/// length, and the absent strings' markers.
+const FIXED_MAX: usize = 96;
 
 /// One access event, owned: what `accessd events tail` prints (as JSON)
 /// and what the shipper writes to the events table. Field names are those

@@ -10,6 +10,8 @@
     reason = "tests"
 )]
 
+mod common;
+
 use std::sync::{Arc, Barrier};
 
 use accessd_engine::{
@@ -65,12 +67,7 @@ const MON_9: &str = "2026-11-30T09:00:00-05:00";
 #[test]
 fn deciding_with_the_subject_decides_the_same_and_names_the_right_subject() {
     let snapshot = example();
-    let mut readers: Vec<String> = snapshot.reader_ids().map(str::to_owned).collect();
-    readers.sort();
-    readers.push("no-such-reader".into());
-    let mut cards: Vec<CredentialKey> = snapshot.credential_keys().collect();
-    cards.sort_by_key(ToString::to_string);
-    cards.push("h10301:99:99".parse().unwrap());
+    let (readers, cards) = common::every_reader_and_card(&snapshot);
     let (plain, with_subject) = (Presence::new(), Presence::new());
     let mut holders_named = 0;
     for hour in (0..7 * 24).step_by(3) {

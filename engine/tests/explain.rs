@@ -13,6 +13,8 @@
     reason = "tests"
 )]
 
+mod common;
+
 use accessd_engine::synth::{self, SynthParams};
 use accessd_engine::{
     AssignmentState, Change, CredentialKey, Outcome, Presence, Reason, Request, Rule, SiteFile,
@@ -67,12 +69,7 @@ fn explain_agrees_with_decide_on_every_request_of_the_example_site_for_a_week() 
         ),
     ] {
         let snapshot = snapshot_of(&text);
-        let mut readers: Vec<String> = snapshot.reader_ids().map(str::to_owned).collect();
-        readers.sort();
-        readers.push("no-such-reader".into());
-        let mut cards: Vec<CredentialKey> = snapshot.credential_keys().collect();
-        cards.sort_by_key(ToString::to_string);
-        cards.push("h10301:99:99".parse().unwrap());
+        let (readers, cards) = common::every_reader_and_card(&snapshot);
         // Thanksgiving week into December: a holiday, weekdays, a weekend,
         // validity bounds of the example's holders and assignments.
         let start = ts("2026-11-25T00:00:00Z");

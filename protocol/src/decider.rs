@@ -233,12 +233,7 @@ impl SnapshotDecider {
         refusal: Option<Reason>,
         journal: &mut Journal,
     ) -> Answer {
-        let ChunkState {
-            snapshot,
-            now,
-            age_ms: age,
-        } = chunk;
-        let (now, age) = (*now, *age);
+        let (snapshot, now, age) = (&chunk.snapshot, chunk.now, chunk.age_ms);
         let mut subject = None;
         let decision = if let Some(reason) = refusal {
             Decision::deny(reason, snapshot.version())

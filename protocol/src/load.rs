@@ -268,17 +268,9 @@ pub async fn run(
     // The endpoints shared by several connections close with the last.
     drop(connected.endpoints);
     // Every task has ended and dropped its samples into `latencies`.
-    let Latencies {
-        latency,
-        round_trip,
-        lag,
-    } = {
+    let (latency, round_trip, lag) = {
         let h = latencies.lock().unwrap_or_else(|p| p.into_inner());
-        Latencies {
-            latency: h.latency.clone(),
-            round_trip: h.round_trip.clone(),
-            lag: h.lag.clone(),
-        }
+        (h.latency.clone(), h.round_trip.clone(), h.lag.clone())
     };
     Ok(LoadReport {
         frames: total.frames,

@@ -38,8 +38,9 @@ impl SharedSnapshot {
         }
     }
 
-    /// The current snapshot. Hold the guard for one decision, not longer:
-    /// a long-held guard keeps an old version alive.
+    /// The current snapshot. Hold the guard for one decision or one chunk
+    /// of them, not across waits: a long-held guard keeps an old version
+    /// alive.
     #[inline]
     pub fn load(&self) -> SnapshotGuard {
         self.current.load()

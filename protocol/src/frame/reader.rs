@@ -143,22 +143,6 @@ fn run<E: From<InvalidFrame>>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_read_buffer_grows_only_when_reads_fill_it() {
-        let mut buf = ReadBuf::default();
-        assert_eq!(buf.for_read().len(), ReadBuf::START);
-        assert_eq!(buf.got(30).len(), 30);
-        assert_eq!(buf.for_read().len(), ReadBuf::START, "a small read");
-        let mut len = ReadBuf::START;
-        while len < ReadBuf::MAX {
-            buf.got(len);
-            len = buf.for_read().len();
-        }
-        assert_eq!(len, ReadBuf::MAX);
-        buf.got(ReadBuf::MAX);
-        assert_eq!(buf.for_read().len(), ReadBuf::MAX, "never past the largest");
-    }
     use crate::frame::{ErrorCode, encode_ping_frame};
 
     /// What a reader reports, owned: a ping's nonce or an error code.
@@ -227,5 +211,21 @@ mod tests {
             );
             assert_eq!(end.unwrap_err().skip, None);
         }
+    }
+
+    #[test]
+    fn a_read_buffer_grows_only_when_reads_fill_it() {
+        let mut buf = ReadBuf::default();
+        assert_eq!(buf.for_read().len(), ReadBuf::START);
+        assert_eq!(buf.got(30).len(), 30);
+        assert_eq!(buf.for_read().len(), ReadBuf::START, "a small read");
+        let mut len = ReadBuf::START;
+        while len < ReadBuf::MAX {
+            buf.got(len);
+            len = buf.for_read().len();
+        }
+        assert_eq!(len, ReadBuf::MAX);
+        buf.got(ReadBuf::MAX);
+        assert_eq!(buf.for_read().len(), ReadBuf::MAX, "never past the largest");
     }
 }

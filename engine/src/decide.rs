@@ -92,21 +92,14 @@ fn decide_into<'s, const SUBJECT: bool>(
     // it is on its way. Rule 1 still decides before rule 2.
     let cred = snapshot.cred(&request.credential);
 
-    // 1. Reader and door.
+    // 1. Reader, with its door's state and its site's lockdown copied into
+    // its entry: the door and the site are read only for the subject.
     let Some(reader) = topo.readers.get(request.reader) else {
         return deny(Reason::UnknownReader);
     };
-    let Some(door) = topo.doors.get(reader.door) else {
-        return deny(Reason::UnknownReader);
-    };
     if SUBJECT {
-        subject.door = Some(&door.id);
-    }
-    let Some(site) = topo.sites.get(door.site) else {
-        return deny(Reason::UnknownReader);
-    };
-    if SUBJECT {
-        subject.site = Some(&site.id);
+        subject.door = topo.doors.get(reader.door).map(|d| &*d.id);
+        subject.site = topo.sites.get(reader.site as usize).map(|s| &*s.id);
     }
 
     // 2. Credential.
@@ -151,10 +144,10 @@ fn decide_into<'s, const SUBJECT: bool>(
     }
 
     // 4. Door state.
-    if door.mode == DoorMode::Locked {
+    if reader.mode == DoorMode::Locked {
         return deny(Reason::DoorLocked);
     }
-    if (door.mode == DoorMode::Lockdown || site.lockdown) && !core.lockdown_override {
+    if (reader.mode == DoorMode::Lockdown || reader.site_lockdown) && !core.lockdown_override {
         return deny(Reason::DoorLockdown);
     }
 
@@ -168,12 +161,14 @@ fn decide_into<'s, const SUBJECT: bool>(
         Some(holder) => Either::Full(holder.assignments()),
     };
     for assignment in assignments {
+        // The door bit first, from the level's number alone: most
+        // requests end here, at a level that does not cover the door.
+        if !topo.covers(assignment.level, reader.door) {
+            continue;
+        }
         let Some(Some(level)) = topo.levels.get(assignment.level as usize) else {
             continue;
         };
-        if !level.covers(reader.door) {
-            continue;
-        }
         if assignment.validity.at(now_ms) != Within::Inside {
             if miss == Reason::NoAccess {
                 miss = Reason::AccessNotValidNow;
@@ -182,6 +177,9 @@ fn decide_into<'s, const SUBJECT: bool>(
         }
         let Some(schedule) = topo.schedules.get(level.schedule) else {
             continue;
+        };
+        let Some(site) = topo.sites.get(reader.site as usize) else {
+            return deny(Reason::UnknownReader);
         };
         let t = *local.get_or_insert_with(|| LocalTime::at(&site.tz, now));
         if schedule.is_active(t) {
@@ -195,7 +193,7 @@ fn decide_into<'s, const SUBJECT: bool>(
     }
 
     // 6. PIN.
-    if door.mode == DoorMode::CardAndPin {
+    if reader.mode == DoorMode::CardAndPin {
         let Some(pin) = request.pin else {
             return deny(Reason::PinRequired);
         };
@@ -206,7 +204,7 @@ fn decide_into<'s, const SUBJECT: bool>(
 
     // 7. Anti-passback.
     let mut reason = Reason::Granted;
-    if let Some(area) = door.area.and_then(|i| topo.areas.get(i))
+    if let Some(area) = reader.area.and_then(|i| topo.areas.get(i as usize))
         && area.passback != PassbackMode::None
     {
         let Some(holder) = cred.holder() else {
@@ -226,5 +224,5 @@ fn decide_into<'s, const SUBJECT: bool>(
             Passage::Refused => return deny(Reason::AntiPassback),
         }
     }
-    Decision::new(reason, door.unlock_ms, version)
+    Decision::new(reason, reader.unlock_ms, version)
 }

@@ -487,7 +487,7 @@ fn walk(
         if let Some(level) = level {
             check.resolved = true;
             check.schedule = Some(names.schedule(level.schedule).to_owned());
-            check.covers_door = level.covers(reader.door);
+            check.covers_door = topo.covers(assignment.level, reader.door);
             if check.covers_door {
                 if state != AssignmentState::Valid {
                     if miss == Reason::NoAccess {

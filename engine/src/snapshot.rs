@@ -42,6 +42,7 @@ mod holder;
 mod lookup;
 mod names;
 mod shared;
+mod short;
 mod topology;
 mod warm;
 
@@ -192,7 +193,7 @@ impl Snapshot {
     }
 
     /// The credential under `key`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn cred(&self, key: &CredentialKey) -> Option<Cred<'_>> {
         match self.creds.get(key) {
             Some(entry) => Some(Cred::new(entry)),
@@ -213,7 +214,7 @@ impl Snapshot {
 
     /// Every reader id, in no particular order.
     pub fn reader_ids(&self) -> impl Iterator<Item = &str> {
-        self.topology.readers.keys().map(|k| &**k)
+        self.topology.readers.iter().map(|(id, _)| id)
     }
 
     /// Who and where a request is about, for its access event: the

@@ -8,9 +8,8 @@ use std::sync::Arc;
 use hashbrown::{HashMap, HashTable};
 use jiff::Timestamp;
 
-use super::holder::{
-    AssignmentEntry, Cold, HolderCore, HolderEntry, HolderId, Hot, Validity, cred_entry,
-};
+use super::holder::{AssignmentEntry, Cold, HolderCore, HolderEntry, Hot, Validity, cred_entry};
+use super::short::ShortStr;
 use super::topology::{Topology, build_topology};
 use super::{FixedState, Snapshot};
 use crate::credential::CredentialKey;
@@ -290,7 +289,7 @@ impl SnapshotBuilder {
                     creds: Vec::new(),
                 };
                 f(&mut parts);
-                let entry = Arc::new(HolderEntry::new(HolderId::new(id_owned), parts));
+                let entry = Arc::new(HolderEntry::new(ShortStr::new(id_owned), parts));
                 if entry.is_empty() {
                     return None;
                 }
@@ -303,7 +302,7 @@ impl SnapshotBuilder {
         for key in &entry.creds {
             self.creds.update(key, |hot, cold| {
                 if let Some(cold) = cold {
-                    *hot = Hot::of(hot.status, cold.extras.is_some(), &entry);
+                    *hot = Hot::of(hot.status, cold.extras.as_deref(), &entry);
                     cold.holder = Arc::clone(&entry);
                 }
             });

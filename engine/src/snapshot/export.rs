@@ -15,9 +15,8 @@ use jiff::Timestamp;
 
 use super::SnapshotBuilder;
 use super::builder::HolderParts;
-use super::holder::{
-    AssignmentEntry, Cred, HolderCore, HolderEntry, HolderId, Validity, cred_entry,
-};
+use super::holder::{AssignmentEntry, Cred, HolderCore, HolderEntry, Validity, cred_entry};
+use super::short::ShortStr;
 use crate::model::{AssignmentRecord, CardholderRecord, CredentialRecord, Record};
 use crate::snapshot::ApplyError;
 use crate::validate::validate;
@@ -236,7 +235,7 @@ pub(super) fn compile_bundle(
         }
     }
     let entry = Arc::new(HolderEntry::new(
-        HolderId::new(bundle.id.as_str()),
+        ShortStr::new(bundle.id.as_str()),
         HolderParts {
             core,
             assignments,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 
 use super::builder::HolderParts;
+use super::short::ShortStr;
 use crate::credential::CredentialKey;
 use crate::model::{CredentialRecord, CredentialStatus, HolderStatus};
 use crate::pin::PinHash;
@@ -52,119 +53,143 @@ impl Validity {
     }
 }
 
-/// The longest holder id kept inside its entry (longer ones are boxed).
-const INLINE_ID: usize = 22;
-
-/// A cardholder's id, kept inside its entry when it is short (ids are
-/// badge or employee numbers, nearly always short). Every access event
-/// copies its decision's holder id: boxed, the id was a cache miss of its
-/// own after the entry's, for each event (with a hundred thousand holders,
-/// the demo recording events spent 7 % of its samples in that copy; inline,
-/// 3.4 %). 24 bytes either way.
-#[derive(Clone)]
-pub(crate) enum HolderId {
-    /// The first `len` bytes of `bytes` are the id's UTF-8.
-    Inline { len: u8, bytes: [u8; INLINE_ID] },
-    /// An id longer than [`INLINE_ID`] bytes.
-    Boxed(Box<str>),
-}
-
-impl HolderId {
-    /// The id `id`; a long owned one is kept rather than copied.
-    pub(crate) fn new<I: AsRef<str> + Into<Box<str>>>(id: I) -> Self {
-        let text = id.as_ref().as_bytes();
-        let mut bytes = [0; INLINE_ID];
-        match bytes.get_mut(..text.len()) {
-            Some(head) => {
-                head.copy_from_slice(text);
-                Self::Inline {
-                    len: text.len() as u8,
-                    bytes,
-                }
-            }
-            None => Self::Boxed(id.into()),
-        }
-    }
-
-    pub(crate) fn as_str(&self) -> &str {
-        match self {
-            // Copied from a `str` whole: always valid, never the default.
-            Self::Inline { len, bytes } => {
-                std::str::from_utf8(bytes.get(..usize::from(*len)).unwrap_or_default())
-                    .unwrap_or_default()
-            }
-            Self::Boxed(id) => id,
-        }
-    }
-}
-
-impl Default for HolderId {
-    fn default() -> Self {
-        Self::new("")
-    }
-}
-
-impl std::fmt::Debug for HolderId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
 /// A cardholder as decisions need it, shared by all its credentials.
 ///
 /// Laid out for memory, since there are about as many holders as
-/// credentials: the common parts (status, level numbers) are plain, the
-/// rare ones (validity windows) are boxed and absent when unused, and an
-/// empty boxed slice allocates nothing.
+/// credentials, and for the decisions that read it: those of credentials
+/// whose hot half could not hold the holder (a validity window, timed
+/// assignments, more than three levels), for which each pointer followed
+/// is a cache miss at a million holders. So, in declaration order
+/// (`repr(C)`): status, override and up to three level numbers in the
+/// first 8 bytes, then the validity, all at the front of the allocation;
+/// the level numbers that do not fit and the timed assignments are boxed
+/// and absent when unused (an empty boxed slice allocates nothing).
+/// Measured at 1M: the box of the validity and timed assignments and the
+/// box of the levels were together a third of `decide`'s samples.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct HolderEntry {
-    pub(super) id: HolderId,
     /// `None` while no cardholder record exists for this id.
     status: Option<HolderStatus>,
-    lockdown_override: bool,
-    /// Levels assigned without a validity window, sorted.
+    /// `FEW_OVERRIDE` and, in `FEW_LEN`, how many of `few` are used.
+    bits: u8,
+    /// The levels assigned without a validity window, when there are at
+    /// most three, all numbered below 65,536 (nearly every holder);
+    /// otherwise none, and `levels` holds them.
+    few: [u16; FAST_LEVELS],
+    /// The holder's own validity.
+    validity: Validity,
+    /// Levels assigned without a validity window that `few` cannot hold,
+    /// sorted; empty when `few` holds them.
     levels: Box<[u32]>,
-    /// Validity windows, for the few holders that have any.
+    /// Assignments with a validity window, for the few holders that have
+    /// any.
     rare: Option<Box<Rare>>,
+    pub(super) id: ShortStr,
     /// INVARIANT(holder-arc): the keys of every credential whose entry
     /// holds this entry. The builder's reverse index, kept here so that it
     /// costs no second map.
     pub(super) creds: Box<[CredentialKey]>,
 }
 
-/// The rare parts of a holder, in one allocation.
+const FEW_OVERRIDE: u8 = 1;
+const FEW_LEN: u8 = 0b110;
+const FEW_LEN_SHIFT: u32 = 1;
+
+/// Timed assignments kept inside [`Rare`]; more go to its box.
+const TIMED_FEW: usize = 2;
+
+/// The timed assignments of a holder, in one allocation when there are at
+/// most [`TIMED_FEW`] (a box of the slice behind the box was one more
+/// dependent miss).
 #[derive(Debug)]
 struct Rare {
-    /// The holder's own validity.
-    validity: Validity,
-    /// Assignments with a validity window, sorted by level.
-    timed: Box<[AssignmentEntry]>,
+    /// How many of `few` are used.
+    len: u8,
+    few: [AssignmentEntry; TIMED_FEW],
+    /// The rest, when there are more than [`TIMED_FEW`].
+    more: Box<[AssignmentEntry]>,
+}
+
+impl Rare {
+    fn new(timed: &[AssignmentEntry]) -> Option<Box<Self>> {
+        let (head, more) = timed.split_at(timed.len().min(TIMED_FEW));
+        let first = *head.first()?;
+        let mut few = [first; TIMED_FEW];
+        for (slot, a) in few.iter_mut().zip(head) {
+            *slot = *a;
+        }
+        Some(Box::new(Self {
+            len: head.len() as u8,
+            few,
+            more: more.into(),
+        }))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = AssignmentEntry> + '_ {
+        self.few
+            .iter()
+            .take(usize::from(self.len))
+            .chain(self.more.iter())
+            .copied()
+    }
+}
+
+/// `levels` as the `few` of a holder entry, if there are at most
+/// [`FAST_LEVELS`] and each is below 65,536.
+fn as_few(levels: &[u32]) -> Option<[u16; FAST_LEVELS]> {
+    if levels.len() > FAST_LEVELS {
+        return None;
+    }
+    let mut few = [0; FAST_LEVELS];
+    for (slot, &level) in few.iter_mut().zip(levels) {
+        *slot = u16::try_from(level).ok()?;
+    }
+    Some(few)
 }
 
 impl HolderEntry {
-    pub(super) fn new(id: HolderId, parts: HolderParts) -> Self {
+    pub(super) fn new(id: ShortStr, parts: HolderParts) -> Self {
         let (core, assignments, creds) = (parts.core, parts.assignments, parts.creds);
-        let levels = assignments
+        let untimed: Vec<u32> = assignments
             .iter()
             .filter(|a| a.validity == Validity::ALWAYS)
             .map(|a| a.level)
             .collect();
-        let timed: Box<[AssignmentEntry]> = assignments
+        let timed: Vec<AssignmentEntry> = assignments
             .iter()
             .filter(|a| a.validity != Validity::ALWAYS)
             .copied()
             .collect();
-        let validity = core.map_or(Validity::ALWAYS, |c| c.validity);
-        let rare = (validity != Validity::ALWAYS || !timed.is_empty())
-            .then(|| Box::new(Rare { validity, timed }));
+        let (few, few_len, levels) = match as_few(&untimed) {
+            Some(few) => (few, untimed.len() as u8, Box::default()),
+            None => ([0; FAST_LEVELS], 0, untimed.into_boxed_slice()),
+        };
+        let mut bits = few_len << FEW_LEN_SHIFT;
+        if core.is_some_and(|c| c.lockdown_override) {
+            bits |= FEW_OVERRIDE;
+        }
         Self {
-            id,
             status: core.map(|c| c.status),
-            lockdown_override: core.is_some_and(|c| c.lockdown_override),
+            bits,
+            few,
+            validity: core.map_or(Validity::ALWAYS, |c| c.validity),
             levels,
-            rare,
+            rare: Rare::new(&timed),
+            id,
             creds: creds.into_boxed_slice(),
         }
+    }
+
+    /// The levels assigned without a validity window.
+    #[inline]
+    fn untimed(&self) -> impl Iterator<Item = u32> + '_ {
+        let few = usize::from((self.bits & FEW_LEN) >> FEW_LEN_SHIFT);
+        self.few
+            .iter()
+            .take(few)
+            .map(|&l| u32::from(l))
+            .chain(self.levels.iter().copied())
     }
 
     /// The parts, for a change; sorted by level.
@@ -188,26 +213,25 @@ impl HolderEntry {
     pub(crate) fn core(&self) -> Option<HolderCore> {
         self.status.map(|status| HolderCore {
             status,
-            validity: self.rare.as_ref().map_or(Validity::ALWAYS, |r| r.validity),
-            lockdown_override: self.lockdown_override,
+            validity: self.validity,
+            lockdown_override: self.bits & FEW_OVERRIDE != 0,
         })
     }
 
     /// Every assignment, in no particular order.
     #[inline]
     pub(crate) fn assignments(&self) -> impl Iterator<Item = AssignmentEntry> + '_ {
-        self.levels
-            .iter()
-            .map(|&level| AssignmentEntry {
+        self.untimed()
+            .map(|level| AssignmentEntry {
                 level,
                 validity: Validity::ALWAYS,
             })
-            .chain(self.rare.iter().flat_map(|r| r.timed.iter().copied()))
+            .chain(self.rare.iter().flat_map(|r| r.iter()))
     }
 
     pub(super) fn is_empty(&self) -> bool {
         self.status.is_none()
-            && self.levels.is_empty()
+            && self.untimed().next().is_none()
             && self.rare.is_none()
             && self.creds.is_empty()
     }
@@ -247,11 +271,13 @@ pub(crate) struct Cred<'a> {
 ///
 /// INVARIANT(holder-arc): the holder part is derived from the cold half's
 /// holder and refreshed with it. INVARIANT(hot-extras): `EXTRAS` is set
-/// exactly when the cold half has extras.
+/// exactly when the cold half has extras, `WINDOW` exactly when those
+/// extras have a validity window other than always.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Hot {
     pub(crate) status: CredentialStatus,
-    /// `LEN_MASK`, `OVERRIDE`, `HOLDER_ACTIVE`, `HOLDER_INACTIVE`, `EXTRAS`.
+    /// `LEN_MASK`, `OVERRIDE`, `HOLDER_ACTIVE`, `HOLDER_INACTIVE`, `EXTRAS`,
+    /// `WINDOW`.
     flags: u8,
     levels: [u16; FAST_LEVELS],
 }
@@ -266,28 +292,45 @@ const HOLDER_ACTIVE: u8 = 1 << 3;
 const HOLDER_INACTIVE: u8 = 1 << 4;
 /// The credential has a validity window or a PIN (in the cold half).
 const EXTRAS: u8 = 1 << 5;
+/// The extras have a validity window. Most credentials with extras have
+/// a PIN and no window; without this flag, rule 2 read the extras (a cache
+/// miss at a million credentials) to find the window always open.
+const WINDOW: u8 = 1 << 6;
 
 impl Hot {
-    pub(super) fn of(status: CredentialStatus, extras: bool, holder: &HolderEntry) -> Self {
+    pub(super) fn of(
+        status: CredentialStatus,
+        extras: Option<&CredExtras>,
+        holder: &HolderEntry,
+    ) -> Self {
         let not_inline = Self {
             status,
-            flags: if extras { EXTRAS } else { 0 },
+            flags: match extras {
+                None => 0,
+                Some(e) if e.validity == Validity::ALWAYS => EXTRAS,
+                Some(_) => EXTRAS | WINDOW,
+            },
             levels: [0; FAST_LEVELS],
         };
         let Some(core) = holder.core() else {
             return not_inline;
         };
-        if holder.rare.is_some() || holder.levels.len() > FAST_LEVELS {
+        if holder.validity != Validity::ALWAYS
+            || holder.rare.is_some()
+            || holder.untimed().count() > FAST_LEVELS
+        {
             return not_inline;
         }
         let mut hot = not_inline;
-        for (slot, level) in hot.levels.iter_mut().zip(holder.levels.iter()) {
-            let Ok(level) = u16::try_from(*level) else {
+        let mut len = 0;
+        for (slot, level) in hot.levels.iter_mut().zip(holder.untimed()) {
+            let Ok(level) = u16::try_from(level) else {
                 return not_inline;
             };
             *slot = level;
+            len += 1;
         }
-        hot.flags |= holder.levels.len() as u8 & LEN_MASK;
+        hot.flags |= len & LEN_MASK;
         hot.flags |= match core.status {
             HolderStatus::Active => HOLDER_ACTIVE,
             HolderStatus::Inactive => HOLDER_INACTIVE,
@@ -339,6 +382,11 @@ impl Hot {
     fn has_extras(&self) -> bool {
         self.flags & EXTRAS != 0
     }
+
+    #[inline]
+    fn has_window(&self) -> bool {
+        self.flags & WINDOW != 0
+    }
 }
 
 /// The cold half of a credential: its holder, and its extras if it has
@@ -367,7 +415,7 @@ pub(super) fn cred_entry(r: CredentialRecord, holder: Arc<HolderEntry>) -> (Hot,
             pin: r.pin,
         })
     });
-    let hot = Hot::of(r.status, extras.is_some(), &holder);
+    let hot = Hot::of(r.status, extras.as_deref(), &holder);
     (hot, Cold { holder, extras })
 }
 
@@ -395,7 +443,7 @@ impl<'a> Cred<'a> {
     /// Fails closed: extras announced but missing read as expired.
     #[inline]
     pub(crate) fn validity_at(&self, now_ms: i64) -> Within {
-        if !self.hot.has_extras() {
+        if !self.hot.has_window() {
             return Within::Inside;
         }
         self.extras()
@@ -417,33 +465,120 @@ mod tests {
         // The credential table's size is the engine's memory footprint.
         assert_eq!(std::mem::size_of::<Hot>(), 8);
         assert_eq!(std::mem::size_of::<Option<Cold>>(), 16);
-        // 72: the id inside (24 bytes) instead of a box (16) and an
-        // allocation of its own (8 to 16 more, and a cache miss).
-        assert_eq!(std::mem::size_of::<HolderId>(), 24);
-        assert_eq!(std::mem::size_of::<HolderEntry>(), 72);
+        // 88: the id inside (24 bytes) instead of a box (16) and an
+        // allocation of its own (8 to 16 more, and a cache miss); the
+        // validity inside (16) instead of in the box of timed assignments.
+        assert_eq!(std::mem::size_of::<ShortStr>(), 24);
+        assert_eq!(std::mem::size_of::<HolderEntry>(), 88);
     }
 
     #[test]
-    fn holder_ids_read_back_inline_or_boxed() {
-        let long = "h".repeat(INLINE_ID + 1);
-        for id in [
-            "",
-            "E1",
-            "émilie-Ω",
-            &long[1..],
-            &long,
-            "a much longer id than fits",
+    fn holder_entries_give_back_their_parts_whatever_fits_inside() {
+        let window = Validity {
+            from: 10,
+            until: 20,
+        };
+        let mut cases = 0;
+        for untimed in [
+            vec![],
+            vec![3],
+            vec![1, 2, 3],
+            vec![1, 2, 3, 4],
+            vec![7, 70_000],
+            vec![65_535],
         ] {
-            let held = HolderId::new(id);
-            assert_eq!(held.as_str(), id);
-            assert_eq!(
-                matches!(held, HolderId::Inline { .. }),
-                id.len() <= INLINE_ID,
-                "{id}"
-            );
-            assert_eq!(HolderId::new(Box::<str>::from(id)).as_str(), id);
-            assert_eq!(format!("{:?}", held.clone()), format!("{id:?}"));
+            for timed in 0..5u32 {
+                for core in [
+                    None,
+                    Some(HolderCore {
+                        status: HolderStatus::Active,
+                        validity: Validity::ALWAYS,
+                        lockdown_override: true,
+                    }),
+                    Some(HolderCore {
+                        status: HolderStatus::Inactive,
+                        validity: window,
+                        lockdown_override: false,
+                    }),
+                ] {
+                    let mut assignments: Vec<AssignmentEntry> = untimed
+                        .iter()
+                        .map(|&level| AssignmentEntry {
+                            level,
+                            validity: Validity::ALWAYS,
+                        })
+                        .chain((0..timed).map(|i| AssignmentEntry {
+                            level: 100 + i,
+                            validity: window,
+                        }))
+                        .collect();
+                    assignments.sort_by_key(|a| a.level);
+                    let parts = HolderParts {
+                        core,
+                        assignments: assignments.clone(),
+                        creds: vec![],
+                    };
+                    let entry = HolderEntry::new(ShortStr::new("H"), parts);
+                    let back = entry.parts();
+                    assert_eq!(back.core, core);
+                    assert_eq!(back.assignments, assignments);
+                    assert_eq!(entry.is_empty(), core.is_none() && assignments.is_empty());
+                    // The hot half holds the holder exactly when it is
+                    // simple enough, and then says the same.
+                    let hot = Hot::of(CredentialStatus::Active, None, &entry);
+                    let simple = core.is_some_and(|c| c.validity == Validity::ALWAYS)
+                        && timed == 0
+                        && untimed.len() <= FAST_LEVELS
+                        && untimed.iter().all(|&l| l < 65_536);
+                    assert_eq!(hot.core().is_some(), simple);
+                    if simple {
+                        assert_eq!(hot.core(), core);
+                        let inline: Vec<_> = hot.assignments().collect();
+                        assert_eq!(inline, assignments);
+                    }
+                    cases += 1;
+                }
+            }
         }
-        assert_eq!(HolderId::default().as_str(), "");
+        assert_eq!(cases, 6 * 5 * 3);
+    }
+
+    #[test]
+    fn only_a_window_makes_rule_two_read_the_extras() {
+        let holder = Arc::new(HolderEntry::new(
+            ShortStr::new("H1"),
+            HolderParts {
+                core: None,
+                assignments: vec![],
+                creds: vec![],
+            },
+        ));
+        let pin = PinHash::new("1234", [7; 16]).unwrap();
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let later = Timestamp::from_second(1_900_000_000).unwrap();
+        for (pin, until, extras, window, at_now) in [
+            (None, None, false, false, Within::Inside),
+            (Some(pin.clone()), None, true, false, Within::Inside),
+            (None, Some(now), true, true, Within::After),
+            (Some(pin), Some(later), true, true, Within::Inside),
+        ] {
+            let record = CredentialRecord {
+                card: "uid:0102".parse().unwrap(),
+                holder: "H1".into(),
+                status: CredentialStatus::Active,
+                valid_from: None,
+                valid_until: until,
+                pin,
+            };
+            let (hot, cold) = cred_entry(record, Arc::clone(&holder));
+            assert_eq!(hot.has_extras(), extras);
+            assert_eq!(cold.extras.is_some(), extras);
+            assert_eq!(hot.has_window(), window);
+            let cold = Some(cold);
+            assert_eq!(
+                Cred::new((hot, &cold)).validity_at(now.as_millisecond()),
+                at_now
+            );
+        }
     }
 }

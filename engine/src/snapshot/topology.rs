@@ -3,12 +3,15 @@
 //! Their entries, the `Topology` that holds them, and its build from the
 //! builder's small records.
 
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use hashbrown::HashMap;
+use hashbrown::hash_table::Entry;
+use hashbrown::{HashMap, HashTable};
 use jiff::tz::TimeZone;
 
 use super::builder::{LevelIds, SmallRecords};
+use super::short::ShortStr;
 use super::{FixedState, names};
 use crate::model::{Direction, DoorMode, PassbackMode};
 use crate::schedule::CompiledSchedule;
@@ -31,11 +34,67 @@ pub(crate) struct DoorEntry {
     pub(crate) area: Option<usize>,
 }
 
-/// A reader as decisions need it.
+/// A reader as decisions need it, with what a decision reads of its door
+/// and site copied in: one entry read instead of three dependent ones.
+/// (The topology is rebuilt whenever any of them changes.)
 #[derive(Debug)]
 pub(crate) struct ReaderEntry {
+    /// Index into `Topology::doors`.
     pub(crate) door: usize,
+    /// The door's site, an index into `Topology::sites`.
+    pub(crate) site: u32,
+    /// The door's anti-passback area, an index into `Topology::areas`.
+    pub(crate) area: Option<u32>,
+    /// The door's unlock time.
+    pub(crate) unlock_ms: u32,
     pub(crate) direction: Direction,
+    /// The door's mode.
+    pub(crate) mode: DoorMode,
+    /// Whether the door's site is in lockdown.
+    pub(crate) site_lockdown: bool,
+}
+
+/// The readers by id: a table of (id, entry) pairs with the id inside the
+/// pair, so that a lookup reads one slot and compares in place (see
+/// [`ShortStr::is`]), where a `HashMap<Box<str>, _>` followed a pointer to
+/// each candidate's id and called `memcmp` on it.
+#[derive(Debug, Default)]
+pub(crate) struct Readers {
+    table: HashTable<(ShortStr, ReaderEntry)>,
+    hasher: FixedState,
+}
+
+impl Readers {
+    #[inline(always)]
+    pub(crate) fn get(&self, id: &str) -> Option<&ReaderEntry> {
+        let hash = self.hasher.hash_one(id);
+        self.table
+            .find(hash, |(key, _)| key.is(id))
+            .map(|(_, entry)| entry)
+    }
+
+    /// Adds or replaces the reader `id`.
+    fn insert(&mut self, id: &str, entry: ReaderEntry) {
+        let hasher = &self.hasher;
+        let hash = hasher.hash_one(id);
+        match self.table.entry(
+            hash,
+            |(key, _)| key.is(id),
+            |(key, _)| hasher.hash_one(key.as_str()),
+        ) {
+            Entry::Occupied(mut slot) => slot.get_mut().1 = entry,
+            Entry::Vacant(slot) => drop(slot.insert((ShortStr::new(id), entry))),
+        }
+    }
+
+    /// Every reader, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &ReaderEntry)> {
+        self.table.iter().map(|(id, entry)| (id.as_str(), entry))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.table.len()
+    }
 }
 
 /// An anti-passback area as decisions need it.
@@ -46,26 +105,17 @@ pub(crate) struct AreaEntry {
     pub(crate) reset_after_ms: Option<i64>,
 }
 
-/// An access level as decisions need it: a door bitset and a schedule.
+/// An access level as decisions need it: its schedule. Its doors are a
+/// row of `Topology::level_doors`.
 #[derive(Debug)]
 pub(crate) struct LevelEntry {
-    doors: Box<[u64]>,
     pub(crate) schedule: usize,
-}
-
-impl LevelEntry {
-    #[inline]
-    pub(crate) fn covers(&self, door: usize) -> bool {
-        self.doors
-            .get(door / 64)
-            .is_some_and(|w| w & (1 << (door % 64)) != 0)
-    }
 }
 
 /// Everything but cardholders and credentials, compiled for decisions.
 #[derive(Debug, Default)]
 pub(crate) struct Topology {
-    pub(crate) readers: HashMap<Box<str>, ReaderEntry, FixedState>,
+    pub(crate) readers: Readers,
     pub(crate) doors: Vec<DoorEntry>,
     pub(crate) sites: Vec<SiteEntry>,
     pub(crate) areas: Vec<AreaEntry>,
@@ -73,10 +123,31 @@ pub(crate) struct Topology {
     /// Indexed by the builder's level number (see `LevelIds`); `None` for
     /// a number whose level does not exist or does not resolve.
     pub(crate) levels: Vec<Option<LevelEntry>>,
+    /// The doors of each level as a bitset, `door_words` words a level,
+    /// level after level, all in one allocation: a decision finds the word
+    /// from the level number and the door index without reading the level
+    /// entry first (one dependent load fewer). Zero for a level that does
+    /// not resolve.
+    level_doors: Vec<u64>,
+    door_words: usize,
     /// References that did not resolve when this topology was built.
     pub(super) problems: Vec<String>,
     /// The ids behind the indices above, for explanations.
     pub(crate) names: names::Names,
+}
+
+impl Topology {
+    /// Whether access level `level` (its number) covers door `door` (its
+    /// index). False for a level that does not exist or does not resolve.
+    #[inline]
+    pub(crate) fn covers(&self, level: u32, door: usize) -> bool {
+        (level as usize)
+            .checked_mul(self.door_words)
+            .and_then(|row| row.checked_add(door / 64))
+            .filter(|_| door / 64 < self.door_words)
+            .and_then(|at| self.level_doors.get(at))
+            .is_some_and(|w| w & (1 << (door % 64)) != 0)
+    }
 }
 
 /// Builds the compiled topology from the small records. A reference that
@@ -149,13 +220,22 @@ pub(super) fn build_topology(small: &SmallRecords, level_ids: &LevelIds) -> Topo
     }
 
     for reader in small.readers.values() {
-        match door_idx.get(reader.door.as_str()) {
-            Some(&door) => {
+        let found = door_idx.get(reader.door.as_str()).and_then(|&i| {
+            let door = t.doors.get(i)?;
+            Some((i, door, t.sites.get(door.site)?))
+        });
+        match found {
+            Some((i, door, site)) => {
                 t.readers.insert(
-                    Box::from(reader.id.as_str()),
+                    &reader.id,
                     ReaderEntry {
-                        door,
+                        door: i,
+                        site: door.site as u32,
+                        area: door.area.map(|a| a as u32),
+                        unlock_ms: door.unlock_ms,
                         direction: reader.direction,
+                        mode: door.mode,
+                        site_lockdown: site.lockdown,
                     },
                 );
             }
@@ -188,6 +268,8 @@ pub(super) fn build_topology(small: &SmallRecords, level_ids: &LevelIds) -> Topo
     }
 
     let words = t.doors.len().div_ceil(64);
+    t.door_words = words;
+    t.level_doors = vec![0; level_ids.len() * words];
     t.levels = (0..level_ids.len()).map(|_| None).collect();
     for level in small.levels.values() {
         let Some(&schedule) = schedule_idx.get(level.schedule.as_str()) else {
@@ -197,7 +279,7 @@ pub(super) fn build_topology(small: &SmallRecords, level_ids: &LevelIds) -> Topo
             ));
             continue;
         };
-        let mut doors = vec![0u64; words].into_boxed_slice();
+        let mut doors = vec![0u64; words];
         let mut missing = Vec::new();
         let mut set = |door: &str, via: String| match door_idx.get(door) {
             Some(&i) => {
@@ -228,11 +310,12 @@ pub(super) fn build_topology(small: &SmallRecords, level_ids: &LevelIds) -> Topo
         }
         problems.append(&mut missing);
         // Numbered in `publish` before this build.
-        if let Some(slot) = level_ids
-            .get(&level.id)
-            .and_then(|n| t.levels.get_mut(n as usize))
+        if let Some(n) = level_ids.get(&level.id).map(|n| n as usize)
+            && let Some(slot) = t.levels.get_mut(n)
+            && let Some(row) = t.level_doors.get_mut(n * words..(n + 1) * words)
         {
-            *slot = Some(LevelEntry { doors, schedule });
+            row.copy_from_slice(&doors);
+            *slot = Some(LevelEntry { schedule });
         }
     }
 

@@ -194,7 +194,7 @@ impl<H: Copy + Default, C: Clone> FlatMap<H, C> {
 
     /// The hot half of `key`'s entry and a reference to its cold half (not
     /// read here: taking the reference loads nothing).
-    #[inline(always)]
+    #[inline]
     pub(crate) fn get(&self, key: u64) -> Option<(H, &Option<C>)> {
         if key == 0 {
             return None;
@@ -391,7 +391,7 @@ impl<H: Copy + Default, C: Clone> CredMap<H, C> {
         self.packed.len() + self.other.len()
     }
 
-    #[inline(always)]
+    #[inline]
     pub(crate) fn get(&self, key: &CredentialKey) -> Option<(H, &Option<C>)> {
         match key.pack() {
             Some(packed) => self.packed.get(packed),

@@ -193,7 +193,7 @@ impl Snapshot {
     }
 
     /// The credential under `key`.
-    #[inline(always)]
+    #[inline]
     pub(crate) fn cred(&self, key: &CredentialKey) -> Option<Cred<'_>> {
         match self.creds.get(key) {
             Some(entry) => Some(Cred::new(entry)),

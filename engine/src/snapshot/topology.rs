@@ -65,7 +65,7 @@ pub(crate) struct Readers {
 }
 
 impl Readers {
-    #[inline(always)]
+    #[inline]
     pub(crate) fn get(&self, id: &str) -> Option<&ReaderEntry> {
         let hash = self.hasher.hash_one(id);
         self.table

@@ -102,7 +102,12 @@ const TIMED_FEW: usize = 2;
 /// The timed assignments of a holder, in one allocation when there are at
 /// most [`TIMED_FEW`] (a box of the slice behind the box was one more
 /// dependent miss).
+///
+/// In declaration order (`repr(C)`): the count and the first assignments
+/// in the allocation's first cache line, the box of the rest (read only
+/// when `few` is full) after them.
 #[derive(Debug)]
+#[repr(C)]
 struct Rare {
     /// How many of `few` are used.
     len: u8,
@@ -127,11 +132,11 @@ impl Rare {
     }
 
     fn iter(&self) -> impl Iterator<Item = AssignmentEntry> + '_ {
-        self.few
-            .iter()
-            .take(usize::from(self.len))
-            .chain(self.more.iter())
-            .copied()
+        let len = usize::from(self.len);
+        // Only a full `few` has more; not reading `more` otherwise keeps
+        // the lookup in the first line.
+        let more: &[AssignmentEntry] = if len == TIMED_FEW { &self.more } else { &[] };
+        self.few.iter().take(len).chain(more).copied()
     }
 }
 

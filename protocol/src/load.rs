@@ -8,13 +8,16 @@
 //! Open loop keeps three measures apart: the latency a reader would see
 //! (from the intended time), the round trip (from the actual send), and
 //! the generator's own schedule lag (how late it sent frames that nothing
-//! held back; tokio's timers tick in milliseconds, so up to about 1 ms is
-//! the timer, not the server). When the generator could not send what was
-//! offered, [`LoadReport::generator_behind`] says so.
+//! held back). Tokio's timers tick in milliseconds; open-loop sends are
+//! woken to within microseconds by one spinning task (`pacer`) instead.
+//! When the generator could not send what was offered,
+//! [`LoadReport::generator_behind`] says so.
 //!
 //! It drives any server that answers each frame with one frame in order,
 //! so the same code measures accessd and the bare echo floor in
 //! `benches/`.
+
+mod pacer;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -26,6 +29,7 @@ use accessd_engine::{CredentialKey, Verdict};
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
 
+use self::pacer::Pacer;
 use crate::client::{ClientError, Pipeline, client_config, client_endpoint, connect_on};
 use crate::frame::{Frame, MAX_BATCH, RequestFrame};
 use crate::tls::TlsCredentials;
@@ -238,6 +242,14 @@ pub async fn run(
     let stop_at = start + spec.duration;
     let stopped = Arc::new(AtomicBool::new(false));
     let latencies = Arc::new(Mutex::new(Latencies::new()));
+    let pacer = Arc::new(Pacer::default());
+    // In a set of its own so that it is aborted when `run` returns, by
+    // any path.
+    let mut pacing = tokio::task::JoinSet::new();
+    pacing.spawn({
+        let pacer = Arc::clone(&pacer);
+        async move { pacer.run().await }
+    });
     let ctx = Arc::new(RunCtx {
         spec: spec.clone(),
         mix,
@@ -245,6 +257,7 @@ pub async fn run(
         stop_at,
         stopped,
         latencies: Arc::clone(&latencies),
+        pacer,
     });
     let mut tasks = tokio::task::JoinSet::new();
     for (i, (conn, pipe)) in connected.pipes.into_iter().enumerate() {
@@ -545,6 +558,8 @@ struct RunCtx {
     stop_at: Instant,
     stopped: Arc<AtomicBool>,
     latencies: Arc<Mutex<Latencies>>,
+    /// Wakes open-loop sends on time (see [`pacer`]).
+    pacer: Arc<Pacer>,
 }
 
 /// One connection's loop.
@@ -556,6 +571,7 @@ async fn drive(index: usize, mut pipe: Pipeline, run: &RunCtx) -> ConnReport {
         stop_at,
         stopped,
         latencies,
+        pacer,
     } = run;
     let (stop_at, stopped) = (*stop_at, &**stopped);
     let mut report = ConnReport::new(latencies);
@@ -668,7 +684,7 @@ async fn drive(index: usize, mut pipe: Pipeline, run: &RunCtx) -> ConnReport {
             }
             if let Some(due) = next_due {
                 // Nothing outstanding: sleep until the next send is due.
-                sleep_precisely(due).await;
+                pacer.sleep_until(due).await;
                 continue;
             }
         }
@@ -676,7 +692,7 @@ async fn drive(index: usize, mut pipe: Pipeline, run: &RunCtx) -> ConnReport {
             (Some(due), true) => {
                 tokio::select! {
                     r = pipe.read(|f| on_frame(f, &mut sent, &mut report, progress)) => Some(r),
-                    () = sleep_precisely(due) => None,
+                    () = pacer.sleep_until(due) => None,
                 }
             }
             (_, false) => {
@@ -717,28 +733,6 @@ async fn drive(index: usize, mut pipe: Pipeline, run: &RunCtx) -> ConnReport {
     }
     pipe.finish();
     report
-}
-
-/// How close to a send's time the generator stops sleeping on tokio's
-/// timer and yields instead: the timer fires on millisecond ticks, up to a
-/// millisecond (and a tick) late.
-const SPIN: Duration = Duration::from_micros(1_500);
-
-/// Sleeps until `due` to within microseconds. A send up to a millisecond
-/// late would count that millisecond as the server's latency (open loop
-/// measures from the intended time): the timer sleeps until [`SPIN`]
-/// before `due`, then the task yields to the others until `due`. The
-/// generator's core is busy the whole run in open loop; that is the price
-/// of sub-millisecond arrivals.
-async fn sleep_precisely(due: Instant) {
-    if let Some(coarse) = due.checked_sub(SPIN)
-        && Instant::now() < coarse
-    {
-        tokio::time::sleep_until(coarse).await;
-    }
-    while Instant::now() < due {
-        tokio::task::yield_now().await;
-    }
 }
 
 fn on_frame(

@@ -166,16 +166,22 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    /// Many waiters with due times spread over a few milliseconds all
-    /// wake (none is lost), none before its time. How late they wake is
-    /// the load generator's `lag` figure, measured in benchmarks.
-    #[tokio::test(flavor = "current_thread")]
-    async fn every_waiter_wakes_and_none_before_its_time() {
+    /// A pacer and its running task (abort it at the end).
+    fn started() -> (Arc<Pacer>, tokio::task::JoinHandle<()>) {
         let pacer = Arc::new(Pacer::default());
         let runner = tokio::spawn({
             let pacer = Arc::clone(&pacer);
             async move { pacer.run().await }
         });
+        (pacer, runner)
+    }
+
+    /// Many waiters with due times spread over a few milliseconds all
+    /// wake (none is lost), none before its time. How late they wake is
+    /// the load generator's `lag` figure, measured in benchmarks.
+    #[tokio::test(flavor = "current_thread")]
+    async fn every_waiter_wakes_and_none_before_its_time() {
+        let (pacer, runner) = started();
         let start = Instant::now() + Duration::from_millis(5);
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..200u64 {
@@ -203,11 +209,7 @@ mod tests {
     /// dropped before its time does not stop the others.
     #[tokio::test(flavor = "current_thread")]
     async fn an_idle_pacer_wakes_for_a_new_waiter_and_survives_dropped_ones() {
-        let pacer = Arc::new(Pacer::default());
-        let runner = tokio::spawn({
-            let pacer = Arc::clone(&pacer);
-            async move { pacer.run().await }
-        });
+        let (pacer, runner) = started();
         // Let the pacer reach its idle wait.
         tokio::task::yield_now().await;
         let soon = Instant::now() + Duration::from_micros(300);

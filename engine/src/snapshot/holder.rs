@@ -186,13 +186,18 @@ impl HolderEntry {
         }
     }
 
+    /// How many of `few` are used.
+    #[inline]
+    fn few_len(&self) -> u8 {
+        (self.bits & FEW_LEN) >> FEW_LEN_SHIFT
+    }
+
     /// The levels assigned without a validity window.
     #[inline]
     fn untimed(&self) -> impl Iterator<Item = u32> + '_ {
-        let few = usize::from((self.bits & FEW_LEN) >> FEW_LEN_SHIFT);
         self.few
             .iter()
-            .take(few)
+            .take(usize::from(self.few_len()))
             .map(|&l| u32::from(l))
             .chain(self.levels.iter().copied())
     }
@@ -320,22 +325,16 @@ impl Hot {
         let Some(core) = holder.core() else {
             return not_inline;
         };
-        if holder.validity != Validity::ALWAYS
-            || holder.rare.is_some()
-            || holder.untimed().count() > FAST_LEVELS
+        // The holder entry's `few` is already the inline form (at most
+        // three levels below 65,536); `levels` is empty exactly when it
+        // holds them all.
+        if holder.validity != Validity::ALWAYS || holder.rare.is_some() || !holder.levels.is_empty()
         {
             return not_inline;
         }
         let mut hot = not_inline;
-        let mut len = 0;
-        for (slot, level) in hot.levels.iter_mut().zip(holder.untimed()) {
-            let Ok(level) = u16::try_from(level) else {
-                return not_inline;
-            };
-            *slot = level;
-            len += 1;
-        }
-        hot.flags |= len & LEN_MASK;
+        hot.levels = holder.few;
+        hot.flags |= holder.few_len() & LEN_MASK;
         hot.flags |= match core.status {
             HolderStatus::Active => HOLDER_ACTIVE,
             HolderStatus::Inactive => HOLDER_INACTIVE,

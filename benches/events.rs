@@ -22,7 +22,8 @@ mod common;
 use std::sync::Arc;
 
 use accessd_engine::{
-    CredentialKey, Decision, EventId, EventRef, Reason, Request, SharedSnapshot, Subject,
+    CredentialKey, Decision, EventId, EventRef, Reason, RecordWriter, Request, SharedSnapshot,
+    Subject,
 };
 use accessd_loader::events::{Spool, SpoolConfig};
 use accessd_protocol::{Asked, Decider, EventLog, Journal, SnapshotDecider};
@@ -103,22 +104,21 @@ fn event(i: u64) -> EventRef<'static> {
 }
 
 /// One record of a chunk of 64 events, as the server writes it.
-fn encode(out: &mut Vec<u8>, base: u64) {
+fn encode(out: &mut RecordWriter, base: u64) {
     out.clear();
-    let start = accessd_engine::begin_record(out, "gateway-b12", "accessd-1");
     for i in 0..CHUNK {
-        event(base + i).write(out);
+        out.push("gateway-b12", "accessd-1", &event(base + i));
     }
-    accessd_engine::finish_record(out, start);
+    out.finish();
 }
 
 fn bench(c: &mut Criterion) {
     let dir = std::env::temp_dir().join(format!("accessd-bench-spool-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let spool = Spool::open(SpoolConfig::new(&dir)).unwrap();
-    let mut buf = Vec::with_capacity(16 << 10);
+    let mut buf = RecordWriter::default();
     encode(&mut buf, 0);
-    eprintln!("a record of {CHUNK} events: {} bytes", buf.len());
+    eprintln!("a record of {CHUNK} events: {} bytes", buf.bytes().len());
 
     let mut group = c.benchmark_group("spool_64_events");
     group.throughput(Throughput::Elements(CHUNK));
@@ -127,18 +127,18 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             n += CHUNK;
             encode(&mut buf, n);
-            black_box(buf.len())
+            black_box(buf.bytes().len())
         })
     });
     group.bench_function("encode_and_append", |b| {
         b.iter(|| {
             n += CHUNK;
             encode(&mut buf, n);
-            spool.append(&buf, CHUNK).unwrap();
+            spool.append(buf.bytes(), CHUNK).unwrap();
         })
     });
     // Floors: a memcpy of the same bytes, and one write(2) of them.
-    let bytes = buf.clone();
+    let bytes = buf.bytes().to_vec();
     let mut copy = Vec::with_capacity(bytes.len());
     group.bench_function("floor_memcpy", |b| {
         b.iter(|| {

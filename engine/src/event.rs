@@ -4,12 +4,14 @@
 //! A record holds the events of one chunk of frames (what one read of a
 //! stream delivered): `length (u32 LE) | CRC-32 of the payload (u32 LE) |
 //! payload`, the payload being a version byte, what the chunk's events
-//! share (the client and the server) and the events, each a small binary
-//! layout written on the decision path without allocating. Readers turn
-//! them into [`AccessEvent`]s (JSON, DynamoDB items) off that path. One
-//! checksum per chunk instead of per event keeps the cost per decision
-//! low; a torn record is a chunk whose answers were never sent. The byte
-//! layout is documented in `docs/access-events.md`.
+//! share (the client, the server, the instant, the snapshot and its age,
+//! the first event id) and the events, each a few dozen bytes of varints
+//! and strings written on the decision path without allocating
+//! ([`RecordWriter`]). Readers turn them into [`AccessEvent`]s (JSON,
+//! DynamoDB items) off that path. One checksum per chunk instead of per
+//! event keeps the cost per decision low; a torn record is a chunk whose
+//! answers were never sent. The byte layout is documented in
+//! `docs/access-events.md`.
 //!
 //! Nothing here does I/O: the spool's files and the shipper live in the
 //! loader, the encoding on the request path in the protocol's decider.
@@ -32,8 +34,11 @@ pub const RECORD_HEADER: usize = 8;
 /// Anything longer is a corrupt length.
 pub const MAX_PAYLOAD: usize = 4 << 20;
 
-/// The payload layout this build writes.
-const PAYLOAD_VERSION: u8 = 2;
+/// The payload layout this build writes (it reads 1 to this).
+const PAYLOAD_VERSION: u8 = 3;
+
+/// The low 74 bits of a UUIDv7 that are not time, version or variant.
+const ENTROPY_BITS: u32 = 74;
 
 /// Marks an absent optional string.
 const ABSENT: u16 = u16::MAX;
@@ -58,6 +63,14 @@ impl EventId {
     /// The Unix milliseconds the id carries.
     pub fn unix_ms(self) -> i64 {
         (self.0 >> 80) as i64
+    }
+
+    /// The 74 bits [`EventId::v7`] took from its entropy:
+    /// `EventId::v7(id.unix_ms(), id.entropy()) == id` for every v7 id.
+    pub fn entropy(self) -> u128 {
+        let rand_a = (self.0 >> 64) & 0xfff;
+        let rand_b = self.0 & ((1 << 62) - 1);
+        rand_a << 62 | rand_b
     }
 }
 
@@ -119,20 +132,134 @@ pub struct EventRef<'a> {
     pub reader_time_ms: Option<i64>,
 }
 
-/// Begins a record in `out` for events of client `client` decided by
-/// server `server`; [`EventRef::write`] appends events, [`finish_record`]
-/// closes it. Returns where the record starts.
-pub fn begin_record(out: &mut Vec<u8>, client: &str, server: &str) -> usize {
-    let start = out.len();
-    out.extend_from_slice(&[0; RECORD_HEADER]);
-    out.push(PAYLOAD_VERSION);
-    put_str(out, Some(client));
-    put_str(out, Some(server));
-    start
+/// Event flags (v3): what an event holds besides its fixed fields.
+mod flag {
+    pub(super) const GRANT: u8 = 0x01;
+    pub(super) const READER_TIME: u8 = 0x02;
+    pub(super) const UNLOCK: u8 = 0x04;
+    pub(super) const UID: u8 = 0x08;
+    pub(super) const DOOR: u8 = 0x10;
+    pub(super) const SITE: u8 = 0x20;
+    pub(super) const HOLDER: u8 = 0x40;
+    pub(super) const KNOWN: u8 = 0x7f;
+}
+
+/// The bytes of a record's payload before its client (v3): version,
+/// snapshot version, snapshot age, first event id.
+const SHARED: usize = 1 + 8 + 4 + 16;
+
+/// An event's bytes besides its strings and a uid, at most: an id step
+/// and a request id (varints), flags, a reason code, an unlock time, a
+/// reader time, the credential's card fields (varints), a uid's length,
+/// and the four strings' lengths.
+const EVENT_MAX: usize = 10 + 5 + 1 + 3 + 5 + 10 + 3 + 5 + 10 + 1 + 4 * 3;
+
+/// What the events of the open record share (v3).
+#[derive(Clone, Copy, Debug)]
+struct Open {
+    start: usize,
+    snapshot_version: u64,
+    snapshot_age_ms: u32,
+    first: EventId,
+}
+
+/// The access events of one chunk of frames, encoded as records on the
+/// decision path: [`RecordWriter::push`] each event, [`RecordWriter::finish`]
+/// once, append [`RecordWriter::bytes`] to the spool, then
+/// [`RecordWriter::clear`] (which keeps the buffer).
+///
+/// Events of a chunk share their instant, their snapshot and their client,
+/// so a record states those once and each event is a few dozen bytes: its
+/// id as a step from the record's first, its request id and codes as
+/// varints, its strings. An event that does not share them (another
+/// instant or snapshot, an id too far on) begins a new record in the same
+/// buffer.
+#[derive(Debug, Default)]
+pub struct RecordWriter {
+    bytes: Vec<u8>,
+    open: Option<Open>,
+    count: u64,
+}
+
+impl RecordWriter {
+    /// Adds `event`, decided for client `client` by server `server` (a
+    /// writer's events between two [`RecordWriter::clear`]s come from one
+    /// client and one server: the record states them once).
+    pub fn push(&mut self, client: &str, server: &str, event: &EventRef<'_>) {
+        debug_assert_eq!(event.id.unix_ms(), event.time_ms, "the id carries the time");
+        let step = match self.open {
+            Some(open)
+                if open.snapshot_version == event.decision.snapshot_version
+                    && open.snapshot_age_ms == event.snapshot_age_ms
+                    && open.first.unix_ms() == event.id.unix_ms() =>
+            {
+                u64::try_from(
+                    event.id.entropy().wrapping_sub(open.first.entropy())
+                        & ((1 << ENTROPY_BITS) - 1),
+                )
+                .ok()
+            }
+            _ => None,
+        };
+        let step = match step {
+            Some(step) => step,
+            None => {
+                self.begin(client, server, event);
+                0
+            }
+        };
+        event.write_v3(&mut self.bytes, step);
+        self.count += 1;
+    }
+
+    /// Closes the open record, if any: its length and checksum. Every
+    /// byte of [`RecordWriter::bytes`] is then whole records.
+    pub fn finish(&mut self) {
+        if let Some(open) = self.open.take() {
+            finish_record(&mut self.bytes, open.start);
+        }
+    }
+
+    /// The records written (whole once [`RecordWriter::finish`]ed).
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Events pushed since the last clear.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Empties it, keeping its buffer.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.open = None;
+        self.count = 0;
+    }
+
+    fn begin(&mut self, client: &str, server: &str, event: &EventRef<'_>) {
+        self.finish();
+        let out = &mut self.bytes;
+        let start = out.len();
+        out.reserve(RECORD_HEADER + SHARED + 4 + client.len() + server.len());
+        out.extend_from_slice(&[0; RECORD_HEADER]);
+        out.push(PAYLOAD_VERSION);
+        out.extend_from_slice(&event.decision.snapshot_version.to_le_bytes());
+        out.extend_from_slice(&event.snapshot_age_ms.to_le_bytes());
+        out.extend_from_slice(&event.id.0.to_be_bytes());
+        put_str(out, Some(client));
+        put_str(out, Some(server));
+        self.open = Some(Open {
+            start,
+            snapshot_version: event.decision.snapshot_version,
+            snapshot_age_ms: event.snapshot_age_ms,
+            first: event.id,
+        });
+    }
 }
 
 /// Closes the record begun at `start`: its length and checksum.
-pub fn finish_record(out: &mut [u8], start: usize) {
+fn finish_record(out: &mut [u8], start: usize) {
     let payload = out.get(start + RECORD_HEADER..).unwrap_or_default();
     let len = payload.len() as u32;
     let crc = crc32fast::hash(payload);
@@ -146,34 +273,49 @@ pub fn finish_record(out: &mut [u8], start: usize) {
 }
 
 impl EventRef<'_> {
-    /// Appends this event to the record being written in `out`.
-    pub fn write(&self, out: &mut Vec<u8>) {
-        // One capacity check for the whole event, not one per field.
+    /// Appends this event (v3) to the record being written in `out`, its
+    /// id `step` after the record's first.
+    fn write_v3(&self, out: &mut Vec<u8>, step: u64) {
+        let uid = match self.credential {
+            CredentialKey::Uid(uid) => uid.as_bytes().len(),
+            CredentialKey::Card { .. } => 0,
+        };
         let strings = [
             Some(self.reader),
             self.subject.door,
             self.subject.site,
             self.subject.holder,
         ];
-        let uid = match self.credential {
-            CredentialKey::Uid(uid) => uid.as_bytes().len(),
-            CredentialKey::Card { .. } => 0,
-        };
-        out.reserve(FIXED_MAX + uid + strings.iter().flatten().map(|s| 2 + s.len()).sum::<usize>());
-        debug_assert_eq!(self.id.unix_ms(), self.time_ms, "the id carries the time");
-        out.extend_from_slice(&self.id.0.to_be_bytes());
-        out.extend_from_slice(&self.request_id.to_le_bytes());
-        out.push(self.decision.verdict as u8);
-        out.extend_from_slice(&self.decision.reason.code().to_le_bytes());
-        out.extend_from_slice(&self.decision.unlock_ms.to_le_bytes());
-        out.extend_from_slice(&self.decision.snapshot_version.to_le_bytes());
-        out.extend_from_slice(&self.snapshot_age_ms.to_le_bytes());
-        match self.reader_time_ms {
-            Some(ms) => {
-                out.push(1);
-                out.extend_from_slice(&ms.to_le_bytes());
+        // One capacity check for the whole event, not one per field.
+        out.reserve(EVENT_MAX + uid + strings.iter().flatten().map(|s| s.len()).sum::<usize>());
+        put_varint(out, step);
+        put_varint(out, u64::from(self.request_id));
+        let d = &self.decision;
+        let mut flags = 0;
+        let present = [
+            (d.verdict == Verdict::Grant, flag::GRANT),
+            (self.reader_time_ms.is_some(), flag::READER_TIME),
+            (d.unlock_ms != 0, flag::UNLOCK),
+            (matches!(self.credential, CredentialKey::Uid(_)), flag::UID),
+            (self.subject.door.is_some(), flag::DOOR),
+            (self.subject.site.is_some(), flag::SITE),
+            (self.subject.holder.is_some(), flag::HOLDER),
+        ];
+        for (on, bit) in present {
+            if on {
+                flags |= bit;
             }
-            None => out.push(0),
+        }
+        out.push(flags);
+        put_varint(out, u64::from(d.reason.code()));
+        if d.unlock_ms != 0 {
+            put_varint(out, u64::from(d.unlock_ms));
+        }
+        if let Some(ms) = self.reader_time_ms {
+            // Zig-zag of the difference: a reader's clock is near the
+            // server's, so a byte or three, either side.
+            let diff = ms.wrapping_sub(self.time_ms);
+            put_varint(out, ((diff << 1) ^ (diff >> 63)) as u64);
         }
         match self.credential {
             CredentialKey::Card {
@@ -181,41 +323,64 @@ impl EventRef<'_> {
                 facility,
                 number,
             } => {
-                out.push(0);
-                out.extend_from_slice(&format.0.to_le_bytes());
-                out.extend_from_slice(&facility.to_le_bytes());
-                out.extend_from_slice(&number.to_le_bytes());
+                put_varint(out, u64::from(format.0));
+                put_varint(out, u64::from(facility));
+                put_varint(out, number);
             }
             CredentialKey::Uid(uid) => {
-                out.push(1);
                 let bytes = uid.as_bytes();
                 out.push(bytes.len() as u8);
                 out.extend_from_slice(bytes);
             }
         }
-        put_str(out, Some(self.reader));
-        put_str(out, self.subject.door);
-        put_str(out, self.subject.site);
-        put_str(out, self.subject.holder);
+        for s in strings.into_iter().flatten() {
+            put_short_str(out, s);
+        }
     }
 }
 
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// The longest string an event keeps: ids are far below this; cut
+/// rather than write a bad length.
+const MAX_STR: usize = 4096;
+
+fn cut(s: &str) -> &str {
+    if s.len() <= MAX_STR {
+        return s;
+    }
+    let mut end = MAX_STR;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or_default()
+}
+
+/// A string of an event (v3): a varint length, then UTF-8.
+fn put_short_str(out: &mut Vec<u8>, s: &str) {
+    let s = cut(s);
+    put_varint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// A string of a record's header: a u16 length ([`ABSENT`] for none),
+/// then UTF-8.
 fn put_str(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
-        // Ids are far below this; cut rather than write a bad length.
         Some(s) => {
-            let s = s.get(..s.len().min(4096)).unwrap_or(s);
+            let s = cut(s);
             out.extend_from_slice(&(s.len() as u16).to_le_bytes());
             out.extend_from_slice(s.as_bytes());
         }
         None => out.extend_from_slice(&ABSENT.to_le_bytes()),
     }
 }
-
-/// An event's bytes besides its strings and a uid, at most: the fixed
-/// fields (48), the credential's kind and card fields (1 + 14), a uid's
-/// length, and the absent strings' markers.
-const FIXED_MAX: usize = 96;
 
 /// One access event, owned: what `accessd events tail` prints (as JSON)
 /// and what the shipper writes to the events table. Field names are those
@@ -331,6 +496,33 @@ impl<'a> Cursor<'a> {
         Ok(self.array::<1>()?[0])
     }
 
+    /// An unsigned LEB128 varint of at most 64 bits.
+    fn varint(&mut self, what: &str) -> Result<u64, String> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8().map_err(|e| format!("{what}: {e}"))?;
+            let bits = u64::from(b & 0x7f);
+            if shift == 63 && bits > 1 {
+                break;
+            }
+            v |= bits << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(format!("{what}: varint longer than 64 bits"))
+    }
+
+    /// A string of an event (v3): a varint length, then UTF-8.
+    fn short_str(&mut self, what: &str) -> Result<String, String> {
+        let len = usize::try_from(self.varint(what)?).unwrap_or(usize::MAX);
+        if len > MAX_STR {
+            return Err(format!("{what} of {len} bytes"));
+        }
+        let bytes = self.take(len)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| format!("{what} is not UTF-8"))
+    }
+
     fn str(&mut self, what: &str) -> Result<Option<String>, String> {
         let len = u16::from_le_bytes(self.array()?);
         if len == ABSENT {
@@ -351,16 +543,120 @@ fn decode_payload(payload: &[u8]) -> Result<Vec<AccessEvent>, String> {
             "payload version {version} (this build reads 1 to {PAYLOAD_VERSION})"
         ));
     }
+    let shared = if version >= 3 {
+        Some(Shared {
+            snapshot_version: u64::from_le_bytes(c.array()?),
+            snapshot_age_ms: u32::from_le_bytes(c.array()?),
+            first: EventId(u128::from_be_bytes(c.array()?)),
+        })
+    } else {
+        None
+    };
     let client = c.str("client")?.unwrap_or_default();
     let server = c.str("server")?.unwrap_or_default();
     let mut events = Vec::new();
     while !c.0.is_empty() {
-        events.push(decode_event(&mut c, version, &client, &server)?);
+        events.push(match &shared {
+            Some(shared) => decode_event_v3(&mut c, shared, &client, &server)?,
+            None => decode_event(&mut c, version, &client, &server)?,
+        });
     }
     if events.is_empty() {
         return Err("a record without events".into());
     }
     Ok(events)
+}
+
+/// What the events of a v3 record share.
+struct Shared {
+    snapshot_version: u64,
+    snapshot_age_ms: u32,
+    first: EventId,
+}
+
+fn decode_event_v3(
+    c: &mut Cursor<'_>,
+    shared: &Shared,
+    client: &str,
+    server: &str,
+) -> Result<AccessEvent, String> {
+    let step = c.varint("id step")?;
+    let time_ms = shared.first.unix_ms();
+    let id = EventId::v7(
+        time_ms,
+        shared.first.entropy().wrapping_add(u128::from(step)),
+    );
+    let request_id = u32::try_from(c.varint("request id")?).map_err(|_| "request id too large")?;
+    let flags = c.u8()?;
+    if flags & !flag::KNOWN != 0 {
+        return Err(format!("event flags {flags:#04x}"));
+    }
+    let has = |bit: u8| flags & bit != 0;
+    let reason_code =
+        u16::try_from(c.varint("reason code")?).map_err(|_| "reason code too large")?;
+    let reason = Reason::from_code(reason_code).ok_or(format!("reason code {reason_code}"))?;
+    let unlock_ms = if has(flag::UNLOCK) {
+        u32::try_from(c.varint("unlock ms")?).map_err(|_| "unlock ms too large")?
+    } else {
+        0
+    };
+    let reader_time = if has(flag::READER_TIME) {
+        let z = c.varint("reader time")?;
+        let diff = (z >> 1) as i64 ^ -((z & 1) as i64);
+        let ms = time_ms.wrapping_add(diff);
+        Some(
+            Timestamp::from_millisecond(ms)
+                .map_err(|_| format!("reader time {ms} out of range"))?,
+        )
+    } else {
+        None
+    };
+    let credential = if has(flag::UID) {
+        let len = c.u8()?;
+        let uid = Uid::new(c.take(usize::from(len))?).ok_or("bad uid length")?;
+        CredentialKey::Uid(uid)
+    } else {
+        let format =
+            u16::try_from(c.varint("card format")?).map_err(|_| "card format too large")?;
+        let facility = u32::try_from(c.varint("facility")?).map_err(|_| "facility too large")?;
+        let number = c.varint("card number")?;
+        CredentialKey::card(CardFormat(format), facility, number)
+    };
+    let reader = c.short_str("reader")?;
+    let mut optional = |bit: u8, what: &str| -> Result<Option<String>, String> {
+        if has(bit) {
+            c.short_str(what).map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let door = optional(flag::DOOR, "door")?;
+    let site = optional(flag::SITE, "site")?;
+    let holder = optional(flag::HOLDER, "holder")?;
+    Ok(AccessEvent {
+        id,
+        time: Timestamp::from_millisecond(time_ms)
+            .map_err(|_| format!("time {time_ms} out of range"))?,
+        reader,
+        door,
+        site,
+        credential: credential.to_string(),
+        holder,
+        verdict: if has(flag::GRANT) {
+            Verdict::Grant
+        } else {
+            Verdict::Deny
+        },
+        reason_code,
+        reason,
+        unlock_ms,
+        snapshot_version: shared.snapshot_version,
+        snapshot_age_ms: shared.snapshot_age_ms,
+        client: client.to_owned(),
+        reader_time,
+        server: server.to_owned(),
+        request_id,
+    })
 }
 
 fn decode_event(
@@ -463,13 +759,59 @@ mod tests {
 
     /// One record holding `events`.
     fn record(events: &[EventRef<'_>]) -> Vec<u8> {
-        let mut buf = Vec::new();
-        let start = begin_record(&mut buf, "gateway-1", "srv-a");
+        let mut w = RecordWriter::default();
         for e in events {
-            e.write(&mut buf);
+            w.push("gateway-1", "srv-a", e);
         }
-        finish_record(&mut buf, start);
-        buf
+        w.finish();
+        w.bytes().to_vec()
+    }
+
+    /// A record as a version 2 build wrote it (an event's every field in
+    /// full, the strings with u16 lengths).
+    fn record_v2(events: &[EventRef<'_>]) -> Vec<u8> {
+        let mut out = vec![0; RECORD_HEADER];
+        out.push(2);
+        put_str(&mut out, Some("gateway-1"));
+        put_str(&mut out, Some("srv-a"));
+        for e in events {
+            out.extend_from_slice(&e.id.0.to_be_bytes());
+            out.extend_from_slice(&e.request_id.to_le_bytes());
+            out.push(e.decision.verdict as u8);
+            out.extend_from_slice(&e.decision.reason.code().to_le_bytes());
+            out.extend_from_slice(&e.decision.unlock_ms.to_le_bytes());
+            out.extend_from_slice(&e.decision.snapshot_version.to_le_bytes());
+            out.extend_from_slice(&e.snapshot_age_ms.to_le_bytes());
+            match e.reader_time_ms {
+                Some(ms) => {
+                    out.push(1);
+                    out.extend_from_slice(&ms.to_le_bytes());
+                }
+                None => out.push(0),
+            }
+            let CredentialKey::Card {
+                format,
+                facility,
+                number,
+            } = e.credential
+            else {
+                panic!("cards only")
+            };
+            out.push(0);
+            out.extend_from_slice(&format.0.to_le_bytes());
+            out.extend_from_slice(&facility.to_le_bytes());
+            out.extend_from_slice(&number.to_le_bytes());
+            for s in [
+                Some(e.reader),
+                e.subject.door,
+                e.subject.site,
+                e.subject.holder,
+            ] {
+                put_str(&mut out, s);
+            }
+        }
+        finish_record(&mut out, 0);
+        out
     }
 
     #[test]
@@ -518,39 +860,230 @@ mod tests {
     }
 
     #[test]
-    fn records_a_version_1_build_wrote_still_read() {
-        // Version 1 wrote the time after the id, and the reader's time
-        // even when absent (as zero). A spool written before an upgrade
-        // must still ship: turn this build's record into that layout.
+    fn records_version_1_and_2_builds_wrote_still_read() {
+        // Version 2 wrote every field of every event in full; version 1
+        // also the time after the id, and the reader's time even when
+        // absent (as zero). A spool written before an upgrade must still
+        // ship: check both layouts.
         let fixed = 16 + 4 + 1 + 2 + 4 + 8 + 4; // id .. snapshot age
         let event_start = RECORD_HEADER + 1 + (2 + "gateway-1".len()) + (2 + "srv-a".len());
-        let mut with = record(&[sample()]);
         let mut without = sample();
         without.reader_time_ms = None;
-        let mut absent = record(&[without]);
-        for buf in [&mut with, &mut absent] {
-            assert_eq!(buf[RECORD_HEADER], PAYLOAD_VERSION);
-            buf[RECORD_HEADER] = 1;
-            let flag = event_start + fixed;
-            if buf[flag] == 0 {
-                buf.splice(flag + 1..flag + 1, 0i64.to_le_bytes());
+        without.subject.holder = None;
+        for version in [2, 1] {
+            let mut with = record_v2(&[sample()]);
+            let mut absent = record_v2(&[without]);
+            if version == 1 {
+                for buf in [&mut with, &mut absent] {
+                    buf[RECORD_HEADER] = 1;
+                    let flag = event_start + fixed;
+                    if buf[flag] == 0 {
+                        buf.splice(flag + 1..flag + 1, 0i64.to_le_bytes());
+                    }
+                    let after_id = event_start + 16;
+                    buf.splice(after_id..after_id, sample().time_ms.to_le_bytes());
+                    finish_record(buf, 0);
+                }
             }
-            let after_id = event_start + 16;
-            buf.splice(after_id..after_id, sample().time_ms.to_le_bytes());
-            finish_record(buf, 0);
+            let (events, n) = read_record(&with).unwrap();
+            assert_eq!(n, with.len(), "v{version}");
+            let (v3, _) = read_record(&record(&[sample()])).unwrap();
+            assert_eq!(events, v3, "v{version} reads as the same event as v3");
+            let (events, _) = read_record(&absent).unwrap();
+            assert_eq!(events[0].reader_time, None, "v{version}");
+            assert_eq!(events[0].holder, None, "v{version}");
+            assert_eq!(events[0].door.as_deref(), Some("lobby"), "v{version}");
         }
+    }
 
-        let (events, n) = read_record(&with).unwrap();
-        assert_eq!(n, with.len());
-        assert_eq!(events[0].time.as_millisecond(), sample().time_ms);
+    #[test]
+    fn a_record_states_what_its_events_share_once_and_begins_anew_when_they_do_not() {
+        let base = sample();
+        let mut next = base;
+        next.id = EventId(base.id.0 + 3); // the entropy's low bits: 3 on
+        next.request_id = 8;
+        let mut other_snapshot = base;
+        other_snapshot.decision.snapshot_version = 43;
+        let mut later = base;
+        later.time_ms += 1;
+        later.id = EventId::v7(later.time_ms, 5);
+        let mut wrapped = base;
+        // The 74 bits wrap: the step is still small.
+        let top = (1u128 << ENTROPY_BITS) - 1;
+        let mut at_top = later;
+        at_top.id = EventId::v7(later.time_ms, top);
+        wrapped.time_ms = later.time_ms;
+        wrapped.id = EventId::v7(later.time_ms, top + 2);
+
+        let mut w = RecordWriter::default();
+        for e in [&base, &next, &other_snapshot, &later, &at_top, &wrapped] {
+            w.push("gateway-1", "srv-a", e);
+        }
+        w.finish();
+        assert_eq!(w.count(), 6);
+        let mut records = Vec::new();
+        let mut at = 0;
+        while at < w.bytes().len() {
+            let (events, n) = read_record(&w.bytes()[at..]).unwrap();
+            records.push(events);
+            at += n;
+        }
+        let sizes: Vec<usize> = records.iter().map(Vec::len).collect();
         assert_eq!(
-            events[0].reader_time.map(|t| t.as_millisecond()),
-            sample().reader_time_ms
+            sizes,
+            [2, 1, 1, 2],
+            "new records for another snapshot, another instant, an id 2^74 - 6 on"
         );
-        assert_eq!(events[0].holder.as_deref(), Some("alice"));
-        let (events, _) = read_record(&absent).unwrap();
-        assert_eq!(events[0].reader_time, None);
-        assert_eq!(events[0].door.as_deref(), Some("lobby"));
+        let all: Vec<&AccessEvent> = records.iter().flatten().collect();
+        let ids: Vec<EventId> = all.iter().map(|e| e.id).collect();
+        assert_eq!(
+            ids,
+            [
+                base.id,
+                next.id,
+                other_snapshot.id,
+                later.id,
+                at_top.id,
+                wrapped.id
+            ]
+        );
+        assert_eq!(all[1].request_id, 8);
+        assert_eq!(all[2].snapshot_version, 43);
+        assert_eq!(all[3].time.as_millisecond(), later.time_ms);
+        // The v7 ids of a record grow by their steps; the step of the
+        // second event is three, a byte.
+        let one = record(&[base]);
+        let two = record(&[base, next]);
+        let event_len = one.len() - (RECORD_HEADER + SHARED + 2 + 9 + 2 + 5);
+        assert_eq!(
+            two.len() - one.len(),
+            event_len,
+            "same size: a one-byte step"
+        );
+        assert!(event_len < 40, "an event of {event_len} bytes");
+
+        w.clear();
+        assert_eq!((w.count(), w.bytes().len()), (0, 0));
+    }
+
+    #[test]
+    fn every_field_survives_the_compact_layout_at_its_extremes() {
+        let long = "é".repeat(3000); // 6,000 bytes: cut at a char boundary
+        let mut e = sample();
+        e.request_id = u32::MAX;
+        e.reader = &long;
+        e.credential = CredentialKey::card(CardFormat(u16::MAX), u32::MAX, u64::MAX);
+        e.decision = Decision::new(Reason::Granted, u32::MAX, u64::MAX);
+        e.snapshot_age_ms = u32::MAX;
+        e.reader_time_ms = Some(e.time_ms - 86_400_000);
+        let (events, _) = read_record(&record(&[e])).unwrap();
+        let got = &events[0];
+        assert_eq!(got.request_id, u32::MAX);
+        assert_eq!(got.reader.len(), MAX_STR);
+        assert!(long.starts_with(&got.reader));
+        assert_eq!(got.credential, e.credential.to_string());
+        assert_eq!((got.unlock_ms, got.snapshot_version), (u32::MAX, u64::MAX));
+        assert_eq!(got.snapshot_age_ms, u32::MAX);
+        assert_eq!(
+            got.reader_time.unwrap().as_millisecond(),
+            e.time_ms - 86_400_000
+        );
+        e.reader_time_ms = Some(e.time_ms + 5);
+        let (events, _) = read_record(&record(&[e])).unwrap();
+        assert_eq!(
+            events[0].reader_time.unwrap().as_millisecond(),
+            e.time_ms + 5
+        );
+    }
+
+    #[test]
+    fn bad_flags_and_overlong_varints_are_refused_not_guessed() {
+        let good = record(&[sample()]);
+        let event_at = RECORD_HEADER + SHARED + 2 + "gateway-1".len() + 2 + "srv-a".len();
+        let mut flags = good.clone();
+        flags[event_at + 2] |= 0x80; // step, request id, then flags
+        finish_record(&mut flags, 0);
+        let err = read_record(&flags).unwrap_err();
+        assert!(
+            matches!(&err, RecordError::Payload(m) if m.contains("flags")),
+            "{err}"
+        );
+        let mut long = good[..event_at].to_vec();
+        long.extend([0xff; 11]);
+        finish_record(&mut long, 0);
+        let err = read_record(&long).unwrap_err();
+        assert!(
+            matches!(&err, RecordError::Payload(m) if m.contains("longer than 64 bits")),
+            "{err}"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_event_reads_back_as_written(
+            steps in proptest::collection::vec(0u64..1 << 40, 1..8),
+            request_id: u32,
+            grant: bool,
+            unlock_ms: u32,
+            reader_time in proptest::option::of(-(1i64 << 40)..1i64 << 40),
+            card in (0u16.., 0u32.., 0u64..),
+            uid in proptest::option::of(proptest::collection::vec(0u8.., 1..=accessd_uid_max())),
+            strings in proptest::collection::vec(proptest::option::of("[a-zé-]{0,40}"), 3),
+        ) {
+            let time_ms = 1_764_500_000_123;
+            let mut entropy = 0x3ff_ffff_ffff_ffff_ff00u128;
+            let reader = strings[0].clone().unwrap_or_default();
+            let mut written = Vec::new();
+            let mut w = RecordWriter::default();
+            for (i, step) in steps.iter().enumerate() {
+                entropy += u128::from(*step);
+                let reason = if grant { Reason::Granted } else { Reason::UnknownCredential };
+                let e = EventRef {
+                    id: EventId::v7(time_ms, entropy),
+                    time_ms,
+                    request_id: request_id.wrapping_add(i as u32),
+                    reader: &reader,
+                    credential: match &uid {
+                        Some(bytes) => CredentialKey::Uid(Uid::new(bytes).unwrap()),
+                        None => CredentialKey::card(CardFormat(card.0), card.1, card.2),
+                    },
+                    subject: Subject {
+                        door: strings[1].as_deref(),
+                        site: strings[2].as_deref(),
+                        holder: strings[0].as_deref(),
+                    },
+                    decision: Decision::new(reason, if grant { unlock_ms } else { 0 }, 9),
+                    snapshot_age_ms: 17,
+                    reader_time_ms: reader_time.map(|d| time_ms + d),
+                };
+                w.push("gw", "s", &e);
+                written.push(e);
+            }
+            w.finish();
+            let (events, n) = read_record(w.bytes()).unwrap();
+            proptest::prop_assert_eq!(n, w.bytes().len());
+            proptest::prop_assert_eq!(events.len(), written.len());
+            for (got, e) in events.iter().zip(&written) {
+                proptest::prop_assert_eq!(got.id, e.id);
+                proptest::prop_assert_eq!(got.time.as_millisecond(), e.time_ms);
+                proptest::prop_assert_eq!(got.request_id, e.request_id);
+                proptest::prop_assert_eq!(&got.reader, e.reader);
+                proptest::prop_assert_eq!(&got.credential, &e.credential.to_string());
+                proptest::prop_assert_eq!(got.door.as_deref(), e.subject.door);
+                proptest::prop_assert_eq!(got.site.as_deref(), e.subject.site);
+                proptest::prop_assert_eq!(got.holder.as_deref(), e.subject.holder);
+                proptest::prop_assert_eq!(got.verdict, e.decision.verdict);
+                proptest::prop_assert_eq!(got.reason, e.decision.reason);
+                proptest::prop_assert_eq!(got.unlock_ms, e.decision.unlock_ms);
+                proptest::prop_assert_eq!(got.snapshot_version, 9);
+                proptest::prop_assert_eq!(got.snapshot_age_ms, 17);
+                proptest::prop_assert_eq!(got.reader_time.map(|t| t.as_millisecond()), e.reader_time_ms);
+            }
+        }
+    }
+
+    fn accessd_uid_max() -> usize {
+        crate::credential::MAX_UID_LEN
     }
 
     #[test]

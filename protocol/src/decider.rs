@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use accessd_engine::{
     Decision, EventId, EventRef, Presence, Reason, Request, SharedSnapshot, Snapshot,
-    SnapshotGuard, Subject, begin_record, decide, decide_with_subject, finish_record,
+    SnapshotGuard, Subject, decide, decide_with_subject,
 };
 use jiff::Timestamp;
 
@@ -91,14 +91,8 @@ impl EventLog {
         now: Timestamp,
         journal: &mut Journal,
     ) {
-        if journal.count == 0 {
-            // One record per journal: a journal is one chunk of one
-            // client's frames.
-            journal.bytes.clear();
-            begin_record(&mut journal.bytes, asked.client, &self.server);
-        }
         let time_ms = now.as_millisecond();
-        EventRef {
+        let event = EventRef {
             id: self.next_id(time_ms, journal),
             time_ms,
             request_id: asked.request_id,
@@ -108,22 +102,24 @@ impl EventLog {
             decision: answer.decision,
             snapshot_age_ms: answer.snapshot_age_ms,
             reader_time_ms: asked.reader_time_ms,
-        }
-        .write(&mut journal.bytes);
-        journal.count += 1;
+        };
+        // A journal is one chunk of one client's frames: its events share
+        // a record.
+        journal.events.push(asked.client, &self.server, &event);
     }
 
     fn commit(&self, journal: &mut Journal) {
-        if journal.count == 0 {
+        let count = journal.events.count();
+        if count == 0 {
             return;
         }
-        finish_record(&mut journal.bytes, 0);
-        if let Err(e) = self.sink.append(&journal.bytes, journal.count) {
+        journal.events.finish();
+        if let Err(e) = self.sink.append(journal.events.bytes(), count) {
             // The doors keep working; the loss is counted by the sink and
             // said here, once a second at most.
             let now = Timestamp::now().as_second().max(0) as u64;
             if self.last_failure_log.swap(now, Ordering::Relaxed) != now {
-                tracing::error!(error = %e, events = journal.count, "access events not recorded: the event spool refused the write (decisions were still answered)");
+                tracing::error!(error = %e, events = count, "access events not recorded: the event spool refused the write (decisions were still answered)");
             }
         }
         journal.clear();
@@ -454,19 +450,18 @@ mod tests {
         let mut nowhere = lobby();
         nowhere.request.reader = "no-such-reader";
         decider.decide(&chunk, &nowhere, &mut journal);
-        assert_eq!(journal.count, 4);
+        assert_eq!(journal.events.count(), 4);
         assert!(sink.0.lock().unwrap().is_empty(), "nothing before commit");
         decider.commit(&mut journal);
-        assert_eq!((journal.count, journal.bytes.len()), (0, 0));
+        assert_eq!(
+            (journal.events.count(), journal.events.bytes().len()),
+            (0, 0)
+        );
 
         let bytes = sink.0.lock().unwrap().clone();
-        let mut events = Vec::new();
-        let mut at_byte = 0;
-        while at_byte < bytes.len() {
-            let (record, n) = accessd_engine::read_record(&bytes[at_byte..]).unwrap();
-            events.extend(record);
-            at_byte += n;
-        }
+        // One chunk, one instant, one snapshot: one record.
+        let (events, n) = accessd_engine::read_record(&bytes).unwrap();
+        assert_eq!(n, bytes.len());
         assert_eq!(events.len(), 4);
         let [grant, deny, refused, unknown_reader] = &events[..] else {
             unreachable!()

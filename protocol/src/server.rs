@@ -72,10 +72,8 @@ pub struct Asked<'a> {
 /// of their answers is sent.
 #[derive(Debug, Default)]
 pub struct Journal {
-    /// The record being written.
-    pub bytes: Vec<u8>,
-    /// Events in it.
-    pub count: u64,
+    /// The records being written.
+    pub events: accessd_engine::RecordWriter,
     /// Event ids set aside for this journal's connection: the decider
     /// takes them from its shared counter a block at a time, so that
     /// connections on different cores do not contend for it per event.
@@ -85,8 +83,7 @@ pub struct Journal {
 impl Journal {
     /// Empties it, keeping its buffer (and its ids).
     pub fn clear(&mut self) {
-        self.bytes.clear();
-        self.count = 0;
+        self.events.clear();
     }
 }
 
@@ -711,7 +708,7 @@ fn process<D: Decider>(
     drop(chunk);
     tally.flush(&ctx.counters);
     // Before the caller writes `out`: an answered decision has its event.
-    if journal.count > 0 {
+    if journal.events.count() > 0 {
         ctx.decider.commit(journal);
     }
     result

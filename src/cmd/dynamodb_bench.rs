@@ -99,14 +99,12 @@ async fn ship(table: TableArgs, events: u64) -> anyhow::Result<ExitCode> {
         ..SpoolConfig::new(&dir)
     })?;
     let now = Timestamp::now().as_millisecond();
-    let mut buf = Vec::new();
-    let mut start = accessd_engine::begin_record(&mut buf, "bench", "bench");
-    let mut in_record = 0;
+    let mut buf = accessd_engine::RecordWriter::default();
     for i in 0..events {
         let reader = accessd_engine::synth::reader_in((i % 2000) as usize);
         let door = accessd_engine::synth::door_id((i % 2000) as usize);
         let holder = format!("H{:07}", i % 100_000);
-        EventRef {
+        let event = EventRef {
             id: EventId::v7(now, u128::from(i)),
             time_ms: now,
             request_id: i as u32,
@@ -120,21 +118,18 @@ async fn ship(table: TableArgs, events: u64) -> anyhow::Result<ExitCode> {
             decision: Decision::new(Reason::Granted, 5000, 1),
             snapshot_age_ms: 0,
             reader_time_ms: None,
-        }
-        .write(&mut buf);
-        in_record += 1;
+        };
+        buf.push("bench", "bench", &event);
         // Records of 64 events, as a busy server's chunks.
-        if in_record == 64 {
-            accessd_engine::finish_record(&mut buf, start);
-            spool.append(&buf, in_record)?;
+        if buf.count() == 64 {
+            buf.finish();
+            spool.append(buf.bytes(), buf.count())?;
             buf.clear();
-            start = accessd_engine::begin_record(&mut buf, "bench", "bench");
-            in_record = 0;
         }
     }
-    if in_record > 0 {
-        accessd_engine::finish_record(&mut buf, start);
-        spool.append(&buf, in_record)?;
+    if buf.count() > 0 {
+        buf.finish();
+        spool.append(buf.bytes(), buf.count())?;
     }
     // Where the shipper will be once it has everything.
     let mut probe = SpoolReader::open_dir(&dir);

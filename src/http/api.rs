@@ -296,7 +296,7 @@ pub(crate) async fn decide(
         }
     };
     drop(chunk);
-    if journal.count > 0 {
+    if journal.events.count() > 0 {
         state.view.decider.commit(&mut journal);
     }
     response

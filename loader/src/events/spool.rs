@@ -591,7 +591,7 @@ impl Spool {
     }
 
     /// Appends `records` (whole records, as written with
-    /// [`accessd_engine::begin_record`], holding `count` events): a copy
+    /// [`accessd_engine::RecordWriter`], holding `count` events): a copy
     /// into the staging ring, no system call. When it returns `Ok` the
     /// events survive a kill -9 of the process.
     pub fn append(&self, records: &[u8], count: u64) -> Result<(), SpoolError> {

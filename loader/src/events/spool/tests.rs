@@ -24,9 +24,9 @@ fn config(dir: &Path) -> SpoolConfig {
 /// `n` records of one event each, request ids `first..first + n`.
 fn records(first: u32, n: u32) -> Vec<u8> {
     let mut out = Vec::new();
+    let mut w = accessd_engine::RecordWriter::default();
     for i in first..first + n {
-        let start = accessd_engine::begin_record(&mut out, "gw", "s1");
-        EventRef {
+        let event = EventRef {
             id: EventId::v7(1_764_500_000_000 + i64::from(i), u128::from(i)),
             time_ms: 1_764_500_000_000 + i64::from(i),
             request_id: i,
@@ -40,9 +40,12 @@ fn records(first: u32, n: u32) -> Vec<u8> {
             decision: Decision::deny(Reason::UnknownCredential, 3),
             snapshot_age_ms: 0,
             reader_time_ms: None,
-        }
-        .write(&mut out);
-        accessd_engine::finish_record(&mut out, start);
+        };
+        // One record each: every event has its own instant.
+        w.push("gw", "s1", &event);
+        w.finish();
+        out.extend_from_slice(w.bytes());
+        w.clear();
     }
     out
 }

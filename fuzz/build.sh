@@ -8,7 +8,7 @@
 # accepts only with RUSTC_BOOTSTRAP=1.
 set -euo pipefail
 cd "$(dirname "$0")"
-targets=(decode)
+targets=(decode event_record)
 secs="${FUZZ_SECS:-0}"
 export RUSTC_BOOTSTRAP=1
 if cargo fuzz --version >/dev/null 2>&1; then

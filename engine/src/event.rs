@@ -474,6 +474,51 @@ pub fn read_record(bytes: &[u8]) -> Result<(Vec<AccessEvent>, usize), RecordErro
     Ok((events, total))
 }
 
+/// Fuzzing hook: reads `payload` as a record's payload, framed with its
+/// true length and checksum (what a corrupt but checksummed segment, or a
+/// build with a bug, could hand the reader), and checks that the reader
+/// either refuses it as a bad payload or returns whole events, each with
+/// its reason matching its code and (version 3, where the record's first
+/// id gives every event its time) its time in its id. (A card's text
+/// need not parse back: a reader may send numbers outside its format's
+/// range, and the event records what was sent.)
+/// Panics only on a reader bug.
+#[doc(hidden)]
+#[expect(
+    clippy::panic,
+    reason = "a fuzz hook reports a reader bug by panicking"
+)]
+pub fn fuzz_read_record(payload: &[u8]) {
+    if payload.is_empty() || payload.len() > MAX_PAYLOAD {
+        return;
+    }
+    let mut record = vec![0; RECORD_HEADER];
+    record.extend_from_slice(payload);
+    finish_record(&mut record, 0);
+    match read_record(&record) {
+        Ok((events, n)) => {
+            if n != record.len() || events.is_empty() {
+                panic!(
+                    "read {} events over {n} of {} bytes",
+                    events.len(),
+                    record.len()
+                );
+            }
+            let v3 = payload.first() == Some(&3);
+            for event in events {
+                if v3 && event.id.unix_ms() != event.time.as_millisecond() {
+                    panic!("the id does not carry the time: {event:?}");
+                }
+                if event.reason.code() != event.reason_code {
+                    panic!("reason and code disagree: {event:?}");
+                }
+            }
+        }
+        Err(RecordError::Payload(_)) => {}
+        Err(e) => panic!("a framed payload was refused as {e}"),
+    }
+}
+
 struct Cursor<'a>(&'a [u8]);
 
 impl<'a> Cursor<'a> {
@@ -1084,6 +1129,16 @@ mod tests {
 
     fn accessd_uid_max() -> usize {
         crate::credential::MAX_UID_LEN
+    }
+
+    #[test]
+    fn the_fuzz_hook_accepts_good_payloads_and_every_cut_of_one() {
+        let good = record(&[sample(), sample()]);
+        let payload = &good[RECORD_HEADER..];
+        fuzz_read_record(payload);
+        for cut in 1..payload.len() {
+            fuzz_read_record(&payload[..cut]);
+        }
     }
 
     #[test]

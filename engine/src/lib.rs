@@ -79,7 +79,7 @@ pub use decide::{decide, decide_with_subject};
 pub use decision::{Decision, Reason, Request, UnknownReason, Verdict};
 pub use event::{
     AccessEvent, BadEventId, EventId, EventRef, MAX_PAYLOAD, RECORD_HEADER, RecordError,
-    RecordWriter, read_record,
+    RecordWriter, fuzz_read_record, read_record,
 };
 pub use explain::{AssignmentState, Explanation, LevelCheck, Outcome, Rule, Step, explain};
 pub use model::{

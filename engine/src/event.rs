@@ -187,6 +187,20 @@ impl RecordWriter {
     /// client and one server: the record states them once).
     pub fn push(&mut self, client: &str, server: &str, event: &EventRef<'_>) {
         debug_assert_eq!(event.id.unix_ms(), event.time_ms, "the id carries the time");
+        debug_assert!(
+            self.open.is_none_or(|open| {
+                // The open record's client: after its shared fields, a u16
+                // length and the bytes.
+                let at = open.start + RECORD_HEADER + SHARED;
+                let len = self
+                    .bytes
+                    .get(at..at + 2)
+                    .and_then(|l| l.try_into().ok())
+                    .map_or(0, |l: [u8; 2]| usize::from(u16::from_le_bytes(l)));
+                self.bytes.get(at + 2..at + 2 + len) == Some(cut(client).as_bytes())
+            }),
+            "a writer's events come from one client"
+        );
         let step = match self.open {
             Some(open)
                 if open.snapshot_version == event.decision.snapshot_version
@@ -1139,6 +1153,14 @@ mod tests {
         for cut in 1..payload.len() {
             fuzz_read_record(&payload[..cut]);
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "one client")]
+    fn a_writer_holds_one_clients_events() {
+        let mut w = RecordWriter::default();
+        w.push("gateway-1", "srv-a", &sample());
+        w.push("gateway-2", "srv-a", &sample());
     }
 
     #[test]

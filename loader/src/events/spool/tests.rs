@@ -23,7 +23,6 @@ fn config(dir: &Path) -> SpoolConfig {
 
 /// `n` records of one event each, request ids `first..first + n`.
 fn records(first: u32, n: u32) -> Vec<u8> {
-    let mut out = Vec::new();
     let mut w = accessd_engine::RecordWriter::default();
     for i in first..first + n {
         let event = EventRef {
@@ -41,13 +40,12 @@ fn records(first: u32, n: u32) -> Vec<u8> {
             snapshot_age_ms: 0,
             reader_time_ms: None,
         };
-        // One record each: every event has its own instant.
+        // One record each: every event has its own instant, and the
+        // writer begins a record for each.
         w.push("gw", "s1", &event);
-        w.finish();
-        out.extend_from_slice(w.bytes());
-        w.clear();
     }
-    out
+    w.finish();
+    w.bytes().to_vec()
 }
 
 fn read_all(reader: &mut SpoolReader) -> Vec<u32> {

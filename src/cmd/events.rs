@@ -90,6 +90,9 @@ pub(crate) struct TrailView {
     pub(crate) spool: Spool,
     /// The events table shipped to, if any.
     pub(crate) table: Option<String>,
+    /// A client of that table's DynamoDB (console lookups read a holder's
+    /// older events from it).
+    pub(crate) dynamodb: Option<aws_sdk_dynamodb::Client>,
     /// The EventBridge bus alarms go to, if any.
     pub(crate) bus: Option<String>,
     /// What counts as a burst of denies (for the console's alarms too).
@@ -143,14 +146,18 @@ impl Trail {
             (None, None) => None,
             _ => Some(sdk_config(&aws.map(|(s, _)| s.clone()).unwrap_or_default()).await),
         };
-        if let (Some(table), Some(sdk)) = (&shipping_table, &sdk) {
+        let dynamodb = match (&shipping_table, &sdk) {
+            (Some(_), Some(sdk)) => Some(aws_sdk_dynamodb::Client::new(sdk)),
+            _ => None,
+        };
+        if let (Some(table), Some(client)) = (&shipping_table, &dynamodb) {
             let reader = spool.reader(SHIPPER)?;
             let config = ShipConfig {
                 retention: Duration::from_secs(args.events_retention_days * 24 * 3600),
                 ..ShipConfig::new(table.clone())
             };
             tasks.push(tokio::spawn(ship::run(
-                aws_sdk_dynamodb::Client::new(sdk),
+                client.clone(),
                 reader,
                 config,
                 stop_rx.clone(),
@@ -180,6 +187,7 @@ impl Trail {
             view: TrailView {
                 spool,
                 table: shipping_table,
+                dynamodb,
                 bus: args.alarm_bus.clone(),
                 burst,
             },
@@ -347,7 +355,7 @@ async fn query(args: QueryArgs) -> anyhow::Result<ExitCode> {
             Some(HOLDER_INDEX),
             HOLDER_INDEX_PK,
             "gsi1sk",
-            format!("HOLDER#{holder}"),
+            ship::holder_pk(holder),
         ),
         (None, None) => anyhow::bail!("give --door or --holder"),
     };

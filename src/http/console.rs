@@ -18,14 +18,15 @@
 //! session only). Nothing here changes data: changes stay with `accessd
 //! admin` and DynamoDB, where they are audited.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use accessd_engine::{AccessEvent, CredentialKey, HolderView, Verdict};
+use accessd_engine::{AccessEvent, CredentialKey, EventId, HolderView, Verdict};
 use accessd_loader::events::SpoolReader;
 use accessd_loader::events::alarm::AlarmDetector;
+use accessd_loader::events::ship;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
@@ -276,6 +277,12 @@ pub(crate) async fn readers(State(state): State<Arc<HttpState>>) -> Response {
 const RECENT_SCAN_BYTES: u64 = 64 << 20;
 /// Recent events a lookup returns at most.
 const RECENT_EVENTS: usize = 50;
+/// A holder's newest events a lookup reads from the events table at most
+/// (more than it returns: they also fill in the last event at each door).
+const TABLE_EVENTS: usize = 500;
+/// How long a lookup waits for the events table before it answers with
+/// the spool's events alone.
+const TABLE_WAIT: Duration = Duration::from_secs(3);
 
 /// A lookup's answer.
 #[derive(Serialize)]
@@ -290,6 +297,47 @@ struct Lookup {
     /// How far back `recent` looked: the spool's newest bytes read, or
     /// `None` when no events are recorded.
     scanned_bytes: Option<u64>,
+    /// What the events table added, when events are shipped to one and
+    /// the lookup has a holder to look for.
+    events_table: Option<TableRead>,
+}
+
+/// What a lookup read of the events table (the `by_holder` index).
+#[derive(Serialize)]
+struct TableRead {
+    /// The table.
+    table: String,
+    /// The holder's newest events read from it (at most [`TABLE_EVENTS`]),
+    /// merged with the spool's.
+    read: usize,
+    /// Why it could not be read; the lookup then holds the spool's events
+    /// alone.
+    error: Option<String>,
+}
+
+impl Lookup {
+    /// Adds events read from the events table: `recent` stays the newest
+    /// [`RECENT_EVENTS`] of both, each event once, and `doors` the newest
+    /// event at each door.
+    fn merge(&mut self, table: Vec<AccessEvent>) {
+        let mut seen: HashSet<EventId> = self.recent.iter().map(|e| e.id).collect();
+        for event in table {
+            if let Some(door) = &event.door {
+                match self.doors.get(door) {
+                    Some(newest) if newest.time >= event.time => {}
+                    _ => {
+                        self.doors.insert(door.clone(), event.clone());
+                    }
+                }
+            }
+            if seen.insert(event.id) {
+                self.recent.push(event);
+            }
+        }
+        // Stable: events of one millisecond keep the spool's order.
+        self.recent.sort_by_key(|e| std::cmp::Reverse(e.time));
+        self.recent.truncate(RECENT_EVENTS);
+    }
 }
 
 /// Who a lookup is about.
@@ -353,6 +401,7 @@ fn lookup(state: &HttpState, who: &Who) -> Result<Lookup, String> {
         recent: recent.into_iter().rev().collect(),
         doors,
         scanned_bytes,
+        events_table: None,
     })
 }
 
@@ -364,11 +413,54 @@ async fn run_lookup(state: Arc<HttpState>, who: Who) -> Result<Lookup, Response>
         )
             .into_response()
     };
-    match tokio::task::spawn_blocking(move || lookup(&state, &who)).await {
-        Ok(Ok(found)) => Ok(found),
-        Ok(Err(e)) => Err(failed(format!("cannot read the event spool: {e}"))),
-        Err(e) => Err(failed(format!("lookup failed: {e}"))),
+    let trail = state.view.events.clone();
+    let asked_holder = match &who {
+        Who::Holder(id) => Some(id.clone()),
+        Who::Card(_) => None,
+    };
+    let mut found = match tokio::task::spawn_blocking(move || lookup(&state, &who)).await {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) => return Err(failed(format!("cannot read the event spool: {e}"))),
+        Err(e) => return Err(failed(format!("lookup failed: {e}"))),
+    };
+    // The spool holds the newest events; with a table, the holder's
+    // older ones are there (a card's are found through its holder).
+    let holder = asked_holder.or_else(|| found.holder.as_ref().map(|h| h.id.clone()));
+    if let (Some(trail), Some(holder)) = (trail, holder)
+        && let (Some(table), Some(client)) = (trail.table, trail.dynamodb)
+    {
+        let read = tokio::time::timeout(
+            TABLE_WAIT,
+            ship::newest_of_holder(&client, &table, &holder, TABLE_EVENTS),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "events table `{table}` did not answer within {} s",
+                TABLE_WAIT.as_secs()
+            ))
+        });
+        found.events_table = Some(match read {
+            Ok(events) => {
+                let read = events.len();
+                found.merge(events);
+                TableRead {
+                    table,
+                    read,
+                    error: None,
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "console lookup: the events table could not be read; answering with the spool's events");
+                TableRead {
+                    table,
+                    read: 0,
+                    error: Some(error),
+                }
+            }
+        });
     }
+    Ok(found)
 }
 
 /// `GET /v1/holders/{id}`: 404 when neither the snapshot nor the recent
@@ -393,7 +485,7 @@ pub(crate) async fn holder(
         Ok(found) if found.holder.is_none() && found.recent.is_empty() => (
             StatusCode::NOT_FOUND,
             Json(json!({
-                "error": format!("no cardholder `{id}` in the snapshot or the recent events")
+                "error": format!("no cardholder `{id}` in the snapshot, the recent events or the events table")
             })),
         )
             .into_response(),
@@ -421,5 +513,65 @@ pub(crate) async fn card(
     match run_lookup(state, Who::Card(key)).await {
         Ok(found) => Json(found).into_response(),
         Err(response) => response,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An event at `door` at second `s` of a minute.
+    fn event(id: u128, door: &str, s: u32) -> AccessEvent {
+        let ms = 1_764_531_060_000 + i64::from(s) * 1000;
+        serde_json::from_value(json!({
+            "id": EventId::v7(ms, id).to_string(),
+            "time": jiff::Timestamp::from_millisecond(ms).unwrap().to_string(),
+            "reader": format!("{door}-in"), "door": door, "site": "hq",
+            "credential": "h10301:12:1001", "holder": "alice", "verdict": "grant",
+            "reason_code": 0, "reason": "granted", "unlock_ms": 5000,
+            "snapshot_version": 1, "snapshot_age_ms": 0, "client": "gw",
+            "reader_time": null, "server": "s1", "request_id": 1,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_tables_events_join_the_spools_once_each_and_newest_first() {
+        let (newest, spooled, dup_older, oldest) = (
+            event(4, "lobby", 40),
+            event(3, "lab", 30),
+            event(2, "dock", 20),
+            event(1, "lobby", 10),
+        );
+        let mut found = Lookup {
+            snapshot_version: 1,
+            holder: None,
+            recent: vec![newest.clone(), spooled.clone()],
+            doors: BTreeMap::from([
+                ("lobby".to_owned(), newest.clone()),
+                ("lab".to_owned(), spooled.clone()),
+            ]),
+            scanned_bytes: Some(0),
+            events_table: None,
+        };
+        // The table overlaps the spool (what it shipped) and reaches back.
+        found.merge(vec![newest.clone(), dup_older.clone(), oldest.clone()]);
+        assert_eq!(
+            found.recent,
+            vec![newest.clone(), spooled.clone(), dup_older.clone(), oldest]
+        );
+        // A door keeps its newest event; one only the table knew is added.
+        assert_eq!(found.doors["lobby"], newest);
+        assert_eq!(found.doors["dock"], dup_older);
+        assert_eq!(found.doors.len(), 3);
+
+        // At most RECENT_EVENTS, the newest.
+        let many: Vec<AccessEvent> = (0..RECENT_EVENTS as u32 + 5)
+            .map(|i| event(100 + u128::from(i), "lab", i % 30))
+            .collect();
+        found.merge(many);
+        assert_eq!(found.recent.len(), RECENT_EVENTS);
+        assert_eq!(found.recent[0], newest);
+        assert!(found.recent.windows(2).all(|w| w[0].time >= w[1].time));
     }
 }

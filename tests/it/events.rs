@@ -602,3 +602,105 @@ async fn events_tail_follow_prints_decisions_as_they_are_made() {
     drop(client);
     assert!(served.terminate().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_lookups_read_a_holders_older_events_from_the_events_table() {
+    use crate::support::http::{self, get, until};
+
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let dynamodb = start_on(port);
+    tables(&endpoint, "evl", &site()).await;
+    let dir = temp_dir("events-lookup");
+    let serve = |spool: &Path| {
+        let args = [
+            "--dynamodb-table",
+            "evl",
+            "--endpoint-url",
+            &endpoint,
+            "--region",
+            "us-east-1",
+            "--stream-poll-ms",
+            "50",
+            "--events-dir",
+            spool.to_str().unwrap(),
+        ];
+        http::Served::start(&dir, &args, &[])
+    };
+
+    // A first server decides and ships; then it and its spool are gone.
+    let first_spool = dir.join("events-1");
+    let mut first = serve(&first_spool);
+    let client = first.client().await;
+    for n in 0..12 {
+        let card: CredentialKey = format!("h10301:1:{}", n % 3).parse().unwrap();
+        let request = Request {
+            reader: "r1",
+            credential: card,
+            pin: None,
+        };
+        client.decide(&request).await.unwrap();
+    }
+    let shipped = until(&first, "12 events spooled", || async {
+        let events = spooled(&first_spool);
+        (events.len() >= 12).then_some(events)
+    })
+    .await;
+    let holder = shipped
+        .iter()
+        .find_map(|e| e.holder.clone())
+        .expect("some card has a holder");
+    let theirs: Vec<&AccessEvent> = shipped
+        .iter()
+        .filter(|e| e.holder.as_ref() == Some(&holder))
+        .collect();
+    assert!(!theirs.is_empty() && theirs.len() < shipped.len());
+    until(&first, "events shipped", || async {
+        let ids = table_ids(&endpoint, "evl-events").await;
+        shipped
+            .iter()
+            .all(|e| ids.contains(&e.id.to_string()))
+            .then_some(())
+    })
+    .await;
+    drop(client);
+    assert!(first.terminate().success());
+    std::fs::remove_dir_all(&first_spool).unwrap();
+
+    // A second server, its spool empty: the holder's events come from the
+    // table, newest first, with the last one at their door.
+    let mut second = serve(&dir.join("events-2"));
+    let addr = second.http().await;
+    let path = format!("/v1/holders/{holder}");
+    let found = until(&second, "the holder in the snapshot", || async {
+        let reply = get(addr, &path).await;
+        (reply.status == 200 && !reply.json()["holder"].is_null()).then(|| reply.json())
+    })
+    .await;
+    let recent: Vec<AccessEvent> = serde_json::from_value(found["recent"].clone()).unwrap();
+    let mut expected: Vec<AccessEvent> = theirs.iter().map(|e| (*e).clone()).collect();
+    expected.reverse();
+    let ids = |events: &[AccessEvent]| events.iter().map(|e| e.id).collect::<HashSet<_>>();
+    assert_eq!(ids(&recent), ids(&expected), "{found}");
+    assert!(
+        recent.windows(2).all(|w| w[0].time >= w[1].time),
+        "newest first: {found}"
+    );
+    assert_eq!(found["events_table"]["table"], "evl-events");
+    assert_eq!(found["events_table"]["read"], theirs.len());
+    assert!(found["events_table"]["error"].is_null(), "{found}");
+    let newest = expected.iter().max_by_key(|e| e.time).unwrap();
+    let door = newest.door.as_deref().unwrap();
+    assert_eq!(found["doors"][door]["time"], found["recent"][0]["time"]);
+
+    // DynamoDB gone: the lookup still answers, from the spool, and says why
+    // the table is missing from it.
+    dynamodb.stop();
+    let reply = get(addr, &path).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let found = reply.json();
+    assert_eq!(found["recent"].as_array().map(Vec::len), Some(0), "{found}");
+    let error = found["events_table"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("evl-events"), "{found}");
+    assert!(second.terminate().success());
+}

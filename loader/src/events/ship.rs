@@ -41,6 +41,59 @@ pub fn event_pk(event: &AccessEvent) -> String {
     }
 }
 
+/// The `by_holder` index's partition key of the events of holder `holder`.
+pub fn holder_pk(holder: &str) -> String {
+    format!("HOLDER#{holder}")
+}
+
+/// The newest events of holder `holder` in the events table `table`
+/// (through the `by_holder` index), newest first, at most `limit`. Items
+/// that do not read as events are skipped with a warning.
+pub async fn newest_of_holder(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    holder: &str,
+    limit: usize,
+) -> Result<Vec<AccessEvent>, String> {
+    let mut events = Vec::new();
+    let mut start = None;
+    while events.len() < limit {
+        let page = client
+            .query()
+            .table_name(table)
+            .index_name(HOLDER_INDEX)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", HOLDER_INDEX_PK)
+            .expression_attribute_values(":pk", AttributeValue::S(holder_pk(holder)))
+            // The index's sort key is the event id, which sorts by time.
+            .scan_index_forward(false)
+            .limit(i32::try_from(limit - events.len()).unwrap_or(i32::MAX))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot query events table `{table}`: {}",
+                    aws_sdk_dynamodb::error::DisplayErrorContext(e)
+                )
+            })?;
+        for item in page.items() {
+            match event_of_item(item) {
+                Ok(event) => events.push(event),
+                Err(e) => {
+                    tracing::warn!(table, error = %e, "skipping an item that is not an access event")
+                }
+            }
+        }
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            break;
+        }
+    }
+    events.truncate(limit);
+    Ok(events)
+}
+
 /// The lowest sort key of events at or after Unix millisecond `ms`.
 pub fn sk_from(ms: i64) -> String {
     EventId::v7(ms, 0).to_string()
@@ -55,7 +108,7 @@ pub fn event_item(event: &AccessEvent, retention: Duration) -> HashMap<String, A
     item.insert("pk".into(), AttributeValue::S(event_pk(event)));
     item.insert("sk".into(), s(&id));
     if let Some(holder) = &event.holder {
-        item.insert(HOLDER_INDEX_PK.into(), s(&format!("HOLDER#{holder}")));
+        item.insert(HOLDER_INDEX_PK.into(), s(&holder_pk(holder)));
         item.insert(HOLDER_INDEX_SK.into(), s(&id));
         item.insert("holder".into(), s(holder));
     }

@@ -443,9 +443,14 @@ function renderLookup(x, q) {
     el("tr", { class: e.verdict }, el("td", {}, fmtDateTime(e.time)), el("td", { class: "verdict" }, e.verdict), el("td", {}, e.reason),
       el("td", {}, e.door || "—"), el("td", {}, e.reader), el("td", {}, e.credential))),
     "none"));
+  const t = x.events_table;
   frag.append(el("p", { class: "muted" }, x.scanned_bytes === null
     ? "Access events are not recorded by this server (serve --events-dir)."
-    : `Searched the newest ${(x.scanned_bytes / 1048576).toFixed(1)} MiB of the event spool; older events are in the events table (accessd events query).`));
+    : `Searched the newest ${(x.scanned_bytes / 1048576).toFixed(1)} MiB of the event spool` + (!t
+      ? "; older events are in the events table (accessd events query)."
+      : t.error === null
+        ? ` and the cardholder's newest ${t.read} events in the events table ${t.table}.`
+        : `; the events table ${t.table} could not be read (${t.error}).`)));
   return frag;
 }
 
